@@ -1,0 +1,23 @@
+# skyscan: simulate -> datasets -> train -> evaluate -> tiles -> search -> sky maps.
+#
+#   snakemake --cores 2                          # the embedded default config.yaml
+#   snakemake --cores 8 --configfile my.yaml     # your own config (validated, defaults filled)
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/simulate.smk"
+
+
+rule all:
+    input:
+        SIM_SHARDS,
+        SIM_PREVIEW,
+    default_target: True

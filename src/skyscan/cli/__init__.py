@@ -1,0 +1,53 @@
+"""The ``skyscan`` command: one sub-command per module, each with ``parser()`` and ``main()``.
+
+Heavy imports live inside each ``main`` so that ``skyscan --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+#: verb -> (module, one-line summary)
+COMMANDS = {
+    "simulate": ("skyscan.cli.simulate", "simulate lenses and non-lenses into Parquet shards"),
+    "preview": ("skyscan.cli.preview", "draw a PNG grid of simulated systems per kind"),
+}
+
+
+def main(argv=None) -> int:
+    """Dispatch ``skyscan VERB ...`` to ``skyscan.cli.VERB.main``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        width = max(len(v) for v in COMMANDS)
+        lines = [f"  {v:<{width}}  {summary}" for v, (_, summary) in COMMANDS.items()]
+        print("usage: skyscan VERB [options]\n\nverbs:\n" + "\n".join(lines))
+        print("\n'skyscan VERB --help' describes each verb.")
+        return 0
+    if argv[0] in ("-V", "--version"):
+        import skyscan
+
+        print(f"skyscan {skyscan.__version__}")
+        return 0
+    verb, rest = argv[0], argv[1:]
+    if verb not in COMMANDS:
+        print(f"skyscan: unknown verb {verb!r} (allowed: {', '.join(COMMANDS)})", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[verb][0])
+    return module.main(rest) or 0
+
+
+def run_guarded(prog: str, fn) -> int:
+    """Run ``fn()``; turn the project's input errors into one line on stderr and exit code 2."""
+    from skyscan.data.shards import ShardError
+    from skyscan.sim.survey import ConfigError
+
+    try:
+        return fn() or 0
+    except (ConfigError, ShardError, FileNotFoundError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

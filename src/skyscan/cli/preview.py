@@ -1,0 +1,42 @@
+"""``skyscan preview``: a PNG grid of simulated systems, one row per kind."""
+
+from __future__ import annotations
+
+import argparse
+
+PROG = "skyscan preview"
+
+
+def parser() -> argparse.ArgumentParser:
+    """Command-line options."""
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Draw the first few systems of each kind found in simulation shards as colour "
+            "composites (asinh stretch), labelled with kind, Einstein radius and S/N."
+        ),
+    )
+    p.add_argument("shards", nargs="+", help="simulation shard(s) (.parquet)")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--per-kind", type=int, default=4, help="examples per kind (default 4)")
+    return p
+
+
+def main(argv=None) -> int:
+    """Run the command."""
+    from skyscan.cli import run_guarded
+
+    args = parser().parse_args(argv)
+    return run_guarded(PROG, lambda: _run(args))
+
+
+def _run(args) -> int:
+    from skyscan.sim.preview import write_preview
+
+    path = write_preview(args.shards, args.out, per_kind=args.per_kind)
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,142 @@
+"""Loading and validating the workflow config against ``schemas/config.schema.yaml``.
+
+The schema is the single source of defaults: the Snakefile and every ``skyscan`` command
+validate through :func:`validate_config`, so a key means the same everywhere.  Errors are one
+line naming the dotted key and what was expected.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from skyscan.sim.survey import ConfigError
+
+__all__ = ["ConfigError", "load_config", "validate_config", "config_hash", "schema"]
+
+
+def schema() -> dict:
+    """Return the config JSON schema (parsed YAML)."""
+    text = resources.files("skyscan").joinpath("schemas/config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _validator_with_defaults():
+    from jsonschema import Draft202012Validator, validators
+
+    base_properties = Draft202012Validator.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, sub_schema):
+        if isinstance(instance, dict):
+            for name, prop in properties.items():
+                default = prop.get("default")
+                if default is None and "$ref" in prop:
+                    default = None  # a $ref'd schema's own default is not applied implicitly
+                if name not in instance and default is not None:
+                    instance[name] = copy.deepcopy(default)
+        yield from base_properties(validator, properties, instance, sub_schema)
+
+    return validators.extend(Draft202012Validator, {"properties": set_defaults})
+
+
+def _describe(error) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    where = f"config key '{path}'" if path else "config"
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        prefix = f"{path}." if path else ""
+        keys = ", ".join(f"'{prefix}{k}'" for k in extra)
+        return f"unknown config key {keys} (allowed: {', '.join(allowed)})"
+    if error.validator == "type":
+        return f"{where}: expected {error.validator_value}, got {error.instance!r}"
+    if error.validator == "enum":
+        allowed = ", ".join(str(v) for v in error.validator_value)
+        return f"{where}: {error.instance!r} is not one of {allowed}"
+    if error.validator == "oneOf":
+        return f"{where}: {error.instance!r} is not valid ({error.schema.get('description', '')})"
+    if error.validator == "required":
+        return f"{where}: {error.message}"
+    return f"{where}: {error.message}"
+
+
+def validate_config(config: Mapping) -> dict:
+    """Validate a config mapping and fill defaults.
+
+    Parameters
+    ----------
+    config : mapping
+        The parsed config (e.g. Snakemake's ``config``).  It is not modified.
+
+    Returns
+    -------
+    dict
+        A deep copy with every default filled in.
+
+    Raises
+    ------
+    ConfigError
+        On the first problem, with the dotted key and the expectation in the message.
+    """
+    instance = copy.deepcopy(dict(config))
+    validator = _validator_with_defaults()(schema())
+    errors = sorted(validator.iter_errors(instance), key=lambda e: (len(e.absolute_path), e.path))
+    if errors:
+        raise ConfigError(_describe(errors[0]))
+    # Defaults that were filled can themselves hold defaults (nested sections): run once more.
+    errors = sorted(validator.iter_errors(instance), key=lambda e: (len(e.absolute_path), e.path))
+    if errors:
+        raise ConfigError(_describe(errors[0]))
+    return instance
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping | None = None) -> dict:
+    """Read a YAML config file, apply ``overrides`` (a nested mapping) and validate it.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        YAML file.  ``None`` starts from an empty config (all defaults).
+    overrides : mapping, optional
+        Nested values that replace those of the file, e.g. ``{"simulate": {"n": 10}}``.
+
+    Returns
+    -------
+    dict
+        The validated config with defaults filled.
+    """
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
+    data = _merge(data, overrides or {})
+    return validate_config(data)
+
+
+def _merge(base: dict, overrides: Mapping) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def config_hash(section: object) -> str:
+    """A short stable hash of a config section (canonical JSON, SHA-256, 16 hex digits)."""
+    blob = json.dumps(section, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,159 @@
+"""Parquet image shards: the on-disk form of every stage's cutouts.
+
+A shard is one Parquet file: one row per cutout, scalar columns (parameters, labels, ...) and
+an ``image`` column of fixed-size float32 lists holding the ``(bands, H, W)`` array in C order.
+The schema metadata (UTF-8 JSON values) says how to read it:
+
+``skyscan_version``, ``survey``, ``bands`` (list), ``shape`` ([bands, H, W]), ``pixel_scale``
+(arcsec), ``units`` of the pixels, plus whatever the writing stage adds (``config_hash``, ...).
+
+Writes are atomic: a temporary file in the same folder, renamed over the target when complete,
+so a crash never leaves a half-written shard under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = [
+    "images_to_array",
+    "write_table_atomic",
+    "read_metadata",
+    "read_images",
+    "shard_is_complete",
+    "ShardError",
+]
+
+REQUIRED_METADATA = ("bands", "shape", "pixel_scale", "survey", "skyscan_version")
+
+
+class ShardError(ValueError):
+    """A shard cannot be read or does not hold what it should; the message names the file."""
+
+
+def images_to_array(images: np.ndarray) -> pa.FixedSizeListArray:
+    """Pack an ``(N, bands, H, W)`` float32 array into a fixed-size list column (zero copy)."""
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    size = int(np.prod(images.shape[1:]))
+    return pa.FixedSizeListArray.from_arrays(pa.array(images.reshape(-1)), size)
+
+
+def write_table_atomic(
+    table: pa.Table, path: str | Path, metadata: Mapping[str, object], row_group_size: int = 256
+) -> Path:
+    """Write ``table`` to ``path`` with JSON ``metadata``, atomically.
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+    path : str or Path
+        Final file name; its folder is created if needed.
+    metadata : mapping
+        Values are stored as JSON under their keys in the Parquet schema metadata.
+    row_group_size : int
+        Rows per row group (bounds the memory of a streaming reader).
+
+    Returns
+    -------
+    Path
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = dict(table.schema.metadata or {})
+    meta.update({k.encode(): json.dumps(v, sort_keys=True).encode() for k, v in metadata.items()})
+    table = table.replace_schema_metadata(meta)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())
+    try:
+        pq.write_table(
+            table,
+            tmp,
+            row_group_size=row_group_size,
+            compression="zstd",
+            compression_level=1,
+            write_statistics=False,
+        )
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The JSON schema metadata of a shard, decoded; fails naming the file if unreadable."""
+    path = Path(path)
+    try:
+        raw = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowException) as exc:
+        raise ShardError(f"{path}: not a readable Parquet shard ({exc})") from None
+    out = {}
+    for k, v in raw.items():
+        key = k.decode()
+        try:
+            out[key] = json.loads(v)
+        except ValueError:
+            out[key] = v.decode(errors="replace")
+    missing = [k for k in REQUIRED_METADATA if k not in out]
+    if missing:
+        raise ShardError(f"{path}: shard metadata lacks {', '.join(missing)}")
+    return out
+
+
+def read_images(path: str | Path, columns=None) -> tuple[np.ndarray, pa.Table, dict]:
+    """Read a shard.
+
+    Parameters
+    ----------
+    path : str or Path
+    columns : list of str, optional
+        Scalar columns to read besides ``image`` (default: all).
+
+    Returns
+    -------
+    images : ndarray, shape (N, bands, H, W), float32
+    table : pyarrow.Table
+        The scalar columns.
+    metadata : dict
+    """
+    path = Path(path)
+    meta = read_metadata(path)
+    cols = None if columns is None else list(dict.fromkeys(list(columns) + ["image"]))
+    try:
+        table = pq.read_table(path, columns=cols)
+    except (OSError, pa.ArrowException) as exc:
+        raise ShardError(f"{path}: cannot read ({exc})") from None
+    image_col = table.column("image").combine_chunks()
+    shape = tuple(meta["shape"])
+    images = image_col.values.to_numpy(zero_copy_only=False).reshape((len(table),) + shape)
+    return images, table.drop(["image"]), meta
+
+
+def shard_is_complete(path: str | Path, expected: Mapping[str, object]) -> bool:
+    """True if ``path`` is a readable shard whose metadata matches every ``expected`` item."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        meta = read_metadata(path)
+        rows = pq.ParquetFile(path).metadata.num_rows
+    except (ShardError, OSError, pa.ArrowException):
+        return False
+    if "rows" in expected and rows != expected["rows"]:
+        return False
+    return all(meta.get(k) == v for k, v in expected.items() if k != "rows")

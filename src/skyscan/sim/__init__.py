@@ -1,0 +1,1 @@
+"""Strong-lens and galaxy simulation: profiles, PSF, surveys, populations, batched renderer."""

@@ -1,0 +1,176 @@
+"""The batched renderer: full images against lenstronomy, noise, S/N and magnification."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import draw_params, lenstronomy_image, lsst_bands
+
+from skyscan.sim.render import Observation, add_noise, optimal_snr, render
+
+
+@pytest.fixture(scope="module")
+def lens_draws():
+    return draw_params(30, seed=5)
+
+
+@pytest.fixture(scope="module")
+def reference_images(lens_draws):
+    pytest.importorskip("lenstronomy")
+    bands = lsst_bands()
+    return np.array([[lenstronomy_image(lens_draws, i, b) for b in bands] for i in range(30)])
+
+
+def _rel_l2(ours, ref):
+    diff = (ours - ref).reshape(len(ref), -1)
+    return np.linalg.norm(diff, axis=1) / np.linalg.norm(ref.reshape(len(ref), -1), axis=1)
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-7), (torch.float32, 1e-5)])
+def test_noise_free_images_match_lenstronomy(lens_draws, reference_images, dtype, tolerance):
+    """30 random lenses (SIE + shear, Sersic deflector and source, Gaussian PSF, 3x
+    super-sampling), g, r, i: per-image relative L2 difference below 1e-7 in float64 and 1e-5
+    in float32 (the issue asks for 1e-3)."""
+    obs = Observation(lsst_bands(), 45, 3, "coadd")
+    ours = render(lens_draws, obs, None, dtype=dtype).image.reshape(30 * 3, 45, 45)
+    err = _rel_l2(ours, reference_images.reshape(30 * 3, 45, 45))
+    assert err.max() < tolerance, f"max relative L2 {err.max():.2e}"
+
+
+def test_compiled_kernels_match_eager(lens_draws, reference_images):
+    """torch.compile'd kernels give the same images to float32 rounding (and lenstronomy's)."""
+    pytest.importorskip("torch._inductor")
+    obs = Observation(lsst_bands(), 45, 3, "coadd")
+    try:
+        compiled = render(lens_draws, obs, None, compile=True).image
+    except Exception as exc:  # no C++ compiler: the option is documented as needing one
+        pytest.skip(f"torch.compile unavailable here: {exc}")
+    eager = render(lens_draws, obs, None).image
+    assert _rel_l2(compiled, eager).max() < 1e-5
+    assert _rel_l2(compiled.reshape(90, 45, 45), reference_images.reshape(90, 45, 45)).max() < 1e-5
+
+
+def test_chunk_size_does_not_change_pixels(lens_draws):
+    obs = Observation(lsst_bands(), 45, 3, "coadd")
+    a = render(lens_draws, obs, None, chunk=4).image
+    b = render(lens_draws, obs, None, chunk=16).image
+    np.testing.assert_array_equal(a, b)
+
+
+def test_background_noise_variance_on_blank_field():
+    """Blank sky (no object): per-pixel variance equals sigma_bkg^2 within 2%, every band,
+    single visit and coadd depth."""
+    for exposures in ("single", "coadd", 30):
+        obs = Observation(lsst_bands(), 64, 1, exposures)
+        blank = torch.zeros((200, 3, 64, 64), dtype=torch.float64)
+        noisy = add_noise(
+            blank,
+            obs.background_sigma(),
+            [obs.exposure_time(b) for b in obs.bands],
+            np.random.default_rng(3),
+        ).numpy()
+        variance = noisy.var(axis=(0, 2, 3))
+        np.testing.assert_allclose(variance, obs.background_sigma() ** 2, rtol=0.02)
+
+
+def test_source_poisson_noise_variance():
+    """A flat 50 e-/s source adds 50 / t_total to the variance (2%)."""
+    obs = Observation(lsst_bands(), 64, 1, "single")
+    flat = torch.full((200, 3, 64, 64), 50.0, dtype=torch.float64)
+    t = np.array([obs.exposure_time(b) for b in obs.bands])
+    noisy = add_noise(flat, obs.background_sigma(), t, np.random.default_rng(4)).numpy()
+    np.testing.assert_allclose(
+        noisy.var(axis=(0, 2, 3)), obs.background_sigma() ** 2 + 50 / t, rtol=0.02
+    )
+
+
+def test_blank_kind_render_noise_matches_formula():
+    """End to end: faint deflectors (mag 40) rendered with noise have background variance."""
+    params = draw_params(
+        100,
+        seed=9,
+        kinds={"no_source": 1, "lens": 0, "companion": 0, "ring": 0, "spiral": 0, "star_blend": 0},
+        priors={"lens_mag": {"dist": "constant", "value": 40.0}},
+    )
+    obs = Observation(lsst_bands(), 45, 1, "single")
+    image = render(params, obs, np.random.default_rng(0)).image
+    np.testing.assert_allclose(image.var(axis=(0, 2, 3)), obs.background_sigma() ** 2, rtol=0.02)
+
+
+def test_optimal_snr_against_brute_force():
+    """LensPop aperture: ranking by signal then the best prefix equals the best of all
+    prefixes of the S/N-ranked pixels, computed by brute force."""
+    rng = np.random.default_rng(2)
+    signal = rng.exponential(size=(3, 2, 8, 8)) * (rng.random((3, 2, 8, 8)) < 0.4)
+    sigma, t = np.array([0.3, 0.5]), np.array([100.0, 400.0])
+    ours = optimal_snr(signal, sigma, t)
+    for i in range(3):
+        for b in range(2):
+            s = signal[i, b].ravel()
+            v = sigma[b] ** 2 + s / t[b]
+            order = np.argsort(-s / np.sqrt(v))
+            best = max(s[order[:k]].sum() / np.sqrt(v[order[:k]].sum()) for k in range(1, 65))
+            assert ours[i, b] == pytest.approx(best, rel=1e-5)
+
+
+def test_magnification_of_a_singular_isothermal_sphere():
+    """Round SIS, no shear: the total magnification of an extended Sersic source equals the
+    source-weighted point magnification, 2 theta_E/beta inside the Einstein radius and
+    1 + theta_E/beta outside it, integrated on a fine source-plane grid (2%)."""
+    from skyscan.sim.profiles import sersic_b_n
+
+    params = draw_params(4, seed=2)
+    for k in ("e1", "e2", "center_x", "center_y", "gamma1", "gamma2", "source_e1", "source_e2"):
+        params[k] = np.zeros(4)
+    params["theta_E"] = np.array([1.0, 1.5, 2.0, 2.5])
+    params["source_R_sersic"] = np.full(4, 0.15)
+    params["source_n_sersic"] = np.ones(4)
+    params["source_center_x"] = 0.4 * params["theta_E"]
+    params["source_center_y"] = np.zeros(4)
+    obs = Observation(lsst_bands(), 45, 5, "coadd")
+    mu = render(params, obs, None, dtype=torch.float64).magnification
+
+    g = (np.arange(2000) + 0.5) / 500 - 2  # cell centres; 1/beta is integrable
+    bx, by = np.meshgrid(g, g)
+    brightness = np.exp(-sersic_b_n(1.0) * np.hypot(bx, by) / 0.15)
+    for k, theta_e in enumerate(params["theta_E"]):
+        beta = np.hypot(bx + 0.4 * theta_e, by)
+        point = np.where(beta < theta_e, 2 * theta_e / beta, 1 + theta_e / beta)
+        expected = (brightness * point).sum() / brightness.sum()
+        assert mu[k] == pytest.approx(expected, rel=0.02)
+
+
+def test_star_flux_and_kinds_render():
+    """Every kind renders finite images; a star adds its catalogue flux (1%) to the stamp."""
+    from skyscan.sim.population import KINDS
+
+    params = draw_params(120, seed=8, kinds={k: 1 for k in KINDS})
+    obs = Observation(lsst_bands(), 45, 3, "coadd")
+    res = render(params, obs, np.random.default_rng(1))
+    assert np.isfinite(res.image).all()
+    is_lens = params["kind"] == "lens"
+    assert np.isfinite(res.snr[is_lens]).all() and np.isnan(res.snr[~is_lens]).all()
+    assert (res.magnification[is_lens] > 1).all()
+
+    stars = draw_params(
+        5,
+        seed=8,
+        kinds={"star_blend": 1, "lens": 0, "no_source": 0, "companion": 0, "ring": 0, "spiral": 0},
+        priors={
+            "lens_mag": {"dist": "constant", "value": 40.0},
+            "star_distance": {"dist": "constant", "value": 1.0},
+        },
+    )
+    flux = render(stars, obs, None, dtype=torch.float64).image.sum(axis=(2, 3))
+    bands = obs.bands
+    expected = np.stack([b.mag_to_rate(stars[f"star_mag_{b.name}"]) for b in bands], axis=1)
+    np.testing.assert_allclose(flux, expected, rtol=0.01)
+
+
+def test_bands_must_share_pixel_scale():
+    import dataclasses
+
+    from skyscan.sim.survey import ConfigError
+
+    g, r, _ = lsst_bands()
+    with pytest.raises(ConfigError, match="share one pixel_scale"):
+        Observation([g, dataclasses.replace(r, pixel_scale=0.25)])
