@@ -1,7 +1,11 @@
 """Parquet image shards: the on-disk form of every stage's cutouts.
 
 A shard is one Parquet file: one row per cutout, scalar columns (parameters, labels, ...) and
-an ``image`` column of fixed-size float32 lists holding the ``(bands, H, W)`` array in C order.
+an ``image`` column of fixed-size binary values, each the little-endian float32
+``(bands, H, W)`` array in C order (``numpy.frombuffer(value, "<f4").reshape(shape)``).  Binary
+rather than a list of floats: Parquet then writes no per-element nesting levels, which makes
+shards 4x faster to write, and the noisy pixels are stored uncompressed (zstd saves under 10%
+of them at 3x the cost).
 The schema metadata (UTF-8 JSON values) says how to read it:
 
 ``skyscan_version``, ``survey``, ``bands`` (list), ``shape`` ([bands, H, W]), ``pixel_scale``
@@ -25,6 +29,7 @@ import pyarrow.parquet as pq
 
 __all__ = [
     "images_to_array",
+    "array_to_images",
     "write_table_atomic",
     "read_metadata",
     "read_images",
@@ -39,11 +44,26 @@ class ShardError(ValueError):
     """A shard cannot be read or does not hold what it should; the message names the file."""
 
 
-def images_to_array(images: np.ndarray) -> pa.FixedSizeListArray:
-    """Pack an ``(N, bands, H, W)`` float32 array into a fixed-size list column (zero copy)."""
-    images = np.ascontiguousarray(images, dtype=np.float32)
-    size = int(np.prod(images.shape[1:]))
-    return pa.FixedSizeListArray.from_arrays(pa.array(images.reshape(-1)), size)
+def images_to_array(images: np.ndarray) -> pa.FixedSizeBinaryArray:
+    """Pack an ``(N, bands, H, W)`` array into a fixed-size binary column of float32 (LE)."""
+    images = np.ascontiguousarray(images, dtype="<f4")
+    size = images[0].nbytes if len(images) else int(np.prod(images.shape[1:])) * 4
+    return pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(size), len(images), [None, pa.py_buffer(images)]
+    )
+
+
+def array_to_images(column, shape) -> np.ndarray:
+    """Unpack a fixed-size binary image column into an ``(N, *shape)`` float32 array."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    size = int(np.prod(shape)) * 4
+    if column.type != pa.binary(size):
+        raise ShardError(f"image column is {column.type}, expected fixed_size_binary[{size}]")
+    data = np.frombuffer(
+        column.buffers()[1], dtype="<f4", offset=column.offset * size, count=len(column) * size // 4
+    )
+    return data.reshape((len(column), *shape))
 
 
 def write_table_atomic(
@@ -74,12 +94,13 @@ def write_table_atomic(
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())
     try:
+        columns = table.column_names
         pq.write_table(
             table,
             tmp,
             row_group_size=row_group_size,
-            compression="zstd",
-            compression_level=1,
+            compression={c: ("none" if c == "image" else "zstd") for c in columns},
+            use_dictionary=[c for c in columns if pa.types.is_dictionary(table[c].type)],
             write_statistics=False,
         )
         os.replace(tmp, path)
@@ -138,9 +159,12 @@ def read_images(path: str | Path, columns=None) -> tuple[np.ndarray, pa.Table, d
         table = pq.read_table(path, columns=cols)
     except (OSError, pa.ArrowException) as exc:
         raise ShardError(f"{path}: cannot read ({exc})") from None
-    image_col = table.column("image").combine_chunks()
-    shape = tuple(meta["shape"])
-    images = image_col.values.to_numpy(zero_copy_only=False).reshape((len(table),) + shape)
+    if "image" not in table.column_names:
+        raise ShardError(f"{path}: no 'image' column")
+    try:
+        images = array_to_images(table.column("image"), tuple(meta["shape"]))
+    except ShardError as exc:
+        raise ShardError(f"{path}: {exc}") from None
     return images, table.drop(["image"]), meta
 
 

@@ -133,10 +133,12 @@ def parse_prior(key: str, spec: Mapping) -> Prior:
     return Prior(key, spec)
 
 
-def block_rng(seed: int, block: int) -> tuple[np.random.Generator, np.random.Generator]:
-    """Independent generators for the parameters and the noise of one block."""
+def block_rng(seed: int, block: int) -> tuple[np.random.Generator, int]:
+    """Independent random streams of one block: a numpy generator for the parameters and a
+    64-bit seed for the noise (drawn by torch's generator, 3x faster than numpy's normals)."""
     params_ss, noise_ss = np.random.SeedSequence(seed, spawn_key=(block,)).spawn(2)
-    return np.random.default_rng(params_ss), np.random.default_rng(noise_ss)
+    noise_seed = int(noise_ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+    return np.random.default_rng(params_ss), noise_seed
 
 
 def _color_offsets(key: str, colors: Mapping, reference: str, bands) -> dict[str, list]:

@@ -54,6 +54,8 @@ class SimulationPlan:
     @classmethod
     def from_config(cls, config: dict) -> SimulationPlan:
         """Build the plan from a config validated by :func:`skyscan.config.validate_config`."""
+        import torch
+
         sim = config["simulate"]
         survey = get_survey(config["survey"], config.get("surveys"))
         bands = get_bands(survey, config["bands"])
@@ -67,6 +69,7 @@ class SimulationPlan:
             "simulate": {k: v for k, v in sim.items() if k not in ("n", "preview")},
             "device": device.split(":")[0],
             "skyscan_version": skyscan.__version__,
+            "torch_version": torch.__version__.split("+")[0],  # its generator draws the noise
         }
         return cls(
             seed=config["seed"],
@@ -134,26 +137,28 @@ def _resolve_device(device: str) -> str:
 
 
 def _render_block(plan: SimulationPlan, block: int) -> dict[str, np.ndarray]:
-    """All columns of one random block (BLOCK_SIZE rows, or fewer at the end)."""
+    """All columns of one random block: BLOCK_SIZE rows, cut to the run's end.
+
+    The whole block is drawn and rendered whatever ``n``, so a row never depends on where the
+    run ends (the noise generator fills a block in one call).
+    """
     first = block * BLOCK_SIZE
     n = min(BLOCK_SIZE, plan.n - first)
-    params_rng, noise_rng = block_rng(plan.seed, block)
-    # Draw a full block whatever n, so a row never depends on where the run ends.
+    params_rng, noise_seed = block_rng(plan.seed, block)
     cols = plan.population.draw(params_rng, BLOCK_SIZE)
-    cols = {k: v[:n] for k, v in cols.items()}
     result = render(
         cols,
         plan.obs,
-        noise_rng if plan.noise else None,
+        noise_seed if plan.noise else None,
         device=plan.device,
         compile=plan.compile,
     )
-    cols["index"] = np.arange(first, first + n, dtype=np.int64)
+    cols["index"] = np.arange(first, first + BLOCK_SIZE, dtype=np.int64)
     cols["magnification"] = result.magnification
     for k, band in enumerate(plan.obs.band_names):
         cols[f"snr_{band}"] = result.snr[:, k]
     cols["image"] = result.image
-    return cols
+    return {k: v[:n] for k, v in cols.items()}
 
 
 def simulate_rows(plan: SimulationPlan, start: int, stop: int, progress=None) -> pa.Table:
@@ -168,14 +173,21 @@ def simulate_rows(plan: SimulationPlan, start: int, stop: int, progress=None) ->
         Called with the number of rows finished after each block.
     """
     parts = []
+    images = None
     for block in range(start // BLOCK_SIZE, (stop - 1) // BLOCK_SIZE + 1):
         cols = _render_block(plan, block)
         lo = max(start - block * BLOCK_SIZE, 0)
         hi = min(stop - block * BLOCK_SIZE, len(cols["index"]))
+        block_images = cols.pop("image")
+        if images is None:  # one buffer for the shard: no concatenation copies
+            images = np.empty((stop - start, *block_images.shape[1:]), dtype=np.float32)
+        first = block * BLOCK_SIZE + lo - start
+        images[first : first + hi - lo] = block_images[lo:hi]
         parts.append({k: v[lo:hi] for k, v in cols.items()})
         if progress is not None:
             progress(hi - lo)
     merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    merged["image"] = images
     return _to_table(plan, merged)
 
 
