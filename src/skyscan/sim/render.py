@@ -257,7 +257,7 @@ def render(
         last is padded), so compiled kernels see one shape.
     compile : bool
         Fuse the profile kernels with ``torch.compile`` (needs a C++ compiler on CPU, Triton on
-        GPU; about 4x faster on CPU after a one-off compilation of ~1 minute, cached on disk).
+        GPU; 2-4x faster on CPU after a one-off compilation of ~20 s, cached on disk).
         Results differ from eager mode by float32 rounding only.
     diagnostics : bool
         Measure the S/N (which convolves the source alone once more); ``False`` leaves it NaN,
