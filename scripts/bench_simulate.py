@@ -31,48 +31,16 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from conftest import ONLY_LENSES, draw_params, lsst_bands  # noqa: E402
 
 from skyscan.config import load_config  # noqa: E402
+from skyscan.sim.lenstronomy_interop import lenstronomy_image_model, lenstronomy_kwargs  # noqa: E402
 from skyscan.sim.render import Observation, render  # noqa: E402
 from skyscan.sim.simulate import SimulationPlan, write_shard  # noqa: E402
 
 
-def lenstronomy_models(supersampling):
-    from lenstronomy.Data.imaging_data import ImageData
-    from lenstronomy.Data.psf import PSF
-    from lenstronomy.ImSim.image_model import ImageModel
-    from lenstronomy.LensModel.lens_model import LensModel
-    from lenstronomy.LightModel.light_model import LightModel
-
-    models = []
-    for band in lsst_bands():
-        pix = band.pixel_scale
-        data = ImageData(image_data=np.zeros((45, 45)), ra_at_xy_0=-22 * pix,
-                         dec_at_xy_0=-22 * pix, transform_pix2angle=np.diag([pix, pix]))
-        psf = PSF(psf_type="GAUSSIAN", fwhm=band.seeing, truncation=5, pixel_size=pix)
-        light = LightModel(["SERSIC_ELLIPSE"])
-        models.append(ImageModel(data, psf, LensModel(["SIE", "SHEAR"]), light, light,
-                                 kwargs_numerics={"supersampling_factor": supersampling}))
-    return models
-
-
-def lenstronomy_kwargs(p, i, band):
-    from skyscan.sim.profiles import sersic_total_flux
-
-    def sersic(prefix):
-        r, n = p[f"{prefix}_R_sersic"][i], p[f"{prefix}_n_sersic"][i]
-        amp = band.mag_to_rate(p[f"{prefix}_mag_{band.name}"][i]) / sersic_total_flux(r, n)
-        return [dict(amp=amp, R_sersic=r, n_sersic=n, e1=p[f"{prefix}_e1"][i],
-                     e2=p[f"{prefix}_e2"][i], center_x=p[f"{prefix}_center_x"][i],
-                     center_y=p[f"{prefix}_center_y"][i])]
-
-    lens = [dict(theta_E=p["theta_E"][i], e1=p["e1"][i], e2=p["e2"][i],
-                 center_x=p["center_x"][i], center_y=p["center_y"][i]),
-            dict(gamma1=p["gamma1"][i], gamma2=p["gamma2"][i])]
-    return lens, sersic("source"), sersic("lens")
-
-
 def time_lenstronomy(params, n, supersampling):
-    models = lenstronomy_models(supersampling)
-    kwargs = [[lenstronomy_kwargs(params, i, b) for b in lsst_bands()] for i in range(n)]
+    bands = lsst_bands()
+    models = [lenstronomy_image_model(b, 45, supersampling) for b in bands]
+    rows = [{k: v[i] for k, v in params.items()} for i in range(n)]
+    kwargs = [[lenstronomy_kwargs(row, b) for b in bands] for row in rows]
     models[0].image(*kwargs[0][0])  # warm caches
     start = time.perf_counter()
     for i in range(n):
@@ -117,11 +85,15 @@ def main(argv=None):
     compiles = [False] if args.no_compile else [False, True]
 
     params = draw_params(args.n, seed=11, kinds=ONLY_LENSES)
-    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"1 thread; LSST g,r,i 45x45, lens systems (SIE+shear, Sersic lens light + source)")
+    print(
+        f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"1 thread; LSST g,r,i 45x45, lens systems (SIE+shear, Sersic lens light + source)"
+    )
     print()
-    print("| super-sampling | lenstronomy (us/system) | skyscan mode | skyscan (us/system) "
-          "| speed-up |")
+    print(
+        "| super-sampling | lenstronomy (us/system) | skyscan mode | skyscan (us/system) "
+        "| speed-up |"
+    )
     print("|---|---|---|---|---|")
     for ss in (1, 3):
         ref = time_lenstronomy(params, args.lenstronomy_n, ss)
@@ -129,7 +101,8 @@ def main(argv=None):
             for diagnostics in (False, True):
                 ours = time_skyscan(params, ss, compile, diagnostics)
                 mode = ("compiled" if compile else "eager") + (
-                    ", + S/N and magnification" if diagnostics else ", images only")
+                    ", + S/N and magnification" if diagnostics else ", images only"
+                )
                 print(f"| {ss} | {ref:,.0f} | {mode} | {ours:,.0f} | {ref / ours:.1f}x |")
     print()
     print("Whole simulate stage (default kind mix, 3x super-sampling, noise, S/N, Parquet):")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -34,61 +33,8 @@ def lsst_bands(names=("g", "r", "i")):
 
 
 def lenstronomy_image(params: dict, i: int, band, stamp: int = 45, supersampling: int = 3):
-    """Render system ``i`` in ``band`` with lenstronomy's ImageModel (the independent reference).
+    """Render system ``i`` of drawn ``params`` in ``band`` with lenstronomy (the reference)."""
+    from skyscan.sim.lenstronomy_interop import lenstronomy_image as render_row
 
-    SIE + SHEAR mass, SERSIC_ELLIPSE deflector light and source, Gaussian PSF (5 sigma),
-    ``supersampling`` sub-pixels, amplitudes from magnitudes through lenstronomy's own
-    ``magnitude2cps`` and ``total_flux``.
-    """
-    from lenstronomy.Data.imaging_data import ImageData
-    from lenstronomy.Data.psf import PSF
-    from lenstronomy.ImSim.image_model import ImageModel
-    from lenstronomy.LensModel.lens_model import LensModel
-    from lenstronomy.LightModel.light_model import LightModel
-    from lenstronomy.Util import data_util
-
-    pix = band.pixel_scale
-    data = ImageData(
-        image_data=np.zeros((stamp, stamp)),
-        ra_at_xy_0=-(stamp - 1) / 2 * pix,
-        dec_at_xy_0=-(stamp - 1) / 2 * pix,
-        transform_pix2angle=np.diag([pix, pix]),
-    )
-    psf = PSF(psf_type="GAUSSIAN", fwhm=band.seeing, truncation=5, pixel_size=pix)
-    light = LightModel(["SERSIC_ELLIPSE"])
-    model = ImageModel(
-        data,
-        psf,
-        LensModel(["SIE", "SHEAR"]),
-        light,
-        light,
-        kwargs_numerics={"supersampling_factor": supersampling},
-    )
-
-    def g(key):
-        return float(params[key][i])
-
-    def sersic(prefix):
-        kw = dict(
-            R_sersic=g(f"{prefix}_R_sersic"),
-            n_sersic=g(f"{prefix}_n_sersic"),
-            e1=g(f"{prefix}_e1"),
-            e2=g(f"{prefix}_e2"),
-            center_x=g(f"{prefix}_center_x"),
-            center_y=g(f"{prefix}_center_y"),
-        )
-        cps = data_util.magnitude2cps(g(f"{prefix}_mag_{band.name}"), band.zero_point)
-        kw["amp"] = cps / light.total_flux([dict(kw, amp=1.0)])[0]
-        return [kw]
-
-    kwargs_lens = [
-        dict(
-            theta_E=g("theta_E"),
-            e1=g("e1"),
-            e2=g("e2"),
-            center_x=g("center_x"),
-            center_y=g("center_y"),
-        ),
-        dict(gamma1=g("gamma1"), gamma2=g("gamma2")),
-    ]
-    return model.image(kwargs_lens, sersic("source"), sersic("lens"))
+    row = {k: v[i] for k, v in params.items()}
+    return render_row(row, band, stamp, supersampling)

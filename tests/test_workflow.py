@@ -58,3 +58,9 @@ def test_bad_config_key_stops_the_workflow(small_config, tmp_path):
     result = snakemake("-n", "--configfile", str(small_config), cwd=tmp_path)
     assert result.returncode != 0
     assert "unknown config key 'simulate.supersamplng'" in result.stdout + result.stderr
+
+
+def test_lint_is_clean():
+    result = snakemake("--lint", cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "good condition" in result.stdout + result.stderr

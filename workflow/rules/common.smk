@@ -26,29 +26,11 @@ SKYSCAN = f"PYTHONPATH={SRC}${{PYTHONPATH:+:$PYTHONPATH}} python -m skyscan.cli"
 
 
 def stage_config_text(keys):
-    """The config subset one stage depends on, as canonical JSON (a rule param: edits rerun it)."""
+    """The config subset one stage depends on, as canonical JSON (a param, so edits rerun it)."""
     return json.dumps({k: config[k] for k in keys}, sort_keys=True, indent=1)
 
 
-rule stage_config:
-    """Write the validated config subset a stage reads; rewritten only when that subset changes."""
-    output:
-        f"{RESULTS}/configs/{{stage}}.json",
-    params:
-        text=lambda wc: stage_config_text(STAGE_KEYS[wc.stage]),
-    log:
-        f"{LOGS}/stage_config/{{stage}}.log",
-    threads: 1
-    resources:
-        mem_mb=200,
-        runtime=5,
-    run:
-        tmp = Path(output[0]).with_suffix(".tmp")
-        tmp.write_text(params.text)
-        tmp.replace(output[0])
-        Path(log[0]).write_text(f"wrote {output[0]}\n")
-
-
+# The config keys each stage reads: only edits to these rerun the stage.
 STAGE_KEYS = {
     "simulate": ["seed", "survey", "surveys", "bands", "simulate"],
 }

@@ -21,10 +21,12 @@ rule simulate:
     resources:
         mem_mb=3000,
         runtime=60,
+    params:
+        skyscan=SKYSCAN,
     conda:
         "../../envs/skyscan-cpu.yaml"
     shell:
-        "{SKYSCAN} simulate --config {input.config} --shard $((10#{wildcards.shard}))"
+        "{params.skyscan} simulate --config {input.config} --shard $((10#{wildcards.shard}))"
         " --out $(dirname {output}) --quiet > {log} 2>&1"
 
 
@@ -41,6 +43,7 @@ rule simulation_preview:
     log:
         f"{LOGS}/simulation_preview.log",
     params:
+        skyscan=SKYSCAN,
         per_kind=config["simulate"]["preview"]["per_kind"],
     threads: 1
     resources:
@@ -49,4 +52,4 @@ rule simulation_preview:
     conda:
         "../../envs/skyscan-cpu.yaml"
     shell:
-        "{SKYSCAN} preview {input} --out {output} --per-kind {params.per_kind} > {log} 2>&1"
+        "{params.skyscan} preview {input} --out {output} --per-kind {params.per_kind} > {log} 2>&1"
