@@ -15,10 +15,15 @@ configfile: "config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/configs.smk"
 include: "workflow/rules/simulate.smk"
+include: "workflow/rules/datasets.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:
     input:
         SIM_SHARDS,
         SIM_PREVIEW,
+        MODEL_CARD,
+        f"{EVAL_DIR}/metrics.json",
     default_target: True

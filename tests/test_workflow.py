@@ -64,3 +64,18 @@ def test_lint_is_clean():
     result = snakemake("--lint", cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "good condition" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "config").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_dry_runs(config, tmp_path):
+    result = snakemake(
+        "-n",
+        "--quiet",
+        "rules",
+        "--configfile",
+        str(config),
+        "--config",
+        f"results={tmp_path}/results",
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

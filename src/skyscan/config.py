@@ -35,11 +35,8 @@ def _validator_with_defaults():
     def set_defaults(validator, properties, instance, sub_schema):
         if isinstance(instance, dict):
             for name, prop in properties.items():
-                default = prop.get("default")
-                if default is None and "$ref" in prop:
-                    default = None  # a $ref'd schema's own default is not applied implicitly
-                if name not in instance and default is not None:
-                    instance[name] = copy.deepcopy(default)
+                if name not in instance and "default" in prop:
+                    instance[name] = copy.deepcopy(prop["default"])
         yield from base_properties(validator, properties, instance, sub_schema)
 
     return validators.extend(Draft202012Validator, {"properties": set_defaults})

@@ -2,6 +2,7 @@
 # paths every rule writes, and how rules call the skyscan command.
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -33,4 +34,7 @@ def stage_config_text(keys):
 # The config keys each stage reads: only edits to these rerun the stage.
 STAGE_KEYS = {
     "simulate": ["seed", "survey", "surveys", "bands", "simulate"],
+    "dataset": ["seed", "dataset"],
+    "train": ["seed", "train"],
+    "evaluate": ["evaluate"],
 }

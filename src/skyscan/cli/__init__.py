@@ -12,6 +12,9 @@ import sys
 COMMANDS = {
     "simulate": ("skyscan.cli.simulate", "simulate lenses and non-lenses into Parquet shards"),
     "preview": ("skyscan.cli.preview", "draw a PNG grid of simulated systems per kind"),
+    "dataset": ("skyscan.cli.dataset", "build train/val/test sets from simulation shards"),
+    "train": ("skyscan.cli.train", "train a lens classifier and export it with a model card"),
+    "evaluate": ("skyscan.cli.evaluate", "score the test set: ROC, completeness, plots, report"),
 }
 
 
@@ -39,12 +42,13 @@ def main(argv=None) -> int:
 
 def run_guarded(prog: str, fn) -> int:
     """Run ``fn()``; turn the project's input errors into one line on stderr and exit code 2."""
+    from skyscan.data.datasets import DatasetError
     from skyscan.data.shards import ShardError
     from skyscan.sim.survey import ConfigError
 
     try:
         return fn() or 0
-    except (ConfigError, ShardError, FileNotFoundError) as exc:
+    except (ConfigError, ShardError, DatasetError, FileNotFoundError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
 

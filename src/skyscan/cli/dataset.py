@@ -1,0 +1,48 @@
+"""``skyscan dataset``: train / val / test sets from simulation shards."""
+
+from __future__ import annotations
+
+import argparse
+
+PROG = "skyscan dataset"
+
+
+def parser() -> argparse.ArgumentParser:
+    """Command-line options."""
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Split simulation shards into train, val and test sets (no system in two), "
+            "balance classes, drop images with NaN pixels (with a count) and store the "
+            "preprocessed cutouts as memory-mappable arrays with their preprocessing."
+        ),
+    )
+    p.add_argument("shards", nargs="+", help="simulation shards (.parquet)")
+    p.add_argument("--out", required=True, help="dataset folder to write")
+    p.add_argument("--config", help="YAML/JSON config (the 'seed' and 'dataset' keys)")
+    return p
+
+
+def main(argv=None) -> int:
+    """Run the command."""
+    from skyscan.cli import run_guarded
+
+    args = parser().parse_args(argv)
+    return run_guarded(PROG, lambda: _run(args))
+
+
+def _run(args) -> int:
+    import json
+    import logging
+
+    from skyscan.config import load_config
+    from skyscan.data.datasets import build_dataset
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    manifest = build_dataset(args.shards, args.out, load_config(args.config))
+    print(json.dumps(manifest["splits"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

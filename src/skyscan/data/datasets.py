@@ -1,0 +1,272 @@
+"""Training, validation and test sets built from simulation shards.
+
+Layout of a dataset folder::
+
+    manifest.json          counts per split and kind, rejected rows, sources, config hash
+    preprocessing.json     the transform applied to the stored images (see preprocess.py)
+    {split}/images.npy     float32 (N, bands, H, W), already preprocessed, memory-mappable
+    {split}/meta.parquet   one row per image: every simulation column (label, kind, theta_E,
+                           snr_*, ...) in the same order as images.npy
+
+A plain ``.npy`` memory map is the fastest format to train from here (see
+``scripts/bench_dataset.py``): batches are slices of the page cache with no decoding.
+
+Split membership is a hash of (dataset seed, system index), so it does not depend on how the
+systems were sharded and no system can land in two splits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from skyscan.config import config_hash
+from skyscan.data.preprocess import make_spec, preprocess
+from skyscan.data.shards import read_images, read_metadata
+from skyscan.sim.survey import ConfigError
+
+__all__ = ["SPLITS", "build_dataset", "load_split", "assign_splits", "DatasetError"]
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+class DatasetError(ValueError):
+    """A dataset cannot be built or read; the message names the file."""
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """A stateless 64-bit mix (splitmix64 finaliser), vectorised."""
+    x = x.astype(np.uint64)
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def _uniform(seed: int, stream: int, index: np.ndarray) -> np.ndarray:
+    """Uniforms in [0, 1) that depend only on (seed, stream, index)."""
+    key = _splitmix64(np.asarray([seed * 1_000_003 + stream], dtype=np.uint64))[0]
+    with np.errstate(over="ignore"):
+        mixed = _splitmix64(np.asarray(index, dtype=np.uint64) ^ key)
+    return (mixed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def assign_splits(index: np.ndarray, fractions: Mapping[str, float], seed: int) -> np.ndarray:
+    """Split number (0 train, 1 val, 2 test) of each system index.
+
+    Parameters
+    ----------
+    index : ndarray of int
+        Global system indices.
+    fractions : mapping
+        ``{"train": f, "val": f, "test": f}``, normalised to sum to one.
+    seed : int
+    """
+    f = np.array([fractions[s] for s in SPLITS], dtype=np.float64)
+    edges = np.cumsum(f / f.sum())
+    return np.minimum(np.searchsorted(edges, _uniform(seed, 1, index), side="right"), 2)
+
+
+def _balance(index, label, lens_fraction, seed) -> np.ndarray:
+    """Mask keeping every system of the minority class and enough of the other one."""
+    keep = np.ones(len(index), dtype=bool)
+    if lens_fraction is None:
+        return keep
+    n_lens, n_other = int(label.sum()), int((label == 0).sum())
+    want_other = round(n_lens * (1 - lens_fraction) / lens_fraction)
+    want_lens = round(n_other * lens_fraction / (1 - lens_fraction))
+    priority = _uniform(seed, 2, index)
+    if want_other < n_other:
+        drop_class, n_keep = 0, want_other
+    elif want_lens < n_lens:
+        drop_class, n_keep = 1, want_lens
+    else:
+        return keep
+    members = np.flatnonzero(label == drop_class)
+    ranked = members[np.argsort(priority[members], kind="stable")]
+    keep[ranked[n_keep:]] = False
+    return keep
+
+
+def _check_same(metas: list[tuple[Path, dict]], key: str) -> None:
+    first_path, first = metas[0]
+    for path, meta in metas[1:]:
+        if meta.get(key) != first.get(key):
+            raise DatasetError(
+                f"{path}: {key} {meta.get(key)!r} differs from {first.get(key)!r} in {first_path}"
+            )
+
+
+def build_dataset(shards: Sequence[str | Path], out_dir: str | Path, config: Mapping) -> dict:
+    """Build train/val/test sets from simulation shards.
+
+    Parameters
+    ----------
+    shards : sequence of path
+        Simulation shards (all must share bands, shape, pixel scale and noise).
+    out_dir : str or Path
+        Dataset folder; replaced atomically file by file.
+    config : mapping
+        The validated config (``seed`` and the ``dataset`` section are used).
+
+    Returns
+    -------
+    dict
+        The manifest (also written as ``manifest.json``).
+    """
+    ds = config["dataset"]
+    seed = int(config["seed"])
+    shards = [Path(s) for s in shards]
+    if not shards:
+        raise DatasetError("no simulation shard given")
+    metas = [(p, read_metadata(p)) for p in shards]
+    for key in ("bands", "shape", "pixel_scale", "background_sigma"):
+        _check_same(metas, key)
+    meta0 = metas[0][1]
+    spec = make_spec(meta0["bands"], meta0["background_sigma"], ds["clip_sigma"], meta0["shape"])
+
+    # Pass 1: scalar columns and a finite check of every image, shard by shard.
+    tables, good_masks, rejected = [], [], {}
+    for path in shards:
+        images, table, _ = read_images(path)
+        good = np.isfinite(images.reshape(len(images), -1)).all(axis=1)
+        n_bad = int((~good).sum())
+        if n_bad:
+            rejected[str(path)] = n_bad
+            fraction = n_bad / len(good)
+            log.warning(
+                "%s: %d of %d images hold NaN or infinite pixels; dropped", path, n_bad, len(good)
+            )
+            if fraction > ds["max_bad_fraction"]:
+                raise DatasetError(
+                    f"{path}: {n_bad} of {len(good)} images hold NaN or infinite pixels "
+                    f"({fraction:.1%} > dataset.max_bad_fraction = {ds['max_bad_fraction']:.1%})"
+                )
+        tables.append(table)
+        good_masks.append(good)
+    index = np.concatenate([t.column("index").to_numpy() for t in tables])
+    if len(np.unique(index)) != len(index):
+        raise DatasetError("the shards repeat system indices: were two simulations mixed?")
+    label = np.concatenate([t.column("label").to_numpy() for t in tables]).astype(np.int8)
+    good = np.concatenate(good_masks)
+    split_of = assign_splits(index, ds["splits"], seed)
+
+    members = {}
+    for k, split in enumerate(SPLITS):
+        in_split = np.flatnonzero((split_of == k) & good)
+        keep = _balance(index[in_split], label[in_split], ds["lens_fraction"], seed)
+        members[split] = in_split[keep]
+        if len(members[split]) == 0:
+            raise DatasetError(
+                f"split {split!r} is empty: raise simulate.n or dataset.splits.{split}"
+            )
+        if label[members[split]].min() == label[members[split]].max():
+            raise DatasetError(f"split {split!r} holds a single class: raise simulate.n")
+
+    out_dir = Path(out_dir)
+    tmp = out_dir / f".tmp-build-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        counts = _write_splits(shards, tables, members, spec, tmp)
+        manifest = {
+            "splits": counts,
+            "rejected_nonfinite": rejected,
+            "preprocessing": spec,
+            "sources": [
+                {"path": str(p), "config_hash": m.get("config_hash"), "rows": m.get("rows")}
+                for p, m in metas
+            ],
+            "survey": meta0["survey"],
+            "pixel_scale": meta0["pixel_scale"],
+            "dataset_config_hash": config_hash({"seed": seed, "dataset": ds}),
+        }
+        (tmp / "preprocessing.json").write_text(json.dumps(spec, indent=1) + "\n")
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for split in SPLITS:
+            (out_dir / split).mkdir(exist_ok=True)
+            for name in ("images.npy", "meta.parquet"):
+                os.replace(tmp / split / name, out_dir / split / name)
+        # The manifest goes last: its presence means the folder is complete.
+        os.replace(tmp / "preprocessing.json", out_dir / "preprocessing.json")
+        os.replace(tmp / "manifest.json", out_dir / "manifest.json")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+def _write_splits(shards, tables, members, spec, tmp: Path) -> dict:
+    offsets = np.cumsum([0] + [len(t) for t in tables])
+    shape = tuple(spec["shape"])
+    outputs, cursors = {}, {}
+    for split, rows in members.items():
+        (tmp / split).mkdir(parents=True, exist_ok=True)
+        outputs[split] = np.lib.format.open_memmap(
+            tmp / split / "images.npy", mode="w+", dtype=np.float32, shape=(len(rows), *shape)
+        )
+        cursors[split] = 0
+    # Pass 2: shard by shard, preprocess each split's rows into its memory map (in index order).
+    split_rows = {s: np.sort(r) for s, r in members.items()}
+    for k, path in enumerate(shards):
+        images, _, _ = read_images(path)
+        lo, hi = offsets[k], offsets[k + 1]
+        for split, rows in split_rows.items():
+            local = rows[(rows >= lo) & (rows < hi)] - lo
+            if len(local):
+                c = cursors[split]
+                outputs[split][c : c + len(local)] = preprocess(images[local], spec)
+                cursors[split] = c + len(local)
+    counts = {}
+    table = pa.concat_tables(tables)
+    for split, rows in split_rows.items():
+        outputs[split].flush()
+        del outputs[split]
+        meta = table.take(pa.array(rows))
+        pq.write_table(meta, tmp / split / "meta.parquet", compression="zstd")
+        kinds = meta.column("kind").to_pylist()
+        counts[split] = {
+            "n": len(rows),
+            "lenses": int(np.asarray(meta.column("label")).sum()),
+            "kinds": {k: kinds.count(k) for k in sorted(set(kinds))},
+        }
+    return counts
+
+
+def load_split(dataset_dir: str | Path, split: str):
+    """Open one split: memory-mapped preprocessed images, their metadata, and the spec.
+
+    Returns
+    -------
+    images : numpy.memmap, shape (N, bands, H, W)
+    meta : pyarrow.Table
+    spec : dict
+    """
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r} (allowed: {', '.join(SPLITS)})")
+    root = Path(dataset_dir)
+    manifest = root / "manifest.json"
+    if not manifest.is_file():
+        raise DatasetError(f"{root}: not a complete dataset (no manifest.json)")
+    spec = json.loads((root / "preprocessing.json").read_text())
+    path = root / split / "images.npy"
+    try:
+        images = np.load(path, mmap_mode="r")
+        meta = pq.read_table(root / split / "meta.parquet")
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise DatasetError(f"{path}: cannot read ({exc})") from None
+    if len(images) != len(meta):
+        raise DatasetError(f"{path}: {len(images)} images but {len(meta)} metadata rows")
+    if len(images) == 0:
+        raise DatasetError(f"{path}: split {split!r} is empty")
+    return images, meta, spec

@@ -1,0 +1,1 @@
+"""Evaluation of lens classifiers: metrics, completeness grids, plots, reports."""

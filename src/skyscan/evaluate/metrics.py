@@ -1,0 +1,122 @@
+"""Classification metrics with exact tie handling (checked against scikit-learn in the tests).
+
+Conventions: ``labels`` are 1 for lenses and 0 for non-lenses; a cutout is called a lens when
+its score is strictly above the threshold.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "roc_curve",
+    "auroc",
+    "threshold_at_fpr",
+    "tpr_at_fpr",
+    "tpr_before_false_positives",
+    "completeness_grid",
+]
+
+
+def _check(labels, scores):
+    labels = np.asarray(labels).astype(np.int8).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if labels.shape != scores.shape:
+        raise ValueError(f"{len(labels)} labels but {len(scores)} scores")
+    if not np.isfinite(scores).all():
+        raise ValueError("scores contain NaN or infinite values")
+    n_pos = int(labels.sum())
+    if n_pos == 0 or n_pos == len(labels):
+        raise ValueError("need both lenses and non-lenses to compute a ROC curve")
+    return labels, scores
+
+
+def roc_curve(labels, scores):
+    """ROC curve over the distinct score values (ties move together).
+
+    Returns
+    -------
+    fpr, tpr, thresholds : ndarray
+        Starting at (0, 0) with threshold +inf; point ``k`` counts scores ``>= thresholds[k]``.
+    """
+    labels, scores = _check(labels, scores)
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], labels[order]
+    distinct = np.flatnonzero(np.diff(s)) if len(s) > 1 else np.array([], dtype=int)
+    ends = np.r_[distinct, len(s) - 1]
+    tp = np.cumsum(y)[ends]
+    fp = (ends + 1) - tp
+    fpr = np.r_[0.0, fp / (len(y) - y.sum())]
+    tpr = np.r_[0.0, tp / y.sum()]
+    return fpr, tpr, np.r_[np.inf, s[ends]]
+
+
+def auroc(labels, scores) -> float:
+    """Area under the ROC curve (ties count one half: the Mann-Whitney statistic)."""
+    fpr, tpr, _ = roc_curve(labels, scores)
+    return float(np.trapezoid(tpr, fpr))
+
+
+def threshold_at_fpr(labels, scores, fpr: float) -> float:
+    """The lowest threshold whose false-positive rate does not exceed ``fpr``.
+
+    With ``k = floor(fpr * n_negatives)``, the threshold is the ``(k+1)``-th highest non-lens
+    score: at most ``k`` non-lenses score strictly above it.
+    """
+    labels, scores = _check(labels, scores)
+    negatives = np.sort(scores[labels == 0])[::-1]
+    k = int(np.floor(fpr * len(negatives) + 1e-9))
+    return float(negatives[min(k, len(negatives) - 1)])
+
+
+def tpr_at_fpr(labels, scores, fpr: float = 0.01) -> tuple[float, float]:
+    """True-positive rate at a false-positive rate (e.g. 0.01: 99% rejection).
+
+    Returns
+    -------
+    tpr, threshold : float
+    """
+    t = threshold_at_fpr(labels, scores, fpr)
+    labels, scores = _check(labels, scores)
+    return float((scores[labels == 1] > t).mean()), t
+
+
+def tpr_before_false_positives(labels, scores, n: int) -> float:
+    """Lens Finding Challenge TPR_n: the TPR reached before the ``n``-th false positive.
+
+    ``n = 1`` is TPR0 (no false positive allowed), ``n = 10`` is TPR10 (Metcalf et al. 2019):
+    the fraction of lenses scored strictly above the ``n``-th highest non-lens score.
+    """
+    labels, scores = _check(labels, scores)
+    negatives = np.sort(scores[labels == 0])[::-1]
+    if n > len(negatives):
+        return 1.0  # fewer non-lenses than n: every lens comes before the n-th false positive
+    return float((scores[labels == 1] > negatives[n - 1]).mean())
+
+
+def completeness_grid(theta_E, snr, passed, theta_bins, snr_bins):
+    """Fraction of lenses above threshold in each (theta_E, S/N) bin.
+
+    Parameters
+    ----------
+    theta_E, snr : array_like
+        Einstein radius (arcsec) and S/N of each lens.
+    passed : array_like of bool
+        Whether each lens scored above the threshold.
+    theta_bins, snr_bins : sequence of float
+        Bin edges (left-closed).
+
+    Returns
+    -------
+    completeness : ndarray, shape (len(theta_bins)-1, len(snr_bins)-1)
+        NaN where a bin holds no lens.
+    counts : ndarray of int, same shape
+    """
+    theta_E = np.asarray(theta_E, dtype=np.float64)
+    snr = np.asarray(snr, dtype=np.float64)
+    passed = np.asarray(passed, dtype=bool)
+    counts, _, _ = np.histogram2d(theta_E, snr, bins=[theta_bins, snr_bins])
+    hits, _, _ = np.histogram2d(theta_E[passed], snr[passed], bins=[theta_bins, snr_bins])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        completeness = np.where(counts > 0, hits / counts, np.nan)
+    return completeness, counts.astype(int)

@@ -1,0 +1,114 @@
+"""Evaluation plots (matplotlib, Agg): ROC, completeness heat map, score histograms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["plot_roc", "plot_completeness", "plot_score_histograms"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    tmp.replace(path)
+    return path
+
+
+def plot_roc(fpr, tpr, auroc: float, path, operating_fpr: float, operating_tpr: float, title=""):
+    """ROC curve with a logarithmic false-positive axis and the operating point marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4), layout="constrained")
+    positive = fpr > 0
+    ax.plot(fpr[positive], tpr[positive], color="C0", label=f"skyscan (AUROC {auroc:.3f})")
+    ax.plot(
+        [operating_fpr],
+        [operating_tpr],
+        "o",
+        color="C3",
+        label=f"TPR {operating_tpr:.2f} at FPR {operating_fpr:g}",
+    )
+    ax.axvline(operating_fpr, color="0.7", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlim(max(1.0 / max(len(fpr), 2), 1e-4), 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("false-positive rate (non-lenses called lenses)")
+    ax.set_ylabel("true-positive rate (completeness)")
+    ax.set_title(title or "ROC on the test split", fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
+
+
+def plot_completeness(grid, counts, theta_bins, snr_bins, path, snr_band: str, fpr: float):
+    """Completeness at a fixed false-positive rate in Einstein radius x S/N bins."""
+    plt = _pyplot()
+    grid = np.asarray(grid, dtype=float)
+    fig, ax = plt.subplots(figsize=(6, 4.2), layout="constrained")
+    masked = np.ma.masked_invalid(grid)
+    im = ax.imshow(masked, origin="lower", cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            text = "-" if counts[i, j] == 0 else f"{grid[i, j]:.2f}\n({counts[i, j]})"
+            color = "white" if (not np.isfinite(grid[i, j]) or grid[i, j] < 0.6) else "black"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color=color)
+
+    def labels(edges):
+        return [
+            f"{a:g}-{b:g}" if b < 1e5 else f">{a:g}"
+            for a, b in zip(edges[:-1], edges[1:], strict=True)
+        ]
+
+    ax.set_xticks(range(len(snr_bins) - 1), labels(snr_bins))
+    ax.set_yticks(range(len(theta_bins) - 1), labels(theta_bins))
+    ax.set_xlabel(f"lensed-source S/N ({snr_band} band, LensPop optimal aperture)")
+    ax.set_ylabel('Einstein radius θE (")')
+    ax.set_title(
+        f"completeness at {100 * (1 - fpr):g}% rejection of non-lenses (lenses per bin)", fontsize=9
+    )
+    fig.colorbar(im, ax=ax, label="completeness")
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
+
+
+def plot_score_histograms(scores, kinds, threshold: float, path):
+    """Score distributions per kind: which impostors look most like lenses."""
+    plt = _pyplot()
+    kinds = np.asarray(kinds)
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    bins = np.linspace(0, 1, 41)
+    for k, kind in enumerate(sorted(set(kinds), key=lambda s: (s != "lens", s))):
+        sel = kinds == kind
+        ax.hist(
+            scores[sel],
+            bins=bins,
+            histtype="step",
+            lw=1.5 if kind == "lens" else 1.0,
+            density=True,
+            color=f"C{k}",
+            label=f"{kind} ({sel.sum()})",
+        )
+    ax.axvline(threshold, color="k", ls="--", lw=0.8, label="1% FPR threshold")
+    ax.set_yscale("log")
+    ax.set_xlabel("score (sigmoid of the logit)")
+    ax.set_ylabel("density")
+    ax.set_title("test-split scores by kind", fontsize=10)
+    ax.legend(fontsize=7, loc="upper center")
+    out = _save(fig, path)
+    plt.close(fig)
+    return out

@@ -1,0 +1,46 @@
+"""Scoring a dataset split with an exported model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from skyscan.data.datasets import load_split
+from skyscan.data.preprocess import check_compatible
+
+__all__ = ["score_split"]
+
+
+def score_split(model, card: dict, dataset_dir: str | Path, split: str, batch_size: int = 256):
+    """Logits of every cutout of a split.
+
+    Parameters
+    ----------
+    model : callable
+        Preprocessed ``(N, bands, H, W)`` tensor -> ``(N,)`` logits (an exported model).
+    card : dict
+        Its model card: the dataset must have its bands, cutout shape and preprocessing.
+    dataset_dir : str or Path
+    split : str
+
+    Returns
+    -------
+    logits : ndarray, shape (N,)
+    meta : pyarrow.Table
+        The split's metadata, row for row.
+    """
+    images, meta, spec = load_split(dataset_dir, split)
+    where = f"dataset {dataset_dir} ({split})"
+    check_compatible(card["preprocessing"], spec["bands"], spec["shape"], where)
+    if card["preprocessing"] != spec:
+        raise ValueError(
+            f"{where}: preprocessing {spec} differs from the model's {card['preprocessing']}"
+        )
+    out = np.empty(len(images), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(np.array(images[start : start + batch_size]))
+            out[start : start + len(batch)] = model(batch).float().numpy()
+    return out, meta

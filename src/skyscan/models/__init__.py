@@ -1,0 +1,90 @@
+"""Lens classifiers and a name registry: ``get_model("deeplens", in_channels=3)``.
+
+Every model maps ``(N, bands, H, W)`` preprocessed cutouts to ``(N,)`` logits (apply a
+sigmoid for the lens probability).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from skyscan.sim.survey import ConfigError
+
+__all__ = ["get_model", "MODELS", "register", "count_parameters", "count_macs"]
+
+MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register(name: str):
+    """Decorator adding a model class or factory to the registry under ``name``."""
+
+    def add(factory):
+        MODELS[name] = factory
+        return factory
+
+    return add
+
+
+def get_model(name: str, **kwargs) -> nn.Module:
+    """Build a registered model.
+
+    Parameters
+    ----------
+    name : str
+        ``deeplens`` (CMU DeepLens, Lanusse et al. 2018) or ``fast`` (skyscan's cheap one).
+    **kwargs
+        Passed to the model, e.g. ``in_channels``.
+    """
+    _load_builtin()
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r} (allowed: {', '.join(sorted(MODELS))})")
+    return MODELS[name](**kwargs)
+
+
+def _load_builtin() -> None:
+    from skyscan.models import deeplens, fast  # noqa: F401  (registers them)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def count_macs(model: nn.Module, input_shape) -> int:
+    """Multiply-accumulates of one forward pass of a single input (convolutions and linear
+    layers, which are all but a negligible part of these networks).
+
+    Parameters
+    ----------
+    model : nn.Module
+    input_shape : tuple
+        ``(bands, H, W)``.
+    """
+    total = 0
+
+    def conv_hook(module, inputs, output):
+        nonlocal total
+        k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+        total += output[0].numel() * k
+
+    def linear_hook(module, inputs, output):
+        nonlocal total
+        total += module.in_features * module.out_features
+
+    hooks = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            hooks.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            hooks.append(m.register_forward_hook(linear_hook))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros((1, *input_shape)))
+    model.train(was_training)
+    for h in hooks:
+        h.remove()
+    return total

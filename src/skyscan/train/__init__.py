@@ -1,0 +1,1 @@
+"""Training of lens classifiers with PyTorch Lightning, and export for inference."""

@@ -1,0 +1,121 @@
+"""A LightningDataModule over a dataset folder (see :mod:`skyscan.data.datasets`).
+
+Batches are read as slices of the memory-mapped ``images.npy`` (one fancy-indexing read per
+batch through ``__getitems__``, no per-item Python).  Augmentation (random 90-degree rotations
+and flips, the CMU DeepLens recipe less its zoom) is applied to training batches only, after
+they reach the device.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from skyscan.data.datasets import load_split
+
+__all__ = ["CutoutDataset", "LensDataModule", "dihedral_augment"]
+
+
+class CutoutDataset(Dataset):
+    """Preprocessed cutouts and labels of one split, read batch-wise from the memory map."""
+
+    def __init__(self, dataset_dir: str | Path, split: str):
+        self.dataset_dir = Path(dataset_dir)
+        self.split = split
+        images, meta, self.spec = load_split(dataset_dir, split)
+        self.n = len(images)
+        self.labels = meta.column("label").to_numpy().astype(np.float32)
+        self._images = None  # opened lazily in each worker process
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _memmap(self):
+        if self._images is None:
+            self._images = np.load(self.dataset_dir / self.split / "images.npy", mmap_mode="r")
+        return self._images
+
+    def __getitems__(self, indices):
+        idx = np.asarray(indices)
+        order = np.argsort(idx)  # sequential reads; restore the sampler's order after
+        images = np.empty((len(idx), *self._memmap().shape[1:]), dtype=np.float32)
+        images[order] = self._memmap()[idx[order]]
+        return torch.from_numpy(images), torch.from_numpy(self.labels[idx])
+
+    def __getitem__(self, i):
+        x, y = self.__getitems__([i])
+        return x[0], y[0]
+
+
+def _as_batch(batch):
+    return batch  # __getitems__ already returns (images, labels) tensors
+
+
+def dihedral_augment(images: torch.Tensor, generator: torch.Generator | None = None):
+    """Apply one of the 8 rotations/flips, drawn per cutout, to ``(N, C, H, W)`` images."""
+    n = images.shape[0]
+    choice = torch.randint(0, 8, (n,), generator=generator, device="cpu").to(images.device)
+    out = images.clone()
+    for k in range(8):
+        mask = choice == k
+        if not bool(mask.any()):
+            continue
+        x = images[mask]
+        if k >= 4:
+            x = torch.flip(x, dims=(-1,))
+        out[mask] = torch.rot90(x, k % 4, dims=(-2, -1))
+    return out
+
+
+class LensDataModule(L.LightningDataModule):
+    """Train / val / test loaders over a dataset folder.
+
+    Parameters
+    ----------
+    dataset_dir : str or Path
+    batch_size : int
+    num_workers : int
+        Loader processes (0 reads in the training process).
+    """
+
+    def __init__(self, dataset_dir: str | Path, batch_size: int = 128, num_workers: int = 0):
+        super().__init__()
+        self.dataset_dir = Path(dataset_dir)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.datasets: dict[str, CutoutDataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in ("train", "val", "test"):
+            if split not in self.datasets:
+                self.datasets[split] = CutoutDataset(self.dataset_dir, split)
+
+    @property
+    def spec(self) -> dict:
+        self.setup()
+        return self.datasets["train"].spec
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        self.setup()
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=_as_batch,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self):
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader("test", shuffle=False)

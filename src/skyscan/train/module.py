@@ -1,0 +1,90 @@
+"""The LightningModule: binary cross-entropy, Adam with the DeepLens step schedule, AUROC."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from skyscan.evaluate.metrics import auroc
+from skyscan.models import get_model
+from skyscan.train.datamodule import dihedral_augment
+
+__all__ = ["LensClassifier"]
+
+
+class LensClassifier(L.LightningModule):
+    """Trains a registered model to output the logit of "this cutout is a lens".
+
+    Parameters
+    ----------
+    model : str
+        Registry name (``deeplens``, ``fast``).
+    in_channels : int
+        Bands.
+    learning_rate, lr_step_epochs, lr_factor, weight_decay : float, int, float, float
+        Adam, with the rate multiplied by ``lr_factor`` every ``lr_step_epochs`` epochs.
+    augment : bool
+        Random dihedral transforms of training batches.
+    """
+
+    def __init__(
+        self,
+        model: str = "fast",
+        in_channels: int = 3,
+        learning_rate: float = 1e-3,
+        lr_step_epochs: int = 40,
+        lr_factor: float = 0.1,
+        weight_decay: float = 0.0,
+        augment: bool = True,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = get_model(model, in_channels=in_channels)
+        self.loss = nn.BCEWithLogitsLoss()
+        self._val_scores: list[torch.Tensor] = []
+        self._val_labels: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        images, labels = batch
+        trainer = self._trainer  # None outside a Trainer (the property would raise)
+        if trainer is not None and trainer.training and self.hparams.augment:
+            images = dihedral_augment(images)
+        if images.is_cuda:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, labels
+
+    def training_step(self, batch, batch_idx):
+        images, labels = batch
+        loss = self.loss(self(images).float(), labels)
+        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        images, labels = batch
+        logits = self(images).float()
+        self.log("val_loss", self.loss(logits, labels), prog_bar=True, on_epoch=True)
+        self._val_scores.append(logits.detach().cpu())
+        self._val_labels.append(labels.detach().cpu())
+
+    def on_validation_epoch_end(self):
+        if not self._val_scores:
+            return
+        scores = torch.cat(self._val_scores).numpy()
+        labels = torch.cat(self._val_labels).numpy()
+        self._val_scores.clear()
+        self._val_labels.clear()
+        value = auroc(labels, scores) if 0 < labels.sum() < len(labels) else np.nan
+        self.log("val_auroc", float(value), prog_bar=True)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt = torch.optim.Adam(self.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
+        sched = torch.optim.lr_scheduler.StepLR(
+            opt, step_size=hp.lr_step_epochs, gamma=hp.lr_factor
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

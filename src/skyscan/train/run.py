@@ -1,0 +1,155 @@
+"""The train stage: fit, keep the best and last checkpoints, export, write the model card."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from skyscan.config import config_hash
+from skyscan.models import count_macs, count_parameters
+
+__all__ = ["train"]
+
+log = logging.getLogger(__name__)
+
+
+def _epoch_log_callback():
+    import lightning as L
+
+    class EpochLog(L.Callback):
+        """One log line per epoch (the progress bar is off when writing to a rule's log)."""
+
+        def on_validation_epoch_end(self, trainer, pl_module):
+            if trainer.sanity_checking:
+                return
+            m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+            text = ", ".join(f"{k} {v:.4f}" for k, v in sorted(m.items()))
+            log.info("epoch %d/%d: %s", trainer.current_epoch + 1, trainer.max_epochs, text)
+
+    return EpochLog()
+
+
+def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: int = 1) -> dict:
+    """Train the configured model on a dataset and export it.
+
+    Re-running after an interruption resumes from ``checkpoints/last.ckpt``.
+
+    Parameters
+    ----------
+    config : dict
+        The validated config (``seed``, ``train``).
+    dataset_dir : str or Path
+        Output of the dataset stage.
+    out_dir : str or Path
+        Gets ``checkpoints/{best,last}.ckpt``, ``logs/version_N/metrics.csv`` and the exports
+        (``model.ts``, ``model.onnx``, ``model_card.json``).
+    threads : int
+        CPU threads (torch intra-op, plus data-loader workers when ``train.num_workers`` is
+        null).
+
+    Returns
+    -------
+    dict
+        The model card.
+    """
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from skyscan.evaluate.metrics import auroc, tpr_at_fpr
+    from skyscan.evaluate.scoring import score_split
+    from skyscan.train.datamodule import LensDataModule
+    from skyscan.train.export import export_model, load_exported
+    from skyscan.train.module import LensClassifier
+
+    tc = config["train"]
+    out_dir = Path(out_dir)
+    torch.set_num_threads(max(1, threads))
+    L.seed_everything(int(config["seed"]), workers=True, verbose=False)
+    workers = tc["num_workers"] if tc["num_workers"] is not None else max(0, threads - 1)
+    dm = LensDataModule(dataset_dir, batch_size=tc["batch_size"], num_workers=workers)
+    spec = dm.spec
+    module = LensClassifier(
+        model=tc["model"],
+        in_channels=len(spec["bands"]),
+        learning_rate=tc["learning_rate"],
+        lr_step_epochs=tc["lr_step_epochs"],
+        lr_factor=tc["lr_factor"],
+        weight_decay=tc["weight_decay"],
+        augment=tc["augment"],
+    )
+    gpu = tc["accelerator"] != "cpu" and torch.cuda.is_available()
+    if tc["accelerator"] == "gpu" and not gpu:
+        raise RuntimeError("train.accelerator is 'gpu' but no CUDA device is visible")
+    ckpt_dir = out_dir / "checkpoints"
+    best_cb = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor="val_auroc",
+        mode="max",
+        save_last=True,
+        enable_version_counter=False,
+    )
+    trainer = L.Trainer(
+        max_epochs=tc["epochs"],
+        enable_progress_bar=sys.stderr.isatty(),
+        accelerator="gpu" if gpu else "cpu",
+        devices=1,
+        precision="bf16-mixed" if gpu else "32-true",
+        deterministic="warn",
+        callbacks=[best_cb, _epoch_log_callback()],
+        # One CSV per run (logs/version_N): a resumed run adds its epochs beside the first.
+        logger=CSVLogger(out_dir, name="logs"),
+        log_every_n_steps=10,
+        enable_model_summary=False,
+    )
+    last = ckpt_dir / "last.ckpt"
+    resume = str(last) if last.is_file() else None
+    if resume:
+        log.info("resuming from %s", resume)
+    trainer.fit(module, dm, ckpt_path=resume)
+
+    best_path = best_cb.best_model_path or str(last)
+    best = LensClassifier.load_from_checkpoint(best_path, map_location="cpu")
+    net = best.net.eval()
+    test_images = dm.datasets["test"]
+    batch, _ = test_images.__getitems__(list(range(min(tc["export_batch"], len(test_images)))))
+    shape = tuple(spec["shape"])
+    card = {
+        "name": f"skyscan-{tc['model']}",
+        "model": tc["model"],
+        "bands": spec["bands"],
+        "input_shape": list(shape),
+        "preprocessing": spec,
+        "parameters": count_parameters(net),
+        "macs_per_cutout": count_macs(net, shape),
+        "training": {
+            "config_hash": config_hash({"seed": config["seed"], "train": tc}),
+            "dataset": str(dataset_dir),
+            "epochs": tc["epochs"],
+            "best_checkpoint": Path(best_path).name,
+            "best_val_auroc": float(best_cb.best_model_score)
+            if best_cb.best_model_score is not None
+            else None,
+        },
+    }
+    card = export_model(net, batch, out_dir, card)
+    model, _ = load_exported(out_dir / "model_card.json")
+    logits, meta = score_split(model, card, dataset_dir, "test")
+    labels = meta.column("label").to_numpy()
+    tpr, _ = tpr_at_fpr(labels, logits, 0.01)
+    card["test_metrics"] = {
+        "auroc": auroc(labels, logits),
+        "tpr_at_fpr_1pct": tpr,
+        "n_test": int(len(labels)),
+        "n_lenses": int(np.sum(labels)),
+    }
+    from skyscan.train.export import _atomic_json
+
+    _atomic_json(out_dir / "model_card.json", card)
+    log.info("test AUROC %.4f, TPR at 1%% FPR %.3f", card["test_metrics"]["auroc"], tpr)
+    return card

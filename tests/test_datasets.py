@@ -1,0 +1,109 @@
+"""The dataset stage: disjoint deterministic splits, balance, NaN handling, preprocessing."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from skyscan.config import load_config
+from skyscan.data.datasets import DatasetError, assign_splits, build_dataset, load_split
+from skyscan.data.shards import read_images, write_table_atomic
+from skyscan.sim.simulate import SimulationPlan, run_simulation
+
+
+@pytest.fixture(scope="module")
+def sims(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sims")
+    config = load_config(None, {"seed": 3, "simulate": {"n": 600, "shard_size": 200}})
+    return run_simulation(SimulationPlan.from_config(config), root, show_progress=False)
+
+
+def _config(**dataset):
+    return load_config(None, {"seed": 3, "dataset": dataset})
+
+
+def test_splits_are_disjoint_complete_and_independent_of_sharding(sims, tmp_path):
+    manifest = build_dataset(sims, tmp_path / "a", _config())
+    seen = []
+    for split in ("train", "val", "test"):
+        images, meta, spec = load_split(tmp_path / "a", split)
+        assert images.shape[1:] == (3, 45, 45) and len(images) == manifest["splits"][split]["n"]
+        seen.append(set(meta.column("index").to_pylist()))
+    assert not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])
+    assert set().union(*seen) == set(range(600))
+    # the same systems land in the same split whatever the sharding
+    index = np.arange(600)
+    np.testing.assert_array_equal(
+        assign_splits(index, {"train": 8, "val": 1, "test": 1}, 3),
+        assign_splits(index[::-1], {"train": 8, "val": 1, "test": 1}, 3)[::-1],
+    )
+    fractions = (
+        np.bincount(assign_splits(np.arange(100000), {"train": 0.8, "val": 0.1, "test": 0.1}, 1))
+        / 1e5
+    )
+    np.testing.assert_allclose(fractions, [0.8, 0.1, 0.1], atol=0.005)
+
+
+def test_preprocessing_is_noise_scaling_and_clipping(sims, tmp_path):
+    build_dataset(sims, tmp_path, _config(clip_sigma=50))
+    images, meta, spec = load_split(tmp_path, "val")
+    raw_images, raw_table, raw_meta = read_images(sims[0])
+    sigma = np.array(raw_meta["background_sigma"], dtype=np.float32)
+    first = meta.column("index")[0].as_py()
+    row = raw_table.column("index").to_pylist().index(first)
+    expected = np.clip(raw_images[row] / sigma[:, None, None], -50, 50)
+    np.testing.assert_allclose(images[0], expected, rtol=1e-6)
+    assert spec["clip"] == 50 and spec["scale"] == raw_meta["background_sigma"]
+    assert json.loads((tmp_path / "preprocessing.json").read_text()) == spec
+
+
+def test_class_balance(sims, tmp_path):
+    manifest = build_dataset(sims, tmp_path, _config(lens_fraction=0.25))
+    for split in ("train", "val", "test"):
+        counts = manifest["splits"][split]
+        assert counts["lenses"] / counts["n"] == pytest.approx(0.25, abs=0.02)
+
+
+def _corrupt(shard, out, n_bad):
+    images, table, meta = read_images(shard)
+    images = images.copy()
+    images[:n_bad, 1, 10, 10] = np.nan
+    from skyscan.data.shards import images_to_array
+
+    write_table_atomic(table.append_column("image", images_to_array(images)), out, meta)
+    return out
+
+
+def test_nan_images_are_dropped_and_counted(sims, tmp_path):
+    bad = _corrupt(sims[0], tmp_path / "bad.parquet", 2)
+    manifest = build_dataset([bad, *sims[1:]], tmp_path / "ds", _config())
+    assert manifest["rejected_nonfinite"] == {str(bad): 2}
+    assert sum(s["n"] for s in manifest["splits"].values()) == 598
+
+
+def test_too_many_nan_images_fail_naming_the_file(sims, tmp_path):
+    bad = _corrupt(sims[0], tmp_path / "bad.parquet", 20)
+    with pytest.raises(DatasetError, match=r"bad.parquet: 20 of 200 images hold NaN"):
+        build_dataset([bad, *sims[1:]], tmp_path / "ds", _config())
+    assert not (tmp_path / "ds" / "manifest.json").exists()
+
+
+def test_empty_split_and_mixed_shards_fail_clearly(sims, tmp_path):
+    with pytest.raises(DatasetError, match="split 'val' is empty"):
+        build_dataset(sims[:1], tmp_path, _config(splits={"train": 1.0, "val": 1e-9, "test": 0.5}))
+    other = load_config(None, {"simulate": {"n": 50, "shard_size": 50}, "bands": ["g", "r"]})
+    odd = run_simulation(SimulationPlan.from_config(other), tmp_path / "odd", show_progress=False)[
+        0
+    ]
+    with pytest.raises(DatasetError, match="bands"):
+        build_dataset([sims[0], odd], tmp_path / "x", _config())
+    with pytest.raises(DatasetError, match="not a complete dataset"):
+        load_split(tmp_path / "nowhere", "train")
+
+
+def test_meta_rows_follow_images(sims, tmp_path):
+    build_dataset(sims, tmp_path, _config())
+    meta = pq.read_table(tmp_path / "train" / "meta.parquet")
+    index = meta.column("index").to_numpy()
+    assert (np.diff(index) > 0).all()

@@ -1,0 +1,57 @@
+"""Metric functions against scikit-learn and hand-computed cases, ties included."""
+
+import numpy as np
+import pytest
+
+from skyscan.evaluate import metrics as M
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_auroc_and_roc_match_sklearn_with_ties(seed):
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, 500)
+    scores = np.round(rng.normal(labels * 0.8, 1.0), 1)  # rounding makes many ties
+    assert M.auroc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    fpr, tpr, thr = M.roc_curve(labels, scores)
+    ref_fpr, ref_tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, ref_fpr, atol=1e-12)
+    np.testing.assert_allclose(tpr, ref_tpr, atol=1e-12)
+
+
+def test_hand_cases():
+    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+    scores = np.array([0.9, 0.8, 0.5, 0.3, 0.85, 0.5, 0.4, 0.2, 0.1, 0.1, 0.1, 0.05, 0.0, 0.0])
+    # TPR0: lenses strictly above the best non-lens (0.85): one of four
+    assert M.tpr_before_false_positives(labels, scores, 1) == 0.25
+    # before the 2nd false positive (0.5): 0.9, 0.8 -> 2/4; the lens tied at 0.5 does not count
+    assert M.tpr_before_false_positives(labels, scores, 2) == 0.5
+    assert M.tpr_before_false_positives(labels, scores, 50) == 1.0
+    # 10 non-lenses: FPR 10% allows one false positive -> threshold at the 2nd highest (0.5)
+    tpr, threshold = M.tpr_at_fpr(labels, scores, 0.1)
+    assert threshold == 0.5 and tpr == 0.5
+    tpr, threshold = M.tpr_at_fpr(labels, scores, 0.0)
+    assert threshold == 0.85 and tpr == 0.25
+    # perfect and inverted rankings
+    assert M.auroc([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]) == 1.0
+    assert M.auroc([0, 0, 1, 1], [0.4, 0.3, 0.2, 0.1]) == 0.0
+    assert M.auroc([0, 1], [0.5, 0.5]) == 0.5
+
+
+def test_completeness_grid_by_hand():
+    theta = [0.6, 0.7, 1.5, 1.6, 2.5]
+    snr = [5, 30, 30, 30, 100]
+    passed = [False, True, True, False, True]
+    grid, counts = M.completeness_grid(theta, snr, passed, [0.5, 1.0, 2.0, 3.0], [0, 20, 1e6])
+    np.testing.assert_array_equal(counts, [[1, 1], [0, 2], [0, 1]])
+    np.testing.assert_allclose(grid, [[0.0, 1.0], [np.nan, 0.5], [np.nan, 1.0]])
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="both lenses and non-lenses"):
+        M.auroc([1, 1], [0.1, 0.2])
+    with pytest.raises(ValueError, match="NaN"):
+        M.auroc([0, 1], [np.nan, 0.2])
+    with pytest.raises(ValueError, match="2 labels but 3 scores"):
+        M.auroc([0, 1], [0.1, 0.2, 0.3])

@@ -1,0 +1,38 @@
+# Stage 4: metrics on the test split beside CMU DeepLens.
+
+EVAL_DIR = f"{RESULTS}/evaluation"
+EVAL_PLOTS = ["roc", "completeness", "scores_by_kind", "false_positives", "missed_lenses"]
+
+
+rule evaluate:
+    """ROC, TPR at 1% FPR, TPR0/TPR10, completeness in theta_E x S/N, plots, comparison."""
+    input:
+        DATASET_ARRAYS,
+        manifest=DATASET_MANIFEST,
+        card=MODEL_CARD,
+        config=f"{RESULTS}/configs/evaluate.json",
+    output:
+        metrics=f"{EVAL_DIR}/metrics.json",
+        scores=f"{EVAL_DIR}/scores.parquet",
+        comparison=report(f"{EVAL_DIR}/comparison.md", category="Evaluation",
+                          caption="../report/comparison.rst"),
+        plots=report(
+            expand(f"{EVAL_DIR}/{{plot}}.png", plot=EVAL_PLOTS),
+            category="Evaluation",
+            caption="../report/evaluation.rst",
+        ),
+    log:
+        f"{LOGS}/evaluate.log",
+    params:
+        skyscan=SKYSCAN,
+        dataset=lambda wc, input: os.path.dirname(input.manifest),
+        out=lambda wc, output: os.path.dirname(output.metrics),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/skyscan-cpu.yaml"
+    shell:
+        "{params.skyscan} evaluate --model {input.card} --dataset {params.dataset}"
+        " --out {params.out} --config {input.config} > {log} 2>&1"
