@@ -21,14 +21,24 @@ def _epoch_log_callback():
     import lightning as L
 
     class EpochLog(L.Callback):
-        """One log line per epoch (the progress bar is off when writing to a rule's log)."""
+        """One log line per finished epoch (the progress bar is off in a rule's log).
 
-        def on_validation_epoch_end(self, trainer, pl_module):
-            if trainer.sanity_checking:
-                return
+        Written when the next epoch starts (and when training ends): only then has Lightning
+        gathered both the epoch's training loss and its validation metrics.
+        """
+
+        def _report(self, trainer):
+            done = trainer.current_epoch
             m = {k: float(v) for k, v in trainer.callback_metrics.items()}
-            text = ", ".join(f"{k} {v:.4f}" for k, v in sorted(m.items()))
-            log.info("epoch %d/%d: %s", trainer.current_epoch + 1, trainer.max_epochs, text)
+            if done and m:
+                text = ", ".join(f"{k} {v:.4f}" for k, v in sorted(m.items()))
+                log.info("epoch %d/%d: %s", done, trainer.max_epochs, text)
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            self._report(trainer)
+
+        def on_train_end(self, trainer, pl_module):
+            self._report(trainer)
 
     return EpochLog()
 
