@@ -40,6 +40,18 @@ def main(argv=None) -> int:
     return module.main(rest) or 0
 
 
+def run_command(prog: str, parser, run, argv=None) -> int:
+    """Parse ``argv`` with ``parser()``, set up logging, and call ``run(args)`` guarded.
+
+    Every verb's ``main`` is this call: input errors become one line on stderr and exit 2.
+    """
+    import logging
+
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    return run_guarded(prog, lambda: run(args))
+
+
 def run_guarded(prog: str, fn) -> int:
     """Run ``fn()``; turn the project's input errors into one line on stderr and exit code 2."""
     from skyscan.data.datasets import DatasetError

@@ -25,20 +25,17 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Run the command."""
-    from skyscan.cli import run_guarded
+    from skyscan.cli import run_command
 
-    args = parser().parse_args(argv)
-    return run_guarded(PROG, lambda: _run(args))
+    return run_command(PROG, parser, _run, argv)
 
 
 def _run(args) -> int:
     import json
-    import logging
 
     from skyscan.config import load_config
     from skyscan.data.datasets import build_dataset
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     manifest = build_dataset(args.shards, args.out, load_config(args.config))
     print(json.dumps(manifest["splits"], indent=1))
     return 0

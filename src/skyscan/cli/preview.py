@@ -24,10 +24,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Run the command."""
-    from skyscan.cli import run_guarded
+    from skyscan.cli import run_command
 
-    args = parser().parse_args(argv)
-    return run_guarded(PROG, lambda: _run(args))
+    return run_command(PROG, parser, _run, argv)
 
 
 def _run(args) -> int:

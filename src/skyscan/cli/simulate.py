@@ -44,10 +44,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Run the command."""
-    from skyscan.cli import run_guarded
+    from skyscan.cli import run_command
 
-    args = parser().parse_args(argv)
-    return run_guarded(PROG, lambda: _run(args))
+    return run_command(PROG, parser, _run, argv)
 
 
 def _run(args) -> int:
@@ -59,7 +58,6 @@ def _run(args) -> int:
     from skyscan.sim.simulate import SimulationPlan, run_simulation
     from skyscan.sim.survey import ConfigError
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     overrides: dict = {"simulate": {}}
     if args.seed is not None:
         overrides["seed"] = args.seed

@@ -28,20 +28,17 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Run the command."""
-    from skyscan.cli import run_guarded
+    from skyscan.cli import run_command
 
-    args = parser().parse_args(argv)
-    return run_guarded(PROG, lambda: _run(args))
+    return run_command(PROG, parser, _run, argv)
 
 
 def _run(args) -> int:
     import json
-    import logging
 
     from skyscan.config import load_config
     from skyscan.train.run import train
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     overrides = {"train": {}}
     if args.model:
         overrides["train"]["model"] = args.model
