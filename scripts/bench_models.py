@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Model-only inference cost of the registered classifiers, one CPU core, in one run.
 
-Prints multiply-accumulates per cutout, parameters and inference throughput (torch eager,
-float32, ``torch.inference_mode``, batch size stated) for each model, and the ratios
-against CMU DeepLens.
+Prints multiply-accumulates per cutout, parameters, inference throughput (torch eager,
+float32, ``torch.inference_mode``, batch size stated) and training throughput (forward,
+backward and an Adam step on batches of 64) for each model, and the ratios against CMU
+DeepLens.
 
     python scripts/bench_models.py [--batch 256] [--bands 3] [--size 45] [--repeats 5]
 """
@@ -31,6 +32,26 @@ def throughput(model, batch, repeats):
             start = time.perf_counter()
             model(batch)
             best = min(best, time.perf_counter() - start)
+    return len(batch) / best
+
+
+def train_throughput(model, batch, repeats):
+    model.train()
+    opt = torch.optim.Adam(model.parameters())
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    labels = (torch.arange(len(batch)) % 2).float()
+
+    def step():
+        opt.zero_grad()
+        loss_fn(model(batch), labels).backward()
+        opt.step()
+
+    step()  # warm up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        best = min(best, time.perf_counter() - start)
     return len(batch) / best
 
 

@@ -26,6 +26,7 @@ def small_config(tmp_path):
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["results"] = str(tmp_path / "results")
     config["simulate"].update(n=300, shard_size=150)
+    config["train"].update(epochs=1, batch_size=64)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -49,6 +50,13 @@ def test_workflow_runs_and_resumes(small_config, tmp_path):
     # nothing to redo
     again = snakemake("--cores", "2", "--configfile", str(small_config), "-n", cwd=tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr
+    # one self-contained HTML report with the pictures and the comparison table
+    report = tmp_path / "report.html"
+    built = snakemake("--configfile", str(small_config), "--report", str(report), cwd=tmp_path)
+    assert built.returncode == 0, built.stderr[-3000:]
+    html = report.read_text(errors="replace")
+    for name in ("preview.png", "roc.png", "completeness.png", "comparison.md"):
+        assert name in html, name
 
 
 def test_bad_config_key_stops_the_workflow(small_config, tmp_path):

@@ -20,7 +20,7 @@ rule train:
         skyscan=SKYSCAN,
         dataset=lambda wc, input: os.path.dirname(input.manifest),
         out=lambda wc, output: os.path.dirname(output.card),
-    threads: workflow.cores
+    threads: 8  # capped at --cores locally; set-threads in a profile
     resources:
         gpu=1 if config["train"]["accelerator"] != "cpu" else 0,
         mem_mb=8000,

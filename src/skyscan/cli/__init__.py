@@ -49,7 +49,24 @@ def run_command(prog: str, parser, run, argv=None) -> int:
 
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if _inject_failure(prog):
+        return 3
     return run_guarded(prog, lambda: run(args))
+
+
+def _inject_failure(prog: str) -> bool:
+    """Fault injection for the retry tests: ``SKYSCAN_INJECT_FAILURE=VERB:MARKER`` makes the
+    first run of ``skyscan VERB`` fail (exit 3) and leave MARKER; later runs proceed."""
+    import os
+    from pathlib import Path
+
+    spec = os.environ.get("SKYSCAN_INJECT_FAILURE", "")
+    verb, _, marker = spec.partition(":")
+    if not marker or prog.split()[-1] != verb or Path(marker).exists():
+        return False
+    Path(marker).write_text("injected failure\n")
+    print(f"{prog}: injected failure (SKYSCAN_INJECT_FAILURE={spec})", file=sys.stderr)
+    return True
 
 
 def run_guarded(prog: str, fn) -> int:
