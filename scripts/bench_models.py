@@ -73,22 +73,24 @@ def main(argv=None):
             count_macs(model, shape),
             count_parameters(model),
             throughput(model, batch, args.repeats),
+            train_throughput(model, batch[:64], max(2, args.repeats // 2)),
         )
-    ref_macs, _, ref_rate = rows["deeplens"]
+    ref_macs, _, ref_rate, ref_train = rows["deeplens"]
     print(
-        f"# torch {torch.__version__}, 1 thread, float32, batch {args.batch}, "
-        f"{args.bands}x{args.size}x{args.size} cutouts"
+        f"# torch {torch.__version__}, 1 thread, float32, inference batch {args.batch}, "
+        f"training batch 64, {args.bands}x{args.size}x{args.size} cutouts"
     )
     print()
     print(
-        "| model | MMAC / cutout | parameters | cutouts/s/core | FLOP ratio vs deeplens "
-        "| speed ratio vs deeplens |"
+        "| model | MMAC / cutout | parameters | inference cutouts/s/core | FLOP ratio vs "
+        "deeplens | inference speed ratio | training cutouts/s/core | training speed ratio |"
     )
-    print("|---|---|---|---|---|---|")
-    for name, (macs, params, rate) in rows.items():
+    print("|---|---|---|---|---|---|---|---|")
+    for name, (macs, params, rate, train_rate) in rows.items():
         print(
             f"| {name} | {macs / 1e6:.1f} | {params:,} | {rate:,.0f} | "
-            f"{ref_macs / macs:.1f}x | {rate / ref_rate:.1f}x |"
+            f"{ref_macs / macs:.1f}x | {rate / ref_rate:.1f}x | {train_rate:,.0f} | "
+            f"{train_rate / ref_train:.1f}x |"
         )
 
 
