@@ -1,0 +1,1 @@
+"""HEALPix indexing (NESTED everywhere) and the HATS-like partition layout."""
