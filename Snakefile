@@ -18,6 +18,7 @@ include: "workflow/rules/simulate.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/tiles.smk"
 
 
 rule all:
@@ -26,4 +27,5 @@ rule all:
         SIM_PREVIEW,
         MODEL_CARD,
         f"{EVAL_DIR}/metrics.json",
+        f"{TILES_DIR}/tiles.json",
     default_target: True

@@ -30,7 +30,8 @@ def test_coarsening_is_a_bit_shift_consistent_with_healpy():
 
 def test_partition_path_is_hats_layout(tmp_path):
     assert H.partition_path(tmp_path, 11, 123456) == (
-        tmp_path / "Norder=11" / "Dir=120000" / "Npix=123456.parquet")
+        tmp_path / "Norder=11" / "Dir=120000" / "Npix=123456.parquet"
+    )
     assert H.partition_path("x", 3, 7).as_posix() == "x/Norder=3/Dir=0/Npix=7.parquet"
 
 

@@ -37,4 +37,5 @@ STAGE_KEYS = {
     "dataset": ["seed", "dataset"],
     "train": ["seed", "train"],
     "evaluate": ["evaluate"],
+    "tiles": ["seed", "survey", "surveys", "bands", "simulate", "tiles"],
 }

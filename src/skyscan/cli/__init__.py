@@ -15,6 +15,7 @@ COMMANDS = {
     "dataset": ("skyscan.cli.dataset", "build train/val/test sets from simulation shards"),
     "train": ("skyscan.cli.train", "train a lens classifier and export it with a model card"),
     "evaluate": ("skyscan.cli.evaluate", "score the test set: ROC, completeness, plots, report"),
+    "tiles": ("skyscan.cli.tiles", "render survey tiles (FITS + WCS) with injected lenses"),
 }
 
 

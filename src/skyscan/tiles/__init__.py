@@ -1,0 +1,1 @@
+"""Survey tiles: simulated multi-band FITS images with WCS, truth and input catalogs."""
