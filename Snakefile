@@ -19,6 +19,7 @@ include: "workflow/rules/datasets.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tiles.smk"
+include: "workflow/rules/search.smk"
 
 
 rule all:
@@ -27,5 +28,5 @@ rule all:
         SIM_PREVIEW,
         MODEL_CARD,
         f"{EVAL_DIR}/metrics.json",
-        f"{TILES_DIR}/tiles.json",
+        f"{SEARCH_DIR}/candidates.parquet",
     default_target: True

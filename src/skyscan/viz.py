@@ -45,7 +45,8 @@ def color_composite(image: np.ndarray, bands: Sequence[str], q: float = 15.0) ->
         r = g = b = image[order[0]]
     peak = np.percentile(np.stack([r, g, b]), 99.5)
     stretch = max(peak, 1e-12) / 8
-    return make_lupton_rgb(r, g, b, minimum=0.0, stretch=stretch, Q=q)
+    with np.errstate(invalid="ignore", divide="ignore"):  # blank pixels: 0/0 inside astropy
+        return make_lupton_rgb(r, g, b, minimum=0.0, stretch=stretch, Q=q)
 
 
 def save_grid(

@@ -38,4 +38,5 @@ STAGE_KEYS = {
     "train": ["seed", "train"],
     "evaluate": ["evaluate"],
     "tiles": ["seed", "survey", "surveys", "bands", "simulate", "tiles"],
+    "search": ["search"],
 }

@@ -16,6 +16,7 @@ COMMANDS = {
     "train": ("skyscan.cli.train", "train a lens classifier and export it with a model card"),
     "evaluate": ("skyscan.cli.evaluate", "score the test set: ROC, completeness, plots, report"),
     "tiles": ("skyscan.cli.tiles", "render survey tiles (FITS + WCS) with injected lenses"),
+    "search": ("skyscan.cli.search", "score catalog positions on FITS tiles, per HEALPix pixel"),
 }
 
 
@@ -74,11 +75,12 @@ def run_guarded(prog: str, fn) -> int:
     """Run ``fn()``; turn the project's input errors into one line on stderr and exit code 2."""
     from skyscan.data.datasets import DatasetError
     from skyscan.data.shards import ShardError
+    from skyscan.search.tiles import TileError
     from skyscan.sim.survey import ConfigError
 
     try:
         return fn() or 0
-    except (ConfigError, ShardError, DatasetError, FileNotFoundError) as exc:
+    except (ConfigError, ShardError, DatasetError, TileError, FileNotFoundError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
 

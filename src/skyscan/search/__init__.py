@@ -1,0 +1,1 @@
+"""The lens search: cutouts from survey tiles, scored per HEALPix partition with Dask."""
