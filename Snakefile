@@ -20,6 +20,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tiles.smk"
 include: "workflow/rules/search.smk"
+include: "workflow/rules/skymaps.smk"
 
 
 rule all:
@@ -29,4 +30,5 @@ rule all:
         MODEL_CARD,
         f"{EVAL_DIR}/metrics.json",
         f"{SEARCH_DIR}/candidates.parquet",
+        f"{SKYMAP_DIR}/skymaps.json",
     default_target: True

@@ -63,6 +63,8 @@ def _config(path: Path, results: Path) -> Path:
         "results": str(results),
         "simulate": {"n": 500, "shard_size": 250},
         "train": {"epochs": 2, "batch_size": 64, "accelerator": "cpu"},
+        "tiles": {"grid": [1, 1], "size": 256},
+        "search": {"order": 13, "workers": 0},
     }
     path.write_text(yaml.safe_dump(config))
     return path
@@ -117,7 +119,15 @@ def test_workflow_through_slurm_profile(slurm, tmp_path):
             p for p in log.relative_to(tmp_path / "slurm-logs").parts if p.startswith("rule_")
         )[5:]
         by_rule.setdefault(rule, []).append(int(log.stem))
-    assert {"simulate", "build_dataset", "train", "evaluate"} <= set(by_rule), by_rule
+    assert {
+        "simulate",
+        "build_dataset",
+        "train",
+        "evaluate",
+        "make_tiles",
+        "search",
+        "skymaps",
+    } <= set(by_rule), by_rule
     assert len(by_rule["simulate"]) == 2  # one job per shard
     # the injected failure happened once and the resubmitted job completed
     assert marker.read_text() == "injected failure\n"

@@ -27,6 +27,8 @@ def small_config(tmp_path):
     config["results"] = str(tmp_path / "results")
     config["simulate"].update(n=300, shard_size=150)
     config["train"].update(epochs=1, batch_size=64)
+    config["tiles"].update(grid=[2, 1], size=256)
+    config["search"].update(order=13, workers=1)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -47,6 +49,8 @@ def test_workflow_runs_and_resumes(small_config, tmp_path):
     ]
     assert (results / "sims" / "preview.png").stat().st_size > 10_000
     assert (results / "logs" / "simulate" / "shard-00000.log").exists()
+    assert (results / "search" / "candidates.parquet").is_file()
+    assert (results / "skymaps" / "skymaps.fits").is_file()
     # nothing to redo
     again = snakemake("--cores", "2", "--configfile", str(small_config), "-n", cwd=tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -55,7 +59,15 @@ def test_workflow_runs_and_resumes(small_config, tmp_path):
     built = snakemake("--configfile", str(small_config), "--report", str(report), cwd=tmp_path)
     assert built.returncode == 0, built.stderr[-3000:]
     html = report.read_text(errors="replace")
-    for name in ("preview.png", "roc.png", "completeness.png", "comparison.md"):
+    for name in (
+        "preview.png",
+        "roc.png",
+        "completeness.png",
+        "comparison.md",
+        "gallery.png",
+        "footprint.png",
+        "injection_recovery.md",
+    ):
         assert name in html, name
 
 

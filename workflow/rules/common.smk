@@ -39,4 +39,5 @@ STAGE_KEYS = {
     "evaluate": ["evaluate"],
     "tiles": ["seed", "survey", "surveys", "bands", "simulate", "tiles"],
     "search": ["search"],
+    "skymaps": ["bands", "search", "skymaps"],
 }

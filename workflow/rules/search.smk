@@ -23,6 +23,8 @@ rule search:
         skyscan=SKYSCAN,
         tiles=lambda wc, input: os.path.dirname(input.summary),
         out=lambda wc, output: os.path.dirname(output.summary),
+        # Dask workers = the job's threads (capped by --cores); 0 in the config: no Dask
+        workers=lambda wc, threads: threads if config["search"]["workers"] else 0,
     threads: config["search"]["workers"] or 1
     resources:
         mem_mb=4000,
@@ -32,4 +34,4 @@ rule search:
     shell:
         "{params.skyscan} search --model {input.card} --tiles {params.tiles}"
         " --catalog {input.catalog} --out {params.out} --config {input.config}"
-        " --workers {threads} --quiet > {log} 2>&1"
+        " --workers {params.workers} --quiet > {log} 2>&1"

@@ -17,6 +17,7 @@ COMMANDS = {
     "evaluate": ("skyscan.cli.evaluate", "score the test set: ROC, completeness, plots, report"),
     "tiles": ("skyscan.cli.tiles", "render survey tiles (FITS + WCS) with injected lenses"),
     "search": ("skyscan.cli.search", "score catalog positions on FITS tiles, per HEALPix pixel"),
+    "skymaps": ("skyscan.cli.skymaps", "HEALPix maps of a search and injection-recovery"),
 }
 
 

@@ -1,0 +1,255 @@
+"""HEALPix sky maps of a search and the injection-recovery of its tiles.
+
+Maps (NESTED, ``skymaps.order``): the searched footprint (pixels whose centres fall inside a
+tile, from the tiles' WCS), cutouts scored, candidates above the threshold and mean score;
+written as one HEALPix FITS file (healpy) and drawn as Mollweide and zoomed gnomonic PNGs.
+The threshold is the evaluation stage's 1%-FPR operating point, so the search is judged at
+the rejection the test split was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from skyscan.evaluate.metrics import completeness_grid
+from skyscan.skymap.healpix import nside, pixel_area_deg2
+
+__all__ = ["footprint_pixels", "make_maps", "injection_recovery"]
+
+MAP_NAMES = ("footprint", "scored", "candidates", "mean_score")
+
+
+def footprint_pixels(tiles, order: int) -> np.ndarray:
+    """NESTED pixels whose centres lie inside any tile (tiles need ``corners()``)."""
+    import healpy as hp
+
+    pixels = set()
+    for tile in tiles:
+        corners = tile.corners()
+        vec = hp.ang2vec(corners[:, 0], corners[:, 1], lonlat=True)
+        pixels.update(hp.query_polygon(nside(order), vec, inclusive=False, nest=True).tolist())
+    return np.array(sorted(pixels), dtype=np.int64)
+
+
+def _write_partial_map(path: Path, order: int, pixels: np.ndarray, maps: dict) -> None:
+    """A HEALPix FITS map with explicit indices (``INDXSCHM = EXPLICIT``), as healpy writes
+    partial maps: only the pixels of the searched region, so a fine order stays small."""
+    from astropy.io import fits
+
+    cols = [fits.Column(name="PIXEL", format="K", array=pixels)]
+    cols += [fits.Column(name=name.upper(), format="D", array=maps[name]) for name in MAP_NAMES]
+    hdu = fits.BinTableHDU.from_columns(cols)
+    hdu.header.update(
+        PIXTYPE="HEALPIX",
+        ORDERING="NESTED",
+        INDXSCHM="EXPLICIT",
+        NSIDE=nside(order),
+        OBJECT="PARTIAL",
+        COORDSYS="C",
+        FIRSTPIX=0,
+        LASTPIX=12 * nside(order) ** 2 - 1,
+    )
+    tmp = path.with_name(f".{path.name}.tmp")
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp, overwrite=True)
+    os.replace(tmp, path)
+
+
+def make_maps(candidates_path, tiles, order: int, logit_threshold: float, out_dir) -> dict:
+    """Write ``skymaps.fits`` (partial HEALPix map, NESTED) and the PNGs; return a summary."""
+    import healpy as hp
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cand = pq.read_table(candidates_path, columns=["ra", "dec", "score", "logit"])
+    pix = hp.ang2pix(
+        nside(order),
+        cand.column("ra").to_numpy(),
+        cand.column("dec").to_numpy(),
+        nest=True,
+        lonlat=True,
+    ).astype(np.int64)
+    foot = footprint_pixels(tiles, order)
+    pixels = np.union1d(foot, pix)
+    where = np.searchsorted(pixels, pix)
+    above = cand.column("logit").to_numpy() > logit_threshold
+    maps = {name: np.zeros(len(pixels)) for name in MAP_NAMES}
+    maps["footprint"][np.searchsorted(pixels, foot)] = 1.0
+    np.add.at(maps["scored"], where, 1.0)
+    np.add.at(maps["candidates"], where[above], 1.0)
+    score_sum = np.zeros(len(pixels))
+    np.add.at(score_sum, where, cand.column("score").to_numpy())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        maps["mean_score"] = np.where(maps["scored"] > 0, score_sum / maps["scored"], hp.UNSEEN)
+    _write_partial_map(out_dir / "skymaps.fits", order, pixels, maps)
+
+    corners = np.concatenate([t.corners() for t in tiles])
+    ra0 = float(
+        np.degrees(
+            np.arctan2(
+                np.sin(np.radians(corners[:, 0])).mean(), np.cos(np.radians(corners[:, 0])).mean()
+            )
+        )
+        % 360
+    )
+    dec0 = float(corners[:, 1].mean())
+    half = float(np.ptp(corners[:, 1])) * 0.65 + 0.5 / 60  # degrees
+    coarse_order = min(order, 6)
+    coarse = np.zeros(hp.nside2npix(nside(coarse_order)))
+    grid = np.linspace(-half, half, 300)
+    gx, gy = np.meshgrid(grid, grid)
+    zoom_ra, zoom_dec = _tan_inverse(gx, gy, ra0, dec0)
+    zoom_pix = hp.ang2pix(nside(order), zoom_ra, zoom_dec, nest=True, lonlat=True)
+    idx = np.clip(np.searchsorted(pixels, zoom_pix), 0, len(pixels) - 1)
+    found = pixels[idx] == zoom_pix
+    for name in MAP_NAMES:
+        values = np.where(maps["footprint"] > 0, maps[name], np.nan)
+        if name == "mean_score":
+            values = np.where(maps["scored"] > 0, values, np.nan)
+        coarse[:] = hp.UNSEEN
+        shifted = pixels >> np.int64(2 * (order - coarse_order))
+        ok = np.isfinite(values)
+        coarse[shifted[ok]] = values[ok]  # the region is a few coarse pixels: last one wins
+        fig = plt.figure(figsize=(11, 4.5))
+        hp.mollview(
+            coarse,
+            nest=True,
+            fig=fig.number,
+            sub=(1, 2, 1),
+            cbar=False,
+            notext=True,
+            title=f"{name} (HEALPix order {coarse_order})",
+        )
+        hp.projscatter(ra0, dec0, lonlat=True, s=120, facecolors="none", edgecolors="red")
+        hp.graticule(dpar=30, dmer=30, alpha=0.3)
+        ax = fig.add_subplot(1, 2, 2)
+        image = np.where(found, values[idx], np.nan)
+        im = ax.imshow(
+            image,
+            origin="lower",
+            extent=[half * 60, -half * 60, -half * 60, half * 60],
+            cmap="viridis",
+        )
+        fig.colorbar(im, ax=ax, shrink=0.8)
+        ax.set_xlabel(f"ΔRA·cos(Dec) (arcmin) from {ra0:.4f}°")
+        ax.set_ylabel(f"ΔDec (arcmin) from {dec0:.4f}°")
+        ax.set_title(f"{name}, order {order} (gnomonic)", fontsize=10)
+        png = out_dir / f"{name}.png"
+        tmp_png = out_dir / f".{name}.tmp.png"
+        fig.savefig(tmp_png, dpi=90)
+        plt.close(fig)
+        os.replace(tmp_png, png)
+    return {
+        "order": order,
+        "footprint_pixels": int(len(foot)),
+        "footprint_deg2": float(len(foot) * pixel_area_deg2(order)),
+        "scored": int(len(cand)),
+        "candidates_above_threshold": int(above.sum()),
+        "logit_threshold": float(logit_threshold),
+    }
+
+
+def _tan_inverse(x, y, ra0, dec0):
+    """RA/Dec (deg) of gnomonic-plane offsets x (east, deg) and y (north, deg) about a centre."""
+    from astropy.wcs import WCS
+
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [ra0, dec0]
+    w.wcs.crpix = [1.0, 1.0]
+    w.wcs.cdelt = [-1.0, 1.0]  # one "pixel" per degree; east to the left
+    ra, dec = w.wcs_pix2world(-np.asarray(x).ravel(), np.asarray(y).ravel(), 0)
+    return ra.reshape(np.shape(x)) % 360, dec.reshape(np.shape(x))
+
+
+def injection_recovery(
+    candidates_path, truth_path, metrics: dict, area_deg2: float, out_dir
+) -> dict:
+    """Completeness of the injected lenses vs theta_E and S/N, and false positives per deg^2,
+    at the evaluation's threshold, written beside the evaluation's own numbers."""
+    from skyscan.evaluate.plots import plot_completeness
+
+    cand = pq.read_table(candidates_path).to_pydict()
+    truth = pq.read_table(truth_path).to_pydict()
+    by_id = {i: k for k, i in enumerate(truth["id"])}
+    grid_cfg = metrics["completeness_grid"]
+    band = grid_cfg["snr_band"]
+    threshold = metrics["operating_point"]["logit_threshold"]
+    rows = [by_id[i] for i in cand["id"]]
+    is_lens = np.array([truth["kind"][r] == "lens" for r in rows], dtype=bool)
+    passed = np.array(cand["logit"]) > threshold
+    theta = np.array([truth["theta_E"][r] for r in rows], dtype=float)[is_lens]
+    snr = np.array([truth[f"snr_{band}"][r] for r in rows], dtype=float)[is_lens]
+    grid, counts = completeness_grid(
+        theta, snr, passed[is_lens], grid_cfg["theta_E_bins"], grid_cfg["snr_bins"]
+    )
+    injected = sum(k == "lens" for k in truth["kind"])
+    head = (theta > 1.4) & (snr > 20)
+    result = {
+        "threshold": {"logit": threshold, "fpr_on_test_split": metrics["operating_point"]["fpr"]},
+        "lenses_injected": int(injected),
+        "lenses_in_catalog": int(is_lens.sum()),
+        "lenses_recovered": int(passed[is_lens].sum()),
+        "completeness_in_catalog": float(passed[is_lens].mean()) if is_lens.any() else None,
+        "headline": {
+            "selection": f"theta_E > 1.4 and snr_{band} > 20",
+            "n": int(head.sum()),
+            "completeness": float(passed[is_lens][head].mean()) if head.any() else None,
+            "evaluation": metrics["headline"]["completeness"],
+        },
+        "false_positives": int((passed & ~is_lens).sum()),
+        "false_positives_per_deg2": (
+            float((passed & ~is_lens).sum() / area_deg2) if area_deg2 > 0 else None
+        ),
+        "non_lenses_scored": int((~is_lens).sum()),
+        "completeness_grid": {
+            "completeness": [
+                [None if not np.isfinite(v) else float(v) for v in row] for row in grid
+            ],
+            "counts": counts.tolist(),
+            "theta_E_bins": grid_cfg["theta_E_bins"],
+            "snr_bins": grid_cfg["snr_bins"],
+            "snr_band": band,
+        },
+    }
+    out_dir = Path(out_dir)
+    plot_completeness(
+        grid,
+        counts,
+        grid_cfg["theta_E_bins"],
+        grid_cfg["snr_bins"],
+        out_dir / "injection_completeness.png",
+        band,
+        metrics["operating_point"]["fpr"],
+    )
+    lines = [
+        "| quantity | injection-recovery on tiles | evaluation (test split) |",
+        "|---|---|---|",
+        f'| completeness, θE > 1.4" and S/N > 20 | {_fmt(result["headline"]["completeness"])} '
+        f"({result['headline']['n']} lenses) | {_fmt(metrics['headline']['completeness'])} |",
+        f"| completeness, all lenses in the catalog | {_fmt(result['completeness_in_catalog'])} "
+        f"({result['lenses_in_catalog']} of {injected} injected) | "
+        f"{_fmt(metrics['operating_point']['tpr'])} |",
+        f"| false positives | {result['false_positives']} of {result['non_lenses_scored']} "
+        f"non-lenses; {_per_area(result['false_positives_per_deg2'])} | "
+        f"FPR {metrics['operating_point']['fpr']:g} by construction |",
+    ]
+    (out_dir / "injection_recovery.md").write_text("\n".join(lines) + "\n")
+    (out_dir / "injection_recovery.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def _per_area(v):
+    return "n/a per deg² (no footprint pixel at this order)" if v is None else f"{v:.0f} per deg²"
+
+
+def _fmt(v):
+    return "n/a" if v is None else f"{v:.3f}"

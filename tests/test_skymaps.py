@@ -1,0 +1,116 @@
+"""Sky maps: footprint against the tiles' corners, the partial HEALPix FITS, recovery."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from skyscan.config import load_config
+from skyscan.search.run import _header_wcs
+from skyscan.search.tiles import find_tiles
+from skyscan.skymap.maps import footprint_pixels, injection_recovery, make_maps
+from skyscan.tiles.make import make_tiles
+
+hp = pytest.importorskip("healpy")
+
+
+@pytest.fixture(scope="module")
+def tiles(tmp_path_factory):
+    root = tmp_path_factory.mktemp("skymaps")
+    config = load_config(
+        None,
+        {
+            "tiles": {
+                "grid": [2, 1],
+                "size": 300,
+                "overlap": 20,
+                "densities": {"field": 5, "star": 1, "deflector": 30, "lens": 30},
+            }
+        },
+    )
+    make_tiles(config, root)
+    found, _ = find_tiles(root, ["g", "r", "i"])
+    return root, [_header_wcs(t) for t in found]
+
+
+def test_footprint_matches_the_tiles_corners(tiles):
+    root, found = tiles
+    order = 14
+    pixels = set(footprint_pixels(found, order).tolist())
+    # every pixel whose centre falls inside a tile's pixel grid is in the footprint, and no
+    # other, on a dense sample of pixels around the region
+    ra, dec = hp.pix2ang(2**order, np.array(sorted(pixels)), nest=True, lonlat=True)
+    lo_ra, hi_ra = ra.min() - 0.02, ra.max() + 0.02
+    lo_dec, hi_dec = dec.min() - 0.02, dec.max() + 0.02
+    around = hp.query_polygon(
+        2**order,
+        hp.ang2vec([lo_ra, hi_ra, hi_ra, lo_ra], [lo_dec, lo_dec, hi_dec, hi_dec], lonlat=True),
+        nest=True,
+    )
+    cra, cdec = hp.pix2ang(2**order, around, nest=True, lonlat=True)
+    inside = np.zeros(len(around), dtype=bool)
+    for tile in found:
+        w = WCS(fits.getheader(next(iter(tile.paths.values()))))
+        x, y = w.all_world2pix(cra, cdec, 0)
+        inside |= (x > -0.5) & (x < 299.5) & (y > -0.5) & (y < 299.5)
+    in_map = np.isin(around, list(pixels))
+    # great-circle polygon edges vs the WCS's straight pixel edges differ by < 1e-6 deg
+    assert (in_map == inside).mean() > 0.995
+    assert in_map[inside].mean() > 0.99
+
+
+def test_maps_recovery_and_fits(tiles, tmp_path):
+    root, found = tiles
+    truth = pq.read_table(root / "truth.parquet").to_pydict()
+    catalog = pq.read_table(root / "catalog.parquet").to_pydict()
+    kind = dict(zip(truth["id"], truth["kind"], strict=True))
+    rng = np.random.default_rng(0)
+    ids = catalog["id"]
+    logit = np.array([2.0 if kind[i] == "lens" else -2.0 for i in ids]) + rng.normal(0, 1, len(ids))
+    import pyarrow as pa
+
+    cand = pa.table(
+        {
+            "id": ids,
+            "ra": catalog["ra"],
+            "dec": catalog["dec"],
+            "logit": logit,
+            "score": 1 / (1 + np.exp(-logit)),
+        }
+    )
+    pq.write_table(cand, tmp_path / "candidates.parquet")
+    summary = make_maps(tmp_path / "candidates.parquet", found, 9, 1.0, tmp_path)
+    assert summary["scored"] == len(ids)
+    assert summary["candidates_above_threshold"] == int((logit > 1.0).sum())
+    full = hp.read_map(tmp_path / "skymaps.fits", field=(0, 1, 2, 3), nest=True)
+    np.testing.assert_allclose(np.nansum(np.where(full[1] > 0, full[1], 0)), len(ids))
+    assert full[2][full[2] > 0].sum() == summary["candidates_above_threshold"]
+    metrics = {
+        "completeness_grid": {
+            "snr_band": "g",
+            "theta_E_bins": [0.5, 1.4, 3.0],
+            "snr_bins": [0, 20, 1e6],
+        },
+        "operating_point": {"logit_threshold": 1.0, "fpr": 0.01, "tpr": 0.5},
+        "headline": {"completeness": 0.5},
+    }
+    result = injection_recovery(
+        tmp_path / "candidates.parquet",
+        root / "truth.parquet",
+        metrics,
+        summary["footprint_deg2"],
+        tmp_path,
+    )
+    lenses = np.array([kind[i] == "lens" for i in ids])
+    assert result["lenses_in_catalog"] == int(lenses.sum())
+    assert result["lenses_recovered"] == int((logit[lenses] > 1.0).sum())
+    assert result["false_positives"] == int((logit[~lenses] > 1.0).sum())
+    assert (
+        json.loads((tmp_path / "injection_recovery.json").read_text())["false_positives"]
+        == result["false_positives"]
+    )
+    for name in ("footprint", "scored", "candidates", "mean_score", "injection_completeness"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 5000
