@@ -102,6 +102,12 @@ def main(argv=None):
             for _ in range(reps):
                 model(batch)
             model_rate = reps * args.batch / (time.perf_counter() - start)
+        for p in plan.partitions:  # in this process, no Dask
+            score_partition(plan, p)
+        start = time.perf_counter()
+        for p in plan.partitions:
+            score_partition(plan, p)
+        inproc = n / (time.perf_counter() - start)
         rates = {w: n / _end_to_end(plan, w) for w in (1, 2)}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -116,6 +122,7 @@ def main(argv=None):
     print("| measure | cutouts/s |")
     print("|---|---|")
     print(f"| model only, 1 thread | {model_rate:,.0f} |")
+    print(f"| end to end, in this process (no Dask) | {inproc:,.0f} |")
     print(f"| end to end, 1 worker | {rates[1]:,.0f} |")
     print(f"| end to end, 2 workers | {rates[2]:,.0f} |")
     print()

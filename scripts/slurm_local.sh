@@ -28,7 +28,7 @@ install() {
 
 write_configs() {
   local cpus mem
-  cpus=$(nproc)
+  cpus=$(getconf _NPROCESSORS_ONLN)  # not nproc: it honours OMP_NUM_THREADS
   mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
   mkdir -p "$CONF_DIR" "$STATE"/{spool/ctld,spool/d,log} /etc/munge /run/munge /var/lib/munge /var/log/munge
   cat > "$CONF_DIR/slurm.conf" <<CONF
