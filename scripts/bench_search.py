@@ -28,8 +28,8 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
-from skyscan.search.run import _header_wcs, plan_search, score_partition  # noqa: E402
-from skyscan.search.tiles import find_tiles  # noqa: E402
+from skyscan.search.run import plan_search, score_partition  # noqa: E402
+from skyscan.search.tiles import find_tiles, read_tile_wcs  # noqa: E402
 from skyscan.train.export import load_exported  # noqa: E402
 
 GPU_TFLOPS = 100.0  # assumed effective bf16 rate of one modern GPU on these small convolutions
@@ -37,7 +37,7 @@ GPU_TFLOPS = 100.0  # assumed effective bf16 rate of one modern GPU on these sma
 
 def _positions(card, tiles_dir, n, rng):
     tiles, _ = find_tiles(tiles_dir, card["bands"])
-    tiles = [_header_wcs(t) for t in tiles]
+    tiles = [read_tile_wcs(t) for t in tiles]
     per = int(np.ceil(n / len(tiles)))
     ra, dec = [], []
     for t in tiles:

@@ -9,8 +9,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from skyscan.config import load_config
-from skyscan.search.run import _header_wcs
-from skyscan.search.tiles import find_tiles
+from skyscan.search.tiles import find_tiles, read_tile_wcs
 from skyscan.skymap.maps import footprint_pixels, injection_recovery, make_maps
 from skyscan.tiles.make import make_tiles
 
@@ -33,7 +32,7 @@ def tiles(tmp_path_factory):
     )
     make_tiles(config, root)
     found, _ = find_tiles(root, ["g", "r", "i"])
-    return root, [_header_wcs(t) for t in found]
+    return root, [read_tile_wcs(t) for t in found]
 
 
 def test_footprint_matches_the_tiles_corners(tiles):

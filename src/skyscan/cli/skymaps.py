@@ -39,8 +39,7 @@ def _run(args) -> int:
     from pathlib import Path
 
     from skyscan.config import load_config
-    from skyscan.search.run import _header_wcs
-    from skyscan.search.tiles import TileError, find_tiles
+    from skyscan.search.tiles import TileError, find_tiles, read_tile_wcs
     from skyscan.skymap.maps import injection_recovery, make_maps
 
     config = load_config(args.config)
@@ -52,7 +51,7 @@ def _run(args) -> int:
     usable = []
     for tile in tiles:
         try:
-            usable.append(_header_wcs(tile))
+            usable.append(read_tile_wcs(tile))
         except TileError:
             continue
     candidates = Path(args.search) / "candidates.parquet"

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from skyscan.data.preprocess import check_compatible, preprocess
-from skyscan.search.tiles import Tile, TileError, find_tiles, load_tile
+from skyscan.search.tiles import Tile, TileError, find_tiles, load_tile, read_tile_wcs
 from skyscan.skymap.healpix import ORDER_MAX, partition_path, radec_to_pixel
 
 __all__ = ["FLAG_EDGE", "FLAG_NAN", "SearchPlan", "plan_search", "score_partition", "run_search"]
@@ -75,29 +75,6 @@ def _read_catalog(path: Path) -> pa.Table:
     return table.select(["id", "ra", "dec"])
 
 
-def _header_wcs(tile: Tile) -> Tile:
-    """Fill a tile's WCS and shape from the first band's header (no pixel read)."""
-    import warnings
-
-    from astropy.io import fits
-    from astropy.utils.exceptions import AstropyWarning
-
-    from skyscan.search.tiles import _image_hdu
-
-    path = next(iter(tile.paths.values()))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", AstropyWarning)
-            with fits.open(path, memmap=True) as hdul:
-                h, wcs = _image_hdu(hdul, tile.hdu, path)
-                tile.wcs, tile.shape = wcs, (int(h.header["NAXIS2"]), int(h.header["NAXIS1"]))
-    except TileError:
-        raise
-    except Exception as exc:
-        raise TileError(f"{path}: unreadable FITS ({type(exc).__name__}: {exc})") from None
-    return tile
-
-
 def plan_search(
     card_path,
     tile_folder,
@@ -123,7 +100,7 @@ def plan_search(
     usable = {}
     for tile in tiles:
         try:
-            usable[tile.name] = _header_wcs(tile)
+            usable[tile.name] = read_tile_wcs(tile)
         except TileError as exc:
             problems[tile.name] = str(exc)
     catalog_path = Path(catalog_path)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Tile", "find_tiles", "load_tile", "TileError"]
+__all__ = ["Tile", "find_tiles", "load_tile", "read_tile_wcs", "TileError"]
 
 
 class TileError(ValueError):
@@ -127,4 +127,25 @@ def load_tile(tile: Tile) -> Tile:
             raise TileError(f"{path}: band {band} is {data.shape}, other bands {tile.shape}")
         planes.append(data)
     tile.data = np.stack(planes)
+    return tile
+
+
+def read_tile_wcs(tile: Tile) -> Tile:
+    """Fill a tile's WCS and shape from the first band's header (no pixel read)."""
+    import warnings
+
+    from astropy.io import fits
+    from astropy.utils.exceptions import AstropyWarning
+
+    path = next(iter(tile.paths.values()))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AstropyWarning)
+            with fits.open(path, memmap=True) as hdul:
+                h, wcs = _image_hdu(hdul, tile.hdu, path)
+                tile.wcs, tile.shape = wcs, (int(h.header["NAXIS2"]), int(h.header["NAXIS1"]))
+    except TileError:
+        raise
+    except Exception as exc:
+        raise TileError(f"{path}: unreadable FITS ({type(exc).__name__}: {exc})") from None
     return tile

@@ -19,7 +19,7 @@ from torch import nn
 
 import skyscan
 
-__all__ = ["export_model", "load_exported", "ExportError"]
+__all__ = ["export_model", "load_exported", "write_json_atomic", "ExportError"]
 
 TOLERANCE = 1e-4
 
@@ -28,7 +28,8 @@ class ExportError(RuntimeError):
     """An exported model does not reproduce the trained one."""
 
 
-def _atomic_json(path: Path, data: dict) -> None:
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON to ``path`` through a temporary file in the same folder."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=1, default=float) + "\n")
     os.replace(tmp, path)
@@ -107,7 +108,7 @@ def export_model(net: nn.Module, batch: torch.Tensor, out_dir: str | Path, card:
         skyscan_version=skyscan.__version__,
         torch_version=torch.__version__,
     )
-    _atomic_json(out_dir / "model_card.json", card)
+    write_json_atomic(out_dir / "model_card.json", card)
     return card
 
 

@@ -73,7 +73,7 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
     from skyscan.evaluate.metrics import auroc, tpr_at_fpr
     from skyscan.evaluate.scoring import score_split
     from skyscan.train.datamodule import LensDataModule
-    from skyscan.train.export import export_model, load_exported
+    from skyscan.train.export import export_model, load_exported, write_json_atomic
     from skyscan.train.module import LensClassifier
 
     tc = config["train"]
@@ -158,8 +158,6 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
         "n_test": int(len(labels)),
         "n_lenses": int(np.sum(labels)),
     }
-    from skyscan.train.export import _atomic_json
-
-    _atomic_json(out_dir / "model_card.json", card)
+    write_json_atomic(out_dir / "model_card.json", card)
     log.info("test AUROC %.4f, TPR at 1%% FPR %.3f", card["test_metrics"]["auroc"], tpr)
     return card
