@@ -22,8 +22,19 @@ config.update(_validated)
 RESULTS = config["results"]
 LOGS = f"{RESULTS}/logs"
 
-# Rules call the CLI from this checkout (also inside a --use-conda environment).
-SKYSCAN = f"PYTHONPATH={SRC}${{PYTHONPATH:+:$PYTHONPATH}} python -m skyscan.cli"
+def _uses_conda():
+    try:
+        from snakemake.settings.types import DeploymentMethod
+
+        return DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+    except (ImportError, AttributeError):
+        return False
+
+
+# Rules call the CLI from this checkout: with the Python running Snakemake (the project's
+# environment, whatever PATH says), or the rule's own environment under --use-conda.
+PYTHON = "python" if _uses_conda() else sys.executable
+SKYSCAN = f"PYTHONPATH={SRC}${{PYTHONPATH:+:$PYTHONPATH}} {PYTHON} -m skyscan.cli"
 
 
 def stage_config_text(keys):
