@@ -36,7 +36,7 @@ def _run(args) -> int:
     from skyscan.config import load_config
     from skyscan.data.datasets import build_dataset
 
-    manifest = build_dataset(args.shards, args.out, load_config(args.config))
+    manifest = build_dataset(args.shards, args.out, load_config(args.config), progress=True)
     print(json.dumps(manifest["splits"], indent=1))
     return 0
 

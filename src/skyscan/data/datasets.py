@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from skyscan.config import config_hash
 from skyscan.data.preprocess import make_spec, preprocess
@@ -108,7 +109,9 @@ def _check_same(metas: list[tuple[Path, dict]], key: str) -> None:
             )
 
 
-def build_dataset(shards: Sequence[str | Path], out_dir: str | Path, config: Mapping) -> dict:
+def build_dataset(
+    shards: Sequence[str | Path], out_dir: str | Path, config: Mapping, progress: bool = False
+) -> dict:
     """Build train/val/test sets from simulation shards.
 
     Parameters
@@ -119,6 +122,9 @@ def build_dataset(shards: Sequence[str | Path], out_dir: str | Path, config: Map
         Dataset folder; replaced atomically file by file.
     config : mapping
         The validated config (``seed`` and the ``dataset`` section are used).
+    progress : bool
+        Show a progress bar over the shards (each is read twice: a finite-pixel check that
+        sizes the splits, then the preprocessed write).
 
     Returns
     -------
@@ -138,7 +144,7 @@ def build_dataset(shards: Sequence[str | Path], out_dir: str | Path, config: Map
 
     # Pass 1: scalar columns and a finite check of every image, shard by shard.
     tables, good_masks, rejected = [], [], {}
-    for path in shards:
+    for path in tqdm(shards, desc="dataset: check", unit="shard", disable=not progress):
         images, table, _ = read_images(path)
         good = np.isfinite(images.reshape(len(images), -1)).all(axis=1)
         n_bad = int((~good).sum())
@@ -178,7 +184,7 @@ def build_dataset(shards: Sequence[str | Path], out_dir: str | Path, config: Map
     tmp = out_dir / f".tmp-build-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        counts = _write_splits(shards, tables, members, spec, tmp)
+        counts = _write_splits(shards, tables, members, spec, tmp, progress)
         manifest = {
             "splits": counts,
             "rejected_nonfinite": rejected,
@@ -206,7 +212,7 @@ def build_dataset(shards: Sequence[str | Path], out_dir: str | Path, config: Map
     return manifest
 
 
-def _write_splits(shards, tables, members, spec, tmp: Path) -> dict:
+def _write_splits(shards, tables, members, spec, tmp: Path, progress: bool) -> dict:
     offsets = np.cumsum([0] + [len(t) for t in tables])
     shape = tuple(spec["shape"])
     outputs, cursors = {}, {}
@@ -218,7 +224,9 @@ def _write_splits(shards, tables, members, spec, tmp: Path) -> dict:
         cursors[split] = 0
     # Pass 2: shard by shard, preprocess each split's rows into its memory map (in index order).
     split_rows = {s: np.sort(r) for s, r in members.items()}
-    for k, path in enumerate(shards):
+    for k, path in enumerate(
+        tqdm(shards, desc="dataset: write", unit="shard", disable=not progress)
+    ):
         images, _, _ = read_images(path)
         lo, hi = offsets[k], offsets[k + 1]
         for split, rows in split_rows.items():

@@ -105,11 +105,6 @@ def ring_total_flux(radius, width):
     )
 
 
-def _col(values, like: torch.Tensor) -> torch.Tensor:
-    """Per-system constants as a (B, 1) tensor with ``like``'s dtype and device."""
-    return _table([values], like)
-
-
 def _table(columns, like: torch.Tensor) -> torch.Tensor:
     """Stack per-system constants (float64 numpy) into a (B, K) tensor like ``like``."""
     arr = np.stack([np.asarray(c, dtype=np.float64) for c in columns], axis=1)
