@@ -29,8 +29,8 @@ import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
 from skyscan.search.run import plan_search, score_partition  # noqa: E402
-from skyscan.search.tiles import find_tiles, read_tile_wcs  # noqa: E402
-from skyscan.train.export import load_exported  # noqa: E402
+from skyscan.tiles.io import find_tiles, read_tile_wcs  # noqa: E402
+from skyscan.models.card import load_model  # noqa: E402
 
 GPU_TFLOPS = 100.0  # assumed effective bf16 rate of one modern GPU on these small convolutions
 
@@ -93,7 +93,7 @@ def main(argv=None):
         plan.batch_size = args.batch
         n = sum(len(t) for t in plan.partitions.values())
 
-        model, _ = load_exported(args.card)
+        model, _ = load_model(args.card)
         batch = torch.randn(args.batch, *card["input_shape"])
         with torch.inference_mode():
             model(batch)

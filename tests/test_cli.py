@@ -75,5 +75,5 @@ def test_preview_of_a_corrupt_shard_names_the_file(tmp_path):
     bad = tmp_path / "shard-00000.parquet"
     bad.write_bytes(b"PAR1 not really")
     result = run_cli("preview", str(bad), "--out", str(tmp_path / "p.png"))
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert str(bad) in result.stderr

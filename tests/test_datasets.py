@@ -59,10 +59,10 @@ def test_preprocessing_is_noise_scaling_and_clipping(sims, tmp_path):
 
 
 def test_class_balance(sims, tmp_path):
-    manifest = build_dataset(sims, tmp_path, _config(lens_fraction=0.25))
+    manifest = build_dataset(sims, tmp_path, _config(positive_fraction=0.25))
     for split in ("train", "val", "test"):
         counts = manifest["splits"][split]
-        assert counts["lenses"] / counts["n"] == pytest.approx(0.25, abs=0.02)
+        assert counts["positives"] / counts["n"] == pytest.approx(0.25, abs=0.02)
 
 
 def _corrupt(shard, out, n_bad):

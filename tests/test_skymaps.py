@@ -9,7 +9,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from skyscan.config import load_config
-from skyscan.search.tiles import find_tiles, read_tile_wcs
+from skyscan.tiles.io import find_tiles, read_tile_wcs
 from skyscan.skymap.maps import footprint_pixels, injection_recovery, make_maps
 from skyscan.tiles.make import make_tiles
 

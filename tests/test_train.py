@@ -9,7 +9,7 @@ import torch
 from skyscan.config import load_config
 from skyscan.data.datasets import build_dataset
 from skyscan.sim.simulate import SimulationPlan, run_simulation
-from skyscan.train.datamodule import LensDataModule, dihedral_augment
+from skyscan.train.datamodule import StampDataModule, dihedral_augment
 
 pytest.importorskip("lightning")
 
@@ -31,7 +31,7 @@ def dataset(tmp_path_factory):
 
 
 def test_augmentation_keeps_labels_and_content(dataset):
-    dm = LensDataModule(dataset[0], batch_size=32)
+    dm = StampDataModule(dataset[0], batch_size=32)
     images, labels = next(iter(dm.train_dataloader()))
     out = dihedral_augment(images, torch.Generator().manual_seed(0))
     assert out.shape == images.shape
@@ -40,16 +40,16 @@ def test_augmentation_keeps_labels_and_content(dataset):
         variants += [torch.rot90(torch.flip(images[i], (-1,)), k, (-2, -1)) for k in range(4)]
         assert any(torch.equal(out[i], v) for v in variants)
     # labels pass through the module's hook untouched
-    from skyscan.train.module import LensClassifier
+    from skyscan.train.module import Classifier
 
-    module = LensClassifier(model="fast", in_channels=3)
+    module = Classifier(model="fast", in_channels=3)
     _, same_labels = module.on_after_batch_transfer((images, labels), 0)
     assert torch.equal(same_labels, labels)
 
 
 def test_train_export_evaluate(dataset, tmp_path):
     from skyscan.evaluate.report import evaluate
-    from skyscan.train.export import load_exported
+    from skyscan.models.card import load_model
     from skyscan.train.run import train
 
     ds, config = dataset
@@ -87,7 +87,7 @@ def test_train_export_evaluate(dataset, tmp_path):
     assert "| TPR0 |" in (tmp_path / "eval" / "comparison.md").read_text()
 
     # the exported model scores like the checkpoint
-    model, _ = load_exported(tmp_path / "model" / "model_card.json")
+    model, _ = load_model(tmp_path / "model" / "model_card.json")
     assert isinstance(model(torch.zeros(2, 3, 45, 45)), torch.Tensor)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from skyscan.sim.survey import ConfigError
+from skyscan.core.errors import ConfigError
 
 __all__ = ["ConfigError", "load_config", "validate_config", "config_hash", "schema"]
 

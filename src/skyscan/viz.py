@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from skyscan.core.atomic import save_figure_atomic
+
 __all__ = ["color_composite", "save_grid"]
 
 # Preferred (red, green, blue) band triplets, reddest first.
@@ -112,8 +114,6 @@ def save_grid(
             axes[r][0].set_ylabel(text, fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    save_figure_atomic(fig, path, dpi=110)
     plt.close(fig)
-    tmp.replace(path)
     return path

@@ -11,9 +11,12 @@ if SRC not in sys.path:
     sys.path.insert(0, SRC)  # the workflow runs from a checkout even before `pip install -e .`
 
 from skyscan.config import ConfigError, validate_config  # noqa: E402
+from skyscan.core.case import get_case  # noqa: E402
 
 try:
     _validated = validate_config(config)
+    # The science case: what the evaluation plots and galleries are (skyscan.cases.<name>).
+    CASE = get_case(_validated["case"])
 except ConfigError as exc:
     raise WorkflowError(f"invalid config: {exc}") from None
 config.clear()
@@ -44,11 +47,11 @@ def stage_config_text(keys):
 
 # The config keys each stage reads: only edits to these rerun the stage.
 STAGE_KEYS = {
-    "simulate": ["seed", "survey", "surveys", "bands", "simulate"],
-    "dataset": ["seed", "dataset"],
+    "simulate": ["seed", "case", "survey", "surveys", "bands", "simulate"],
+    "dataset": ["seed", "case", "dataset"],
     "train": ["seed", "train"],
     "evaluate": ["evaluate"],
     "tiles": ["seed", "survey", "surveys", "bands", "simulate", "tiles"],
     "search": ["search"],
-    "skymaps": ["bands", "search", "skymaps"],
+    "skymaps": ["search", "skymaps"],
 }

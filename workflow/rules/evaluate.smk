@@ -1,11 +1,11 @@
-# Stage 4: metrics on the test split beside CMU DeepLens.
+# Stage 4: metrics on the test split beside the science case's published figures.
 
 EVAL_DIR = f"{RESULTS}/evaluation"
-EVAL_PLOTS = ["roc", "completeness", "scores_by_kind", "false_positives", "missed_lenses"]
+EVAL_PLOTS = list(CASE.evaluation_plots)  # the case's plots and galleries
 
 
 rule evaluate:
-    """ROC, TPR at 1% FPR, TPR0/TPR10, completeness in theta_E x S/N, plots, comparison."""
+    """ROC, TPR at 1% FPR, TPR0/TPR10, completeness in the case's strata, plots, comparison."""
     input:
         DATASET_ARRAYS,
         manifest=DATASET_MANIFEST,

@@ -34,4 +34,4 @@ rule search:
     shell:
         "{params.skyscan} search --model {input.card} --tiles {params.tiles}"
         " --catalog {input.catalog} --out {params.out} --config {input.config}"
-        " --workers {params.workers} --quiet > {log} 2>&1"
+        " --workers {params.workers} > {log} 2>&1"

@@ -27,7 +27,7 @@ rule simulate:
         "../../envs/skyscan-cpu.yaml"
     shell:
         "{params.skyscan} simulate --config {input.config} --shard $((10#{wildcards.shard}))"
-        " --out $(dirname {output}) --quiet > {log} 2>&1"
+        " --out $(dirname {output}) > {log} 2>&1"
 
 
 rule simulation_preview:

@@ -11,6 +11,7 @@ rule skymaps:
         candidates=f"{SEARCH_DIR}/candidates.parquet",
         truth=f"{TILES_DIR}/truth.parquet",
         metrics=f"{EVAL_DIR}/metrics.json",
+        card=MODEL_CARD,
         config=f"{RESULTS}/configs/skymaps.json",
         summary=f"{TILES_DIR}/tiles.json",
     output:
@@ -35,5 +36,5 @@ rule skymaps:
         "../../envs/skyscan-cpu.yaml"
     shell:
         "{params.skyscan} skymaps --search {params.search} --tiles {params.tiles}"
-        " --metrics {input.metrics} --truth {input.truth} --out {params.out}"
+        " --model {input.card} --metrics {input.metrics} --truth {input.truth} --out {params.out}"
         " --config {input.config} > {log} 2>&1"

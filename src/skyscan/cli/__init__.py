@@ -1,6 +1,9 @@
 """The ``skyscan`` command: one sub-command per module, each with ``parser()`` and ``main()``.
 
-Heavy imports live inside each ``main`` so that ``skyscan --help`` stays instant.
+Every verb's parser is a :class:`skyscan.core.command.CommandParser` (``--version``, ``-v``,
+``-q``, ``--debug``) and its ``main`` is :func:`skyscan.core.command.run_command`, so every
+verb reports errors and exits the same way.  Heavy imports live inside each verb's work so
+that ``skyscan --help`` stays instant.
 """
 
 from __future__ import annotations
@@ -41,49 +44,6 @@ def main(argv=None) -> int:
         return 2
     module = importlib.import_module(COMMANDS[verb][0])
     return module.main(rest) or 0
-
-
-def run_command(prog: str, parser, run, argv=None) -> int:
-    """Parse ``argv`` with ``parser()``, set up logging, and call ``run(args)`` guarded.
-
-    Every verb's ``main`` is this call: input errors become one line on stderr and exit 2.
-    """
-    import logging
-
-    args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if _inject_failure(prog):
-        return 3
-    return run_guarded(prog, lambda: run(args))
-
-
-def _inject_failure(prog: str) -> bool:
-    """Fault injection for the retry tests: ``SKYSCAN_INJECT_FAILURE=VERB:MARKER`` makes the
-    first run of ``skyscan VERB`` fail (exit 3) and leave MARKER; later runs proceed."""
-    import os
-    from pathlib import Path
-
-    spec = os.environ.get("SKYSCAN_INJECT_FAILURE", "")
-    verb, _, marker = spec.partition(":")
-    if not marker or prog.split()[-1] != verb or Path(marker).exists():
-        return False
-    Path(marker).write_text("injected failure\n")
-    print(f"{prog}: injected failure (SKYSCAN_INJECT_FAILURE={spec})", file=sys.stderr)
-    return True
-
-
-def run_guarded(prog: str, fn) -> int:
-    """Run ``fn()``; turn the project's input errors into one line on stderr and exit code 2."""
-    from skyscan.data.datasets import DatasetError
-    from skyscan.data.shards import ShardError
-    from skyscan.search.tiles import TileError
-    from skyscan.sim.survey import ConfigError
-
-    try:
-        return fn() or 0
-    except (ConfigError, ShardError, DatasetError, TileError, FileNotFoundError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
 
 
 if __name__ == "__main__":

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from skyscan.core.command import CommandParser
+
 PROG = "skyscan dataset"
 
 
 def parser() -> argparse.ArgumentParser:
     """Command-line options."""
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog=PROG,
         description=(
             "Split simulation shards into train, val and test sets (no system in two), "
@@ -25,7 +27,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Run the command."""
-    from skyscan.cli import run_command
+    from skyscan.core.command import run_command
 
     return run_command(PROG, parser, _run, argv)
 

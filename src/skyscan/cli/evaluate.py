@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from skyscan.core.command import CommandParser
+
 PROG = "skyscan evaluate"
 
 
 def parser() -> argparse.ArgumentParser:
     """Command-line options."""
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog=PROG,
         description=(
             "Score a dataset's test split with an exported model and write metrics.json "
@@ -27,7 +29,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Run the command."""
-    from skyscan.cli import run_command
+    from skyscan.core.command import run_command
 
     return run_command(PROG, parser, _run, argv)
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from skyscan.core.command import CommandParser
+
 PROG = "skyscan search"
 
 
 def parser() -> argparse.ArgumentParser:
     """Command-line options."""
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog=PROG,
         description=(
             "Cut stamps around catalog positions from FITS tiles (one file per band, any "
@@ -27,13 +29,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="override search.workers (0: no Dask)")
     p.add_argument("--order", type=int, help="override search.order")
     p.add_argument("--pattern", help="override search.pattern, e.g. '{tile}.{band}.fits.gz'")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
 def main(argv=None) -> int:
     """Run the command."""
-    from skyscan.cli import run_command
+    from skyscan.core.command import run_command
 
     return run_command(PROG, parser, _run, argv)
 

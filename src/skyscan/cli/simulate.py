@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 
+from skyscan.core.command import CommandParser
+
 PROG = "skyscan simulate"
 
 
 def parser() -> argparse.ArgumentParser:
     """Command-line options."""
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog=PROG,
         description=(
             "Simulate strong lenses and non-lenses (deflector only, companions, rings, spirals, "
@@ -38,13 +40,12 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="fuse kernels with torch.compile (simulate.compile)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
 def main(argv=None) -> int:
     """Run the command."""
-    from skyscan.cli import run_command
+    from skyscan.core.command import run_command
 
     return run_command(PROG, parser, _run, argv)
 
@@ -55,8 +56,8 @@ def _run(args) -> int:
     import torch
 
     from skyscan.config import load_config
-    from skyscan.sim.simulate import SimulationPlan, run_simulation
-    from skyscan.sim.survey import ConfigError
+    from skyscan.core.case import get_case
+    from skyscan.core.errors import UsageError
 
     overrides: dict = {"simulate": {}}
     if args.seed is not None:
@@ -73,13 +74,12 @@ def _run(args) -> int:
         overrides["simulate"]["noise"] = False
     config = load_config(args.config, overrides)
     if args.workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
-    plan = SimulationPlan.from_config(config)
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
     out = Path(args.out) if args.out else Path(config["results"]) / "sims"
     if args.workers == 1:
         torch.set_num_threads(1)
-    paths = run_simulation(
-        plan, out, shards=args.shard, workers=args.workers, show_progress=not args.quiet
+    paths = get_case(config["case"]).simulate(
+        config, out, shards=args.shard, workers=args.workers, show_progress=not args.quiet
     )
     logging.getLogger(PROG).info("%d shard(s) in %s", len(paths), out)
     return 0

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import argparse
 
+from skyscan.core.command import CommandParser
+
 PROG = "skyscan skymaps"
 
 
 def parser() -> argparse.ArgumentParser:
     """Command-line options."""
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog=PROG,
         description=(
             "Write HEALPix maps (NESTED) of the searched footprint, cutouts scored, candidates "
             "above the evaluation's 1%% FPR threshold and mean score as skymaps.fits with "
-            "Mollweide and zoomed PNGs; with --truth, the completeness of the injected lenses "
-            "and the false positives per square degree beside the evaluation's numbers."
+            "Mollweide and zoomed PNGs; with --truth, the completeness of the injected "
+            "positives (e.g. lenses) and the false positives per square degree beside the "
+            "evaluation's numbers."
         ),
     )
     p.add_argument("--search", required=True, help="search output folder")
     p.add_argument("--tiles", required=True, help="tile folder (footprint from the WCS)")
+    p.add_argument("--model", required=True, help="model card (bands and science case)")
     p.add_argument("--metrics", required=True, help="evaluation metrics.json (threshold)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--truth", help="truth catalog of the tiles (injection-recovery)")
@@ -29,7 +33,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Run the command."""
-    from skyscan.cli import run_command
+    from skyscan.core.command import run_command
 
     return run_command(PROG, parser, _run, argv)
 
@@ -39,14 +43,28 @@ def _run(args) -> int:
     from pathlib import Path
 
     from skyscan.config import load_config
-    from skyscan.search.tiles import TileError, find_tiles, read_tile_wcs
+    from skyscan.core.atomic import write_json_atomic
+    from skyscan.core.case import get_case
+    from skyscan.core.errors import InputFileError
+    from skyscan.models.card import read_card
     from skyscan.skymap.maps import injection_recovery, make_maps
+    from skyscan.tiles.io import TileError, find_tiles, read_tile_wcs
 
     config = load_config(args.config)
-    metrics = json.loads(Path(args.metrics).read_text())
-    card_bands = config["bands"]
+    card = read_card(args.model)
+    metrics_path = Path(args.metrics)
+    try:
+        metrics = json.loads(metrics_path.read_text())
+        threshold = metrics["operating_point"]["logit_threshold"]
+    except FileNotFoundError:
+        raise InputFileError(f"{metrics_path}: no such file", path=metrics_path) from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputFileError(
+            f"{metrics_path}: not an evaluation metrics.json ({type(exc).__name__}: {exc})",
+            path=metrics_path,
+        ) from None
     tiles, _ = find_tiles(
-        args.tiles, card_bands, config["search"]["pattern"], config["search"]["hdu"]
+        args.tiles, card.bands, config["search"]["pattern"], config["search"]["hdu"]
     )
     usable = []
     for tile in tiles:
@@ -55,19 +73,17 @@ def _run(args) -> int:
         except TileError:
             continue
     candidates = Path(args.search) / "candidates.parquet"
-    summary = make_maps(
-        candidates,
-        usable,
-        config["skymaps"]["order"],
-        metrics["operating_point"]["logit_threshold"],
-        args.out,
-    )
+    summary = make_maps(candidates, usable, config["skymaps"]["order"], threshold, args.out)
     if args.truth:
         summary["injection_recovery"] = injection_recovery(
-            candidates, args.truth, metrics, summary["footprint_deg2"], args.out
+            get_case(card.case),
+            candidates,
+            args.truth,
+            metrics,
+            summary["footprint_deg2"],
+            args.out,
         )
-    out = Path(args.out) / "skymaps.json"
-    out.write_text(json.dumps(summary, indent=1) + "\n")
+    write_json_atomic(Path(args.out) / "skymaps.json", summary)
     print(json.dumps({k: v for k, v in summary.items() if k != "injection_recovery"}, indent=1))
     return 0
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from skyscan.core.command import CommandParser
+
 PROG = "skyscan tiles"
 
 
 def parser() -> argparse.ArgumentParser:
     """Command-line options."""
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog=PROG,
         description=(
             "Render a grid of survey tiles (one FITS file per band with a TAN WCS) holding "
@@ -24,7 +26,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Run the command."""
-    from skyscan.cli import run_command
+    from skyscan.core.command import run_command
 
     return run_command(PROG, parser, _run, argv)
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from skyscan.core.command import CommandParser
+
 PROG = "skyscan train"
 
 
 def parser() -> argparse.ArgumentParser:
     """Command-line options."""
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog=PROG,
         description=(
             "Train the configured model (train.model) on a dataset with PyTorch Lightning "
@@ -28,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Run the command."""
-    from skyscan.cli import run_command
+    from skyscan.core.command import run_command
 
     return run_command(PROG, parser, _run, argv)
 
@@ -45,7 +47,7 @@ def _run(args) -> int:
     if args.epochs:
         overrides["train"]["epochs"] = args.epochs
     card = train(load_config(args.config, overrides), args.dataset, args.out, args.threads)
-    print(json.dumps(card["test_metrics"], indent=1))
+    print(json.dumps(card.test_metrics, indent=1))
     return 0
 
 

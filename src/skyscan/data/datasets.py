@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -30,9 +31,11 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from skyscan.config import config_hash
+from skyscan.core.atomic import write_json_atomic
+from skyscan.core.case import get_case
+from skyscan.core.errors import ConfigError, InputFileError
 from skyscan.data.preprocess import make_spec, preprocess
 from skyscan.data.shards import read_images, read_metadata
-from skyscan.sim.survey import ConfigError
 
 __all__ = ["SPLITS", "build_dataset", "load_split", "assign_splits", "DatasetError"]
 
@@ -41,7 +44,7 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 
 
-class DatasetError(ValueError):
+class DatasetError(InputFileError):
     """A dataset cannot be built or read; the message names the file."""
 
 
@@ -79,19 +82,19 @@ def assign_splits(index: np.ndarray, fractions: Mapping[str, float], seed: int) 
     return np.minimum(np.searchsorted(edges, _uniform(seed, 1, index), side="right"), 2)
 
 
-def _balance(index, label, lens_fraction, seed) -> np.ndarray:
+def _balance(index, label, positive_fraction, seed) -> np.ndarray:
     """Mask keeping every system of the minority class and enough of the other one."""
     keep = np.ones(len(index), dtype=bool)
-    if lens_fraction is None:
+    if positive_fraction is None:
         return keep
-    n_lens, n_other = int(label.sum()), int((label == 0).sum())
-    want_other = round(n_lens * (1 - lens_fraction) / lens_fraction)
-    want_lens = round(n_other * lens_fraction / (1 - lens_fraction))
+    n_pos, n_other = int(label.sum()), int((label == 0).sum())
+    want_other = round(n_pos * (1 - positive_fraction) / positive_fraction)
+    want_pos = round(n_other * positive_fraction / (1 - positive_fraction))
     priority = _uniform(seed, 2, index)
     if want_other < n_other:
         drop_class, n_keep = 0, want_other
-    elif want_lens < n_lens:
-        drop_class, n_keep = 1, want_lens
+    elif want_pos < n_pos:
+        drop_class, n_keep = 1, want_pos
     else:
         return keep
     members = np.flatnonzero(label == drop_class)
@@ -165,13 +168,22 @@ def build_dataset(
     if len(np.unique(index)) != len(index):
         raise DatasetError("the shards repeat system indices: were two simulations mixed?")
     label = np.concatenate([t.column("label").to_numpy() for t in tables]).astype(np.int8)
+    case = get_case(config["case"])
+    for path, table in zip(shards, tables, strict=True):
+        kinds = table.column("kind").to_pylist()
+        if not np.array_equal(case.label(kinds), table.column("label").to_numpy()):
+            raise DatasetError(
+                f"{path}: its labels do not follow case {case.name!r} (positives are "
+                f"{', '.join(case.positive_kinds)}): was it simulated for another case?",
+                path=path,
+            )
     good = np.concatenate(good_masks)
     split_of = assign_splits(index, ds["splits"], seed)
 
     members = {}
     for k, split in enumerate(SPLITS):
         in_split = np.flatnonzero((split_of == k) & good)
-        keep = _balance(index[in_split], label[in_split], ds["lens_fraction"], seed)
+        keep = _balance(index[in_split], label[in_split], ds["positive_fraction"], seed)
         members[split] = in_split[keep]
         if len(members[split]) == 0:
             raise DatasetError(
@@ -181,8 +193,8 @@ def build_dataset(
             raise DatasetError(f"split {split!r} holds a single class: raise simulate.n")
 
     out_dir = Path(out_dir)
-    tmp = out_dir / f".tmp-build-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-build-", dir=out_dir))
     try:
         counts = _write_splits(shards, tables, members, spec, tmp, progress)
         manifest = {
@@ -193,12 +205,13 @@ def build_dataset(
                 {"path": str(p), "config_hash": m.get("config_hash"), "rows": m.get("rows")}
                 for p, m in metas
             ],
+            "case": case.name,
             "survey": meta0["survey"],
             "pixel_scale": meta0["pixel_scale"],
             "dataset_config_hash": config_hash({"seed": seed, "dataset": ds}),
         }
-        (tmp / "preprocessing.json").write_text(json.dumps(spec, indent=1) + "\n")
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        write_json_atomic(tmp / "preprocessing.json", spec)
+        write_json_atomic(tmp / "manifest.json", manifest)
         out_dir.mkdir(parents=True, exist_ok=True)
         for split in SPLITS:
             (out_dir / split).mkdir(exist_ok=True)
@@ -245,7 +258,7 @@ def _write_splits(shards, tables, members, spec, tmp: Path, progress: bool) -> d
         kinds = meta.column("kind").to_pylist()
         counts[split] = {
             "n": len(rows),
-            "lenses": int(np.asarray(meta.column("label")).sum()),
+            "positives": int(np.asarray(meta.column("label")).sum()),
             "kinds": {k: kinds.count(k) for k in sorted(set(kinds))},
         }
     return counts

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from skyscan.core.errors import MismatchError
+
 __all__ = ["make_spec", "preprocess", "check_compatible"]
 
 METHOD = "noise-scaled-clip"
@@ -47,7 +49,7 @@ def preprocess(images, spec: Mapping):
     callers that care flag such cutouts before (the dataset builder drops them).
     """
     if spec.get("method") != METHOD:
-        raise ValueError(f"unknown preprocessing method {spec.get('method')!r}")
+        raise MismatchError(f"unknown preprocessing method {spec.get('method')!r}")
     scale = np.asarray(spec["scale"], dtype=np.float32)
     clip = float(spec["clip"])
     if isinstance(images, torch.Tensor):
@@ -62,10 +64,10 @@ def preprocess(images, spec: Mapping):
 def check_compatible(spec: Mapping, bands: Sequence[str], shape, what: str) -> None:
     """Fail with a message naming ``what`` unless ``bands`` and ``shape`` match ``spec``."""
     if list(bands) != list(spec["bands"]):
-        raise ValueError(
+        raise MismatchError(
             f"{what}: bands {list(bands)} do not match the model's {list(spec['bands'])}"
         )
     if [int(v) for v in shape] != list(spec["shape"]):
-        raise ValueError(
+        raise MismatchError(
             f"{what}: cutout shape {list(shape)} does not match the model's {spec['shape']}"
         )

@@ -18,14 +18,15 @@ so a crash never leaves a half-written shard under the final name.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from skyscan.core.atomic import write_parquet_atomic
+from skyscan.core.errors import InputFileError
 
 __all__ = [
     "images_to_array",
@@ -40,7 +41,7 @@ __all__ = [
 REQUIRED_METADATA = ("bands", "shape", "pixel_scale", "survey", "skyscan_version")
 
 
-class ShardError(ValueError):
+class ShardError(InputFileError):
     """A shard cannot be read or does not hold what it should; the message names the file."""
 
 
@@ -86,34 +87,18 @@ def write_table_atomic(
     Path
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(table.schema.metadata or {})
     meta.update({k.encode(): json.dumps(v, sort_keys=True).encode() for k, v in metadata.items()})
     table = table.replace_schema_metadata(meta)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())
-    try:
-        columns = table.column_names
-        pq.write_table(
-            table,
-            tmp,
-            row_group_size=row_group_size,
-            compression={c: ("none" if c == "image" else "zstd") for c in columns},
-            use_dictionary=[c for c in columns if pa.types.is_dictionary(table[c].type)],
-            write_statistics=False,
-        )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    columns = table.column_names
+    return write_parquet_atomic(
+        table,
+        path,
+        row_group_size=row_group_size,
+        compression={c: ("none" if c == "image" else "zstd") for c in columns},
+        use_dictionary=[c for c in columns if pa.types.is_dictionary(table[c].type)],
+        write_statistics=False,
+    )
 
 
 def read_metadata(path: str | Path) -> dict:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from skyscan.core.atomic import save_figure_atomic
+
 __all__ = ["plot_roc", "plot_completeness", "plot_score_histograms"]
 
 
@@ -19,12 +21,7 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    tmp.replace(path)
-    return path
+    return save_figure_atomic(fig, path, dpi=120)
 
 
 def plot_roc(fpr, tpr, auroc: float, path, operating_fpr: float, operating_tpr: float, title=""):
@@ -54,8 +51,24 @@ def plot_roc(fpr, tpr, auroc: float, path, operating_fpr: float, operating_tpr: 
     return out
 
 
-def plot_completeness(grid, counts, theta_bins, snr_bins, path, snr_band: str, fpr: float):
-    """Completeness at a fixed false-positive rate in Einstein radius x S/N bins."""
+def plot_completeness(
+    grid, counts, strata, path, fpr: float, positives="positives", negatives="negatives"
+):
+    """Completeness at a fixed false-positive rate in a case's strata (e.g. theta_E x S/N).
+
+    Parameters
+    ----------
+    grid, counts : array, shape (rows, cols)
+        Completeness and number of positives per bin.
+    strata : skyscan.core.case.Strata
+        Bin edges and axis labels.
+    path : str or Path
+        PNG to write (atomically).
+    fpr : float
+        The false-positive rate of the threshold.
+    positives, negatives : str
+        Nouns for the title.
+    """
     plt = _pyplot()
     grid = np.asarray(grid, dtype=float)
     fig, ax = plt.subplots(figsize=(6, 4.2), layout="constrained")
@@ -73,12 +86,13 @@ def plot_completeness(grid, counts, theta_bins, snr_bins, path, snr_band: str, f
             for a, b in zip(edges[:-1], edges[1:], strict=True)
         ]
 
-    ax.set_xticks(range(len(snr_bins) - 1), labels(snr_bins))
-    ax.set_yticks(range(len(theta_bins) - 1), labels(theta_bins))
-    ax.set_xlabel(f"lensed-source S/N ({snr_band} band, LensPop optimal aperture)")
-    ax.set_ylabel('Einstein radius θE (")')
+    ax.set_xticks(range(len(strata.col_bins) - 1), labels(strata.col_bins))
+    ax.set_yticks(range(len(strata.row_bins) - 1), labels(strata.row_bins))
+    ax.set_xlabel(strata.col_label)
+    ax.set_ylabel(strata.row_label)
     ax.set_title(
-        f"completeness at {100 * (1 - fpr):g}% rejection of non-lenses (lenses per bin)", fontsize=9
+        f"completeness at {100 * (1 - fpr):g}% rejection of {negatives} ({positives} per bin)",
+        fontsize=9,
     )
     fig.colorbar(im, ax=ax, label="completeness")
     out = _save(fig, path)
@@ -86,24 +100,26 @@ def plot_completeness(grid, counts, theta_bins, snr_bins, path, snr_band: str, f
     return out
 
 
-def plot_score_histograms(scores, kinds, threshold: float, path):
-    """Score distributions per kind: which impostors look most like lenses."""
+def plot_score_histograms(
+    scores, kinds, threshold: float, path, positive_kinds=("lens",), fpr=0.01
+):
+    """Score distributions per kind: which negatives look most like positives."""
     plt = _pyplot()
     kinds = np.asarray(kinds)
     fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
     bins = np.linspace(0, 1, 41)
-    for k, kind in enumerate(sorted(set(kinds), key=lambda s: (s != "lens", s))):
+    for k, kind in enumerate(sorted(set(kinds), key=lambda s: (s not in positive_kinds, s))):
         sel = kinds == kind
         ax.hist(
             scores[sel],
             bins=bins,
             histtype="step",
-            lw=1.5 if kind == "lens" else 1.0,
+            lw=1.5 if kind in positive_kinds else 1.0,
             density=True,
             color=f"C{k}",
             label=f"{kind} ({sel.sum()})",
         )
-    ax.axvline(threshold, color="k", ls="--", lw=0.8, label="1% FPR threshold")
+    ax.axvline(threshold, color="k", ls="--", lw=0.8, label=f"{100 * fpr:g}% FPR threshold")
     ax.set_yscale("log")
     ax.set_xlabel("score (sigmoid of the logit)")
     ax.set_ylabel("density")

@@ -1,29 +1,25 @@
-"""The evaluate stage: metrics, per-system scores, plots and the comparison with CMU DeepLens."""
+"""The evaluate stage: metrics, per-stamp scores, plots and the comparison with the papers.
+
+Shared by every science case: the case (named in the model card) says what the strata,
+the headline selection, the published figures and the galleries are.
+"""
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from skyscan.core.atomic import write_json_atomic, write_parquet_atomic, write_text_atomic
+from skyscan.core.case import get_case
 from skyscan.evaluate import metrics as M
-from skyscan.sim.survey import ConfigError
 
-__all__ = ["evaluate", "comparison_table", "DEEPLENS_PUBLISHED"]
-
-#: Published CMU DeepLens figures (ANCHORS.md).
-DEEPLENS_PUBLISHED = {
-    "completeness_headline": 0.90,  # Lanusse et al. 2018: TPR at 99% rejection, θE>1.4", S/N>20
-    "lfc_ground": {"auroc": 0.98, "tpr0": 0.09, "tpr10": 0.45},  # Metcalf et al. 2019
-    "lfc_space": {"auroc": 0.92, "tpr0": 0.22, "tpr10": 0.29},
-}
+__all__ = ["evaluate", "sigmoid"]
 
 
-def _sigmoid(x):
+def sigmoid(x):
+    """The score of a logit (float64)."""
     return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
 
 
@@ -31,8 +27,18 @@ def evaluate(card_path, dataset_dir, out_dir, config: dict) -> dict:
     """Score the test split with an exported model and write the evaluation products.
 
     Writes ``metrics.json``, ``scores.parquet``, ``roc.png``, ``completeness.png``,
-    ``scores_by_kind.png``, ``false_positives.png``, ``missed_lenses.png`` and
-    ``comparison.md`` into ``out_dir``.
+    ``scores_by_kind.png``, the case's galleries (``false_positives.png``, ...) and
+    ``comparison.md`` into ``out_dir``, each atomically.
+
+    Parameters
+    ----------
+    card_path : str or Path
+        The model card; its ``case`` picks the science case.
+    dataset_dir : str or Path
+        A dataset folder with a ``test`` split.
+    out_dir : str or Path
+    config : dict
+        The validated config (its ``evaluate`` section).
 
     Returns
     -------
@@ -42,75 +48,55 @@ def evaluate(card_path, dataset_dir, out_dir, config: dict) -> dict:
     from skyscan.data.datasets import load_split
     from skyscan.evaluate import plots
     from skyscan.evaluate.scoring import score_split
-    from skyscan.train.export import load_exported
+    from skyscan.models.card import load_model
 
     ec = config["evaluate"]
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model, card = load_exported(card_path)
+    model, card = load_model(card_path)
+    case = get_case(card.case)
     logits, meta = score_split(model, card, dataset_dir, "test")
     labels = meta.column("label").to_numpy().astype(np.int8)
-    snr_col = f"snr_{ec['snr_band']}"
-    if snr_col not in meta.column_names:
-        bands = [c[4:] for c in meta.column_names if c.startswith("snr_")]
-        raise ConfigError(
-            f"config key 'evaluate.snr_band': {ec['snr_band']!r} is not a band of the dataset "
-            f"(allowed: {', '.join(bands)})"
-        )
+    positive = labels == 1
+    columns = {c: meta.column(c).to_numpy(zero_copy_only=False) for c in meta.column_names}
+    strata = case.strata({c: v[positive] for c, v in columns.items()}, ec)
     fpr, tpr, _ = M.roc_curve(labels, logits)
     auroc = M.auroc(labels, logits)
     tpr1, _ = M.tpr_at_fpr(labels, logits, 0.01)
     tpr_op, threshold = M.tpr_at_fpr(labels, logits, ec["fpr"])
-    lens = labels == 1
-    theta = meta.column("theta_E").to_numpy()[lens]
-    snr = meta.column(snr_col).to_numpy()[lens]
-    passed = logits[lens] > threshold
-    grid, counts = M.completeness_grid(theta, snr, passed, ec["theta_E_bins"], ec["snr_bins"])
-    head = (theta > 1.4) & (snr > 20)
+    passed = logits[positive] > threshold
+    grid, counts = M.completeness_grid(
+        strata.row_values, strata.col_values, passed, strata.row_bins, strata.col_bins
+    )
     kinds = np.asarray(meta.column("kind").to_pylist())
     per_kind = {
-        k: float((logits[(kinds == k)] > threshold).mean()) for k in sorted(set(kinds[~lens]))
+        k: float((logits[(kinds == k)] > threshold).mean()) for k in sorted(set(kinds[~positive]))
     }
     metrics = {
-        "model": card.get("name"),
+        "model": card.name,
+        "case": case.name,
         "n_test": int(len(labels)),
-        "n_lenses": int(lens.sum()),
+        "n_positive": int(positive.sum()),
         "auroc": auroc,
         "tpr_at_fpr_1pct": tpr1,
         "tpr0": M.tpr_before_false_positives(labels, logits, 1),
         "tpr10": M.tpr_before_false_positives(labels, logits, 10),
         "operating_point": {"fpr": ec["fpr"], "tpr": tpr_op, "logit_threshold": threshold},
         "completeness_grid": {
-            "theta_E_bins": ec["theta_E_bins"],
-            "snr_bins": ec["snr_bins"],
-            "snr_band": ec["snr_band"],
+            **strata.record,
             "completeness": [
                 [None if not np.isfinite(v) else float(v) for v in row] for row in grid
             ],
             "counts": counts.tolist(),
         },
-        "headline": {
-            "selection": f"theta_E > 1.4 and {snr_col} > 20",
-            "n_lenses": int(head.sum()),
-            "completeness": float(passed[head].mean()) if head.any() else None,
-            "deeplens_published": DEEPLENS_PUBLISHED["completeness_headline"],
-        },
+        "headline": case.headline(strata, passed),
         "false_positive_rate_by_kind": per_kind,
     }
-    scores = meta.select(
-        [
-            c
-            for c in meta.column_names
-            if c in ("index", "kind", "label", "theta_E", "magnification") or c.startswith("snr_")
-        ]
-    )
+    scores = meta.select(case.score_columns(meta.column_names))
     scores = scores.append_column("logit", pa.array(logits.astype(np.float64)))
-    scores = scores.append_column("score", pa.array(_sigmoid(logits)))
-    tmp = out_dir / ".scores.parquet.tmp"
-    pq.write_table(scores, tmp, compression="zstd")
-    os.replace(tmp, out_dir / "scores.parquet")
+    scores = scores.append_column("score", pa.array(sigmoid(logits)))
+    write_parquet_atomic(scores, out_dir / "scores.parquet", compression="zstd")
 
-    prob = _sigmoid(logits)
+    prob = sigmoid(logits)
     plots.plot_roc(
         fpr,
         tpr,
@@ -118,85 +104,59 @@ def evaluate(card_path, dataset_dir, out_dir, config: dict) -> dict:
         out_dir / "roc.png",
         ec["fpr"],
         tpr_op,
-        title=f"{card.get('name')} on {len(labels)} test cutouts",
+        title=f"{card.name} on {len(labels)} test cutouts",
     )
     plots.plot_completeness(
         grid,
         counts,
-        ec["theta_E_bins"],
-        ec["snr_bins"],
+        strata,
         out_dir / "completeness.png",
-        ec["snr_band"],
         ec["fpr"],
+        positives=case.positives,
+        negatives=case.negatives,
     )
     plots.plot_score_histograms(
-        prob, kinds, float(_sigmoid(threshold)), out_dir / "scores_by_kind.png"
+        prob,
+        kinds,
+        float(sigmoid(threshold)),
+        out_dir / "scores_by_kind.png",
+        positive_kinds=case.positive_kinds,
+        fpr=ec["fpr"],
     )
     images, _, spec = load_split(dataset_dir, "test")
-    _galleries(images, spec, meta, logits, lens, ec["gallery"], out_dir)
+    _galleries(case, images, spec, columns, logits, positive, ec["gallery"], out_dir)
 
-    text = comparison_table(metrics)
-    (out_dir / "comparison.md").write_text(text)
-    tmp = out_dir / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=1) + "\n")
-    os.replace(tmp, out_dir / "metrics.json")
+    write_text_atomic(out_dir / "comparison.md", case.comparison_table(metrics))
+    write_json_atomic(out_dir / "metrics.json", metrics)
     return metrics
 
 
-def _galleries(images, spec, meta, logits, lens, n, out_dir: Path) -> None:
+def _galleries(case, images, spec, columns, logits, positive, n, out_dir: Path) -> None:
     from skyscan.viz import color_composite, save_grid
 
     bands = spec["bands"]
     scale = np.asarray(spec["scale"], dtype=np.float32)[:, None, None]
-    theta = meta.column("theta_E").to_numpy()
-    kinds = meta.column("kind").to_pylist()
-    prob = _sigmoid(logits)
+    prob = sigmoid(logits)
+    names = list(columns)
 
-    def draw(rows, title, path):
+    def caption(r):
+        return case.caption({c: columns[c][r] for c in names}, prob[r])
+
+    for stem, which, title in case.galleries:
+        if which == "top_negatives":
+            members = np.flatnonzero(~positive)
+            rows = members[np.argsort(-logits[members], kind="stable")[:n]]
+        elif which == "bottom_positives":
+            members = np.flatnonzero(positive)
+            rows = members[np.argsort(logits[members], kind="stable")[:n]]
+        else:
+            raise ValueError(f"case {case.name!r}: unknown gallery selection {which!r}")
         pics = [color_composite(np.asarray(images[r]) * scale, bands) for r in rows]
-        labels = [
-            f"{kinds[r]} p={prob[r]:.3f}" + (f'\nθE={theta[r]:.2f}"' if lens[r] else "")
-            for r in rows
-        ]
         if pics:
-            save_grid(pics, labels, path, ncols=min(8, len(pics)), title=title)
-
-    negatives = np.flatnonzero(~lens)
-    top_fp = negatives[np.argsort(-logits[negatives], kind="stable")[:n]]
-    draw(top_fp, "highest-scoring non-lenses (false positives)", out_dir / "false_positives.png")
-    positives = np.flatnonzero(lens)
-    missed = positives[np.argsort(logits[positives], kind="stable")[:n]]
-    draw(missed, "lowest-scoring lenses", out_dir / "missed_lenses.png")
-
-
-def comparison_table(metrics: dict) -> str:
-    """Markdown table of skyscan's figures beside the published CMU DeepLens ones."""
-    head = metrics["headline"]
-    lfc = DEEPLENS_PUBLISHED["lfc_ground"]
-
-    def fmt(v):
-        return "n/a" if v is None else f"{v:.3f}"
-
-    rows = [
-        (
-            'Completeness at 99% rejection, θE > 1.4" and S/N > 20',
-            f"{fmt(head['completeness'])} ({head['n_lenses']} lenses)",
-            "0.90 (Lanusse et al. 2018, LSST g-band sims)",
-        ),
-        ("AUROC", fmt(metrics["auroc"]), f"{lfc['auroc']} (LFC ground, Metcalf et al. 2019)"),
-        ("TPR at 1% FPR", fmt(metrics["tpr_at_fpr_1pct"]), "-"),
-        ("TPR0", fmt(metrics["tpr0"]), f"{lfc['tpr0']} (LFC ground)"),
-        ("TPR10", fmt(metrics["tpr10"]), f"{lfc['tpr10']} (LFC ground)"),
-    ]
-    lines = [
-        f"| metric | skyscan ({metrics['model']}, {metrics['n_test']} test cutouts) "
-        "| CMU DeepLens (published) |",
-        "|---|---|---|",
-    ] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    lines.append("")
-    lines.append(
-        "The published figures come from other simulations (LSST-like g band; the Lens Finding "
-        "Challenge's 100,000 ground-based cutouts): compare trends, not third decimals. TPR0 "
-        "and TPR10 depend on the test-set size (they count single false positives)."
-    )
-    return "\n".join(lines) + "\n"
+            save_grid(
+                pics,
+                [caption(r) for r in rows],
+                out_dir / f"{stem}.png",
+                ncols=min(8, len(pics)),
+                title=title,
+            )

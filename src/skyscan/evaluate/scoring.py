@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from skyscan.core.errors import MismatchError
 from skyscan.data.datasets import load_split
 from skyscan.data.preprocess import check_compatible
 
@@ -20,7 +21,7 @@ def score_split(model, card: dict, dataset_dir: str | Path, split: str, batch_si
     ----------
     model : callable
         Preprocessed ``(N, bands, H, W)`` tensor -> ``(N,)`` logits (an exported model).
-    card : dict
+    card : skyscan.models.card.ModelCard
         Its model card: the dataset must have its bands, cutout shape and preprocessing.
     dataset_dir : str or Path
     split : str
@@ -33,10 +34,10 @@ def score_split(model, card: dict, dataset_dir: str | Path, split: str, batch_si
     """
     images, meta, spec = load_split(dataset_dir, split)
     where = f"dataset {dataset_dir} ({split})"
-    check_compatible(card["preprocessing"], spec["bands"], spec["shape"], where)
-    if card["preprocessing"] != spec:
-        raise ValueError(
-            f"{where}: preprocessing {spec} differs from the model's {card['preprocessing']}"
+    check_compatible(card.preprocessing, spec["bands"], spec["shape"], where)
+    if card.preprocessing != spec:
+        raise MismatchError(
+            f"{where}: preprocessing {spec} differs from the model's {card.preprocessing}"
         )
     out = np.empty(len(images), dtype=np.float32)
     with torch.inference_mode():

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from skyscan.sim.survey import ConfigError
+from skyscan.core.errors import ConfigError
 
 __all__ = ["get_model", "MODELS", "register", "count_parameters", "count_macs"]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from skyscan.search.run import SearchPlan, cutouts
-from skyscan.search.tiles import Tile, TileError, load_tile
+from skyscan.tiles.io import Tile, TileError, load_tile
 from skyscan.viz import color_composite, save_grid
 
 __all__ = ["write_gallery"]
@@ -33,7 +33,7 @@ def write_gallery(plan: SearchPlan, n: int = 24, size: int = 63):
             except TileError:
                 continue
         stamp, _ = cutouts(cache[name].data, [top["x"][k]], [top["y"][k]], size)
-        pictures.append(color_composite(stamp[0], plan.card["bands"]))
+        pictures.append(color_composite(stamp[0], plan.card.bands))
         labels.append(f"#{k + 1} p={top['score'][k]:.3f}\nid {top['id'][k]}")
     return save_grid(
         pictures,

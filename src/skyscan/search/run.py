@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +23,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from skyscan.core.atomic import write_json_atomic, write_parquet_atomic
 from skyscan.data.preprocess import check_compatible, preprocess
-from skyscan.search.tiles import Tile, TileError, find_tiles, load_tile, read_tile_wcs
+from skyscan.models.card import ModelCard, load_model, read_card
 from skyscan.skymap.healpix import ORDER_MAX, partition_path, radec_to_pixel
+from skyscan.tiles.io import Tile, TileError, find_tiles, load_tile, read_tile_wcs
 
 __all__ = ["FLAG_EDGE", "FLAG_NAN", "SearchPlan", "plan_search", "score_partition", "run_search"]
 
@@ -41,7 +42,7 @@ class SearchPlan:
     """What to score where: per-partition object tables, tiles, model and output layout."""
 
     card_path: Path
-    card: dict
+    card: ModelCard
     tiles: dict[str, Tile]
     partitions: dict[int, pa.Table]
     order: int
@@ -92,10 +93,8 @@ def plan_search(
     SearchPlan
     """
     card_path = Path(card_path)
-    if not card_path.is_file():
-        raise FileNotFoundError(f"model card {card_path} does not exist")
-    card = json.loads(card_path.read_text())
-    bands = card["bands"]
+    card = read_card(card_path)
+    bands = card.bands
     tiles, problems = find_tiles(tile_folder, bands, pattern, hdu)
     usable = {}
     for tile in tiles:
@@ -141,7 +140,7 @@ def plan_search(
     identity = hashlib.sha256(
         json.dumps(
             {
-                "card": card,
+                "card": card.to_dict(),
                 "catalog": hashlib.sha256(catalog_path.read_bytes()).hexdigest(),
                 "order": order,
                 "tiles": sorted(usable),
@@ -172,10 +171,8 @@ def _model(card_path: Path):
     if key not in _MODELS:
         import torch
 
-        from skyscan.train.export import load_exported
-
         torch.set_num_threads(1)
-        _MODELS[key] = load_exported(card_path)[0]
+        _MODELS[key] = load_model(card_path)[0]
     return _MODELS[key]
 
 
@@ -215,7 +212,7 @@ def score_partition(plan: SearchPlan, pixel: int) -> dict:
     from skyscan.data.shards import write_table_atomic
 
     rows = plan.partitions[pixel]
-    spec = plan.card["preprocessing"]
+    spec = plan.card.preprocessing
     size = spec["shape"][-1]
     model = _model(plan.card_path)
     tile_names = rows.column("tile").to_pylist()
@@ -353,15 +350,9 @@ def _merge(plan: SearchPlan) -> int:
     ]
     tables = [t.replace_schema_metadata(None) for t in tables]
     merged = pa.concat_tables(tables).sort_by("id") if tables else pa.table({})
-    path = plan.out_dir / "candidates.parquet"
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(merged, tmp, compression="zstd")
-    os.replace(tmp, path)
+    write_parquet_atomic(merged, plan.out_dir / "candidates.parquet", compression="zstd")
     return len(merged)
 
 
 def _write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, json.loads(json.dumps(data, default=str)))

@@ -15,11 +15,11 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 
+from skyscan.core.errors import ConfigError
+
 __all__ = ["Band", "Survey", "SURVEYS", "get_survey", "get_bands", "ConfigError"]
 
 
-class ConfigError(ValueError):
-    """A configuration value is missing, mistyped or out of range; the message names the key."""
 
 
 PSF_TYPES = ("gaussian", "moffat")

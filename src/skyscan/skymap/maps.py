@@ -9,13 +9,17 @@ the rejection the test split was.
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
+from skyscan.core.atomic import (
+    save_figure_atomic,
+    write_fits_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from skyscan.evaluate.metrics import completeness_grid
 from skyscan.skymap.healpix import nside, pixel_area_deg2
 
@@ -54,9 +58,7 @@ def _write_partial_map(path: Path, order: int, pixels: np.ndarray, maps: dict) -
         FIRSTPIX=0,
         LASTPIX=12 * nside(order) ** 2 - 1,
     )
-    tmp = path.with_name(f".{path.name}.tmp")
-    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp, overwrite=True)
-    os.replace(tmp, path)
+    write_fits_atomic(fits.HDUList([fits.PrimaryHDU(), hdu]), path)
 
 
 def make_maps(candidates_path, tiles, order: int, logit_threshold: float, out_dir) -> dict:
@@ -142,11 +144,8 @@ def make_maps(candidates_path, tiles, order: int, logit_threshold: float, out_di
         ax.set_xlabel(f"ΔRA·cos(Dec) (arcmin) from {ra0:.4f}°")
         ax.set_ylabel(f"ΔDec (arcmin) from {dec0:.4f}°")
         ax.set_title(f"{name}, order {order} (gnomonic)", fontsize=10)
-        png = out_dir / f"{name}.png"
-        tmp_png = out_dir / f".{name}.tmp.png"
-        fig.savefig(tmp_png, dpi=90)
+        save_figure_atomic(fig, out_dir / f"{name}.png", dpi=90)
         plt.close(fig)
-        os.replace(tmp_png, png)
     return {
         "order": order,
         "footprint_pixels": int(len(foot)),
@@ -171,79 +170,98 @@ def _tan_inverse(x, y, ra0, dec0):
 
 
 def injection_recovery(
-    candidates_path, truth_path, metrics: dict, area_deg2: float, out_dir
+    case, candidates_path, truth_path, metrics: dict, area_deg2: float, out_dir
 ) -> dict:
-    """Completeness of the injected lenses vs theta_E and S/N, and false positives per deg^2,
-    at the evaluation's threshold, written beside the evaluation's own numbers."""
+    """Completeness of the injected positives in the case's strata, and false positives per
+    deg^2, at the evaluation's threshold, written beside the evaluation's own numbers.
+
+    Parameters
+    ----------
+    case : skyscan.core.case.Case
+        Says which kinds are positives and what the strata are.
+    candidates_path : str or Path
+        The search's merged ``candidates.parquet`` (``id``, ``logit``).
+    truth_path : str or Path
+        The tiles' ``truth.parquet`` (``id``, ``kind`` and the strata's columns).
+    metrics : dict
+        The evaluation's metrics (threshold, strata record, headline).
+    area_deg2 : float
+        The searched footprint.
+    out_dir : str or Path
+        Gets ``injection_recovery.{md,json}`` and ``injection_completeness.png``.
+
+    Returns
+    -------
+    dict
+    """
     from skyscan.evaluate.plots import plot_completeness
 
     cand = pq.read_table(candidates_path).to_pydict()
     truth = pq.read_table(truth_path).to_pydict()
     by_id = {i: k for k, i in enumerate(truth["id"])}
-    grid_cfg = metrics["completeness_grid"]
-    band = grid_cfg["snr_band"]
+    record = {
+        k: v for k, v in metrics["completeness_grid"].items() if k not in ("completeness", "counts")
+    }
     threshold = metrics["operating_point"]["logit_threshold"]
-    rows = [by_id[i] for i in cand["id"]]
-    is_lens = np.array([truth["kind"][r] == "lens" for r in rows], dtype=bool)
+    rows = np.array([by_id[i] for i in cand["id"]], dtype=np.int64)
+    is_pos = case.label(np.asarray(truth["kind"], dtype=object)[rows]).astype(bool)
     passed = np.array(cand["logit"]) > threshold
-    theta = np.array([truth["theta_E"][r] for r in rows], dtype=float)[is_lens]
-    snr = np.array([truth[f"snr_{band}"][r] for r in rows], dtype=float)[is_lens]
+    positives = {
+        c: np.asarray(v, dtype=object)[rows][is_pos] for c, v in truth.items() if c != "kind"
+    }
+    strata = case.strata(positives, record)
     grid, counts = completeness_grid(
-        theta, snr, passed[is_lens], grid_cfg["theta_E_bins"], grid_cfg["snr_bins"]
+        strata.row_values, strata.col_values, passed[is_pos], strata.row_bins, strata.col_bins
     )
-    injected = sum(k == "lens" for k in truth["kind"])
-    head = (theta > 1.4) & (snr > 20)
+    injected = int(case.label(truth["kind"]).sum())
+    headline = case.headline(strata, passed[is_pos])
     result = {
         "threshold": {"logit": threshold, "fpr_on_test_split": metrics["operating_point"]["fpr"]},
-        "lenses_injected": int(injected),
-        "lenses_in_catalog": int(is_lens.sum()),
-        "lenses_recovered": int(passed[is_lens].sum()),
-        "completeness_in_catalog": float(passed[is_lens].mean()) if is_lens.any() else None,
-        "headline": {
-            "selection": f"theta_E > 1.4 and snr_{band} > 20",
-            "n": int(head.sum()),
-            "completeness": float(passed[is_lens][head].mean()) if head.any() else None,
-            "evaluation": metrics["headline"]["completeness"],
-        },
-        "false_positives": int((passed & ~is_lens).sum()),
+        "positives_injected": injected,
+        "positives_in_catalog": int(is_pos.sum()),
+        "positives_recovered": int(passed[is_pos].sum()),
+        "completeness_in_catalog": float(passed[is_pos].mean()) if is_pos.any() else None,
+        "headline": {**headline, "evaluation": metrics["headline"].get("completeness")},
+        "false_positives": int((passed & ~is_pos).sum()),
         "false_positives_per_deg2": (
-            float((passed & ~is_lens).sum() / area_deg2) if area_deg2 > 0 else None
+            float((passed & ~is_pos).sum() / area_deg2) if area_deg2 > 0 else None
         ),
-        "non_lenses_scored": int((~is_lens).sum()),
+        "negatives_scored": int((~is_pos).sum()),
         "completeness_grid": {
             "completeness": [
                 [None if not np.isfinite(v) else float(v) for v in row] for row in grid
             ],
             "counts": counts.tolist(),
-            "theta_E_bins": grid_cfg["theta_E_bins"],
-            "snr_bins": grid_cfg["snr_bins"],
-            "snr_band": band,
+            **record,
         },
     }
     out_dir = Path(out_dir)
     plot_completeness(
         grid,
         counts,
-        grid_cfg["theta_E_bins"],
-        grid_cfg["snr_bins"],
+        strata,
         out_dir / "injection_completeness.png",
-        band,
         metrics["operating_point"]["fpr"],
+        positives=case.positives,
+        negatives=case.negatives,
     )
+    n_head = next((v for k, v in headline.items() if k.startswith("n_")), None)
     lines = [
         "| quantity | injection-recovery on tiles | evaluation (test split) |",
         "|---|---|---|",
-        f'| completeness, θE > 1.4" and S/N > 20 | {_fmt(result["headline"]["completeness"])} '
-        f"({result['headline']['n']} lenses) | {_fmt(metrics['headline']['completeness'])} |",
-        f"| completeness, all lenses in the catalog | {_fmt(result['completeness_in_catalog'])} "
-        f"({result['lenses_in_catalog']} of {injected} injected) | "
+        f"| completeness, {headline.get('selection', 'headline')} "
+        f"| {_fmt(headline.get('completeness'))} ({n_head} {case.positives}) "
+        f"| {_fmt(metrics['headline'].get('completeness'))} |",
+        f"| completeness, all {case.positives} in the catalog "
+        f"| {_fmt(result['completeness_in_catalog'])} "
+        f"({result['positives_in_catalog']} of {injected} injected) | "
         f"{_fmt(metrics['operating_point']['tpr'])} |",
-        f"| false positives | {result['false_positives']} of {result['non_lenses_scored']} "
-        f"non-lenses; {_per_area(result['false_positives_per_deg2'])} | "
+        f"| false positives | {result['false_positives']} of {result['negatives_scored']} "
+        f"{case.negatives}; {_per_area(result['false_positives_per_deg2'])} | "
         f"FPR {metrics['operating_point']['fpr']:g} by construction |",
     ]
-    (out_dir / "injection_recovery.md").write_text("\n".join(lines) + "\n")
-    (out_dir / "injection_recovery.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_text_atomic(out_dir / "injection_recovery.md", "\n".join(lines) + "\n")
+    write_json_atomic(out_dir / "injection_recovery.json", result)
     return result
 
 

@@ -16,20 +16,20 @@ deflector candidates passing the magnitude/colour cuts, as a real search selects
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from skyscan.core.atomic import write_json_atomic, write_parquet_atomic
+from skyscan.core.errors import ConfigError
 from skyscan.sim.population import Population
 from skyscan.sim.render import Observation, add_noise, render
-from skyscan.sim.survey import ConfigError, get_bands, get_survey
+from skyscan.sim.survey import get_bands, get_survey
+from skyscan.tiles.io import write_tile_band
 
 __all__ = ["TileSpec", "tile_grid", "tile_wcs", "make_tiles"]
 
@@ -146,7 +146,6 @@ def make_tiles(config: Mapping, out_dir: str | Path) -> dict:
     dict
         A summary (tiles, counts per kind), also written as ``tiles.json``.
     """
-    from astropy.io import fits
 
     tc = config["tiles"]
     survey = get_survey(config["survey"], config.get("surveys"))
@@ -243,9 +242,7 @@ def make_tiles(config: Mapping, out_dir: str | Path) -> dict:
                 PIXSCALE=pix,
             )
             path = out_dir / f"{spec.name}_{band.name}.fits"
-            tmp = path.with_name(f".{path.name}.tmp")
-            fits.PrimaryHDU(noisy[k].astype(np.float32), header=header).writeto(tmp, overwrite=True)
-            os.replace(tmp, path)
+            write_tile_band(path, noisy[k], header)
         truth = pa.concat_tables(rows) if rows else None
         if truth is not None:
             ra, dec = wcs.wcs_pix2world(
@@ -271,7 +268,7 @@ def make_tiles(config: Mapping, out_dir: str | Path) -> dict:
         },
         "catalog_rows": len(catalog),
     }
-    (out_dir / "tiles.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_json_atomic(out_dir / "tiles.json", summary)
     return summary
 
 
@@ -380,6 +377,4 @@ def _select(truth, cuts):
 
 
 def _write_parquet(table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    write_parquet_atomic(table, path, compression="zstd")

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from skyscan.data.datasets import load_split
 
-__all__ = ["CutoutDataset", "LensDataModule", "dihedral_augment"]
+__all__ = ["CutoutDataset", "StampDataModule", "dihedral_augment"]
 
 
 class CutoutDataset(Dataset):
@@ -71,7 +71,7 @@ def dihedral_augment(images: torch.Tensor, generator: torch.Generator | None = N
     return out
 
 
-class LensDataModule(L.LightningDataModule):
+class StampDataModule(L.LightningDataModule):
     """Train / val / test loaders over a dataset folder.
 
     Parameters

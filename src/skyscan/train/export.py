@@ -8,8 +8,6 @@ same batch (max abs difference <= 1e-4 in float32) before the card is written.
 
 from __future__ import annotations
 
-import json
-import os
 import warnings
 from pathlib import Path
 
@@ -18,24 +16,22 @@ import torch
 from torch import nn
 
 import skyscan
+from skyscan.core.atomic import atomic_path
+from skyscan.core.errors import SkyscanError
+from skyscan.models.card import CARD_NAME, ModelCard
 
-__all__ = ["export_model", "load_exported", "write_json_atomic", "ExportError"]
+__all__ = ["export_model", "ExportError"]
 
 TOLERANCE = 1e-4
 
 
-class ExportError(RuntimeError):
+class ExportError(SkyscanError, RuntimeError):
     """An exported model does not reproduce the trained one."""
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON to ``path`` through a temporary file in the same folder."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=float) + "\n")
-    os.replace(tmp, path)
-
-
-def export_model(net: nn.Module, batch: torch.Tensor, out_dir: str | Path, card: dict) -> dict:
+def export_model(
+    net: nn.Module, batch: torch.Tensor, out_dir: str | Path, card: ModelCard
+) -> ModelCard:
     """Write ``model.ts``, ``model.onnx`` and ``model_card.json`` into ``out_dir``.
 
     Parameters
@@ -45,14 +41,14 @@ def export_model(net: nn.Module, batch: torch.Tensor, out_dir: str | Path, card:
     batch : torch.Tensor
         Preprocessed cutouts used for tracing and for the equivalence check.
     out_dir : str or Path
-    card : dict
-        Model card fields to record (bands, preprocessing, metrics, ...); the export adds
-        file names and the measured differences.
+    card : ModelCard
+        The card to record (bands, preprocessing, threshold, ...); the export adds the file
+        names, the measured differences and the versions.
 
     Returns
     -------
-    dict
-        The model card.
+    ModelCard
+        The card as written.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -65,16 +61,14 @@ def export_model(net: nn.Module, batch: torch.Tensor, out_dir: str | Path, card:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit deprecation notices
         traced = torch.jit.trace(net, batch, check_trace=False)
-        tmp = out_dir / ".model.ts.tmp"
-        traced.save(str(tmp))
-        os.replace(tmp, ts_path)
+        with atomic_path(ts_path) as tmp:
+            traced.save(str(tmp))
         loaded = torch.jit.load(str(ts_path))
     with torch.inference_mode():
         ts_diff = float(np.abs(loaded(batch).numpy() - reference).max())
 
     onnx_path = out_dir / "model.onnx"
-    tmp = out_dir / ".model.onnx.tmp"
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), atomic_path(onnx_path) as tmp:
         warnings.simplefilter("ignore")
         torch.onnx.export(
             net,
@@ -85,7 +79,6 @@ def export_model(net: nn.Module, batch: torch.Tensor, out_dir: str | Path, card:
             dynamic_axes={"images": {0: "batch"}, "logit": {0: "batch"}},
             dynamo=False,
         )
-    os.replace(tmp, onnx_path)
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -95,8 +88,7 @@ def export_model(net: nn.Module, batch: torch.Tensor, out_dir: str | Path, card:
     for name, diff in (("TorchScript", ts_diff), ("ONNX", onnx_diff)):
         if not diff <= TOLERANCE:
             raise ExportError(f"{name} export differs from the trained model by {diff:.2e}")
-    card = dict(card)
-    card.update(
+    card = card.replace(
         files={"torchscript": ts_path.name, "onnx": onnx_path.name},
         output="logit (score = sigmoid(logit))",
         export_check={
@@ -108,28 +100,5 @@ def export_model(net: nn.Module, batch: torch.Tensor, out_dir: str | Path, card:
         skyscan_version=skyscan.__version__,
         torch_version=torch.__version__,
     )
-    write_json_atomic(out_dir / "model_card.json", card)
+    card.write(out_dir / CARD_NAME)
     return card
-
-
-def load_exported(card_path: str | Path):
-    """Load an exported model from its card.
-
-    Returns
-    -------
-    model : torch.jit.ScriptModule
-        Preprocessed cutouts in, logits out.
-    card : dict
-    """
-    card_path = Path(card_path)
-    if not card_path.is_file():
-        raise FileNotFoundError(f"model card {card_path} does not exist")
-    card = json.loads(card_path.read_text())
-    path = card_path.parent / card["files"]["torchscript"]
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = torch.jit.load(str(path), map_location="cpu")
-    except (RuntimeError, ValueError) as exc:
-        raise ExportError(f"{path}: cannot load the TorchScript model ({exc})") from None
-    return model.eval(), card

@@ -11,11 +11,11 @@ from skyscan.evaluate.metrics import auroc
 from skyscan.models import get_model
 from skyscan.train.datamodule import dihedral_augment
 
-__all__ = ["LensClassifier"]
+__all__ = ["Classifier"]
 
 
-class LensClassifier(L.LightningModule):
-    """Trains a registered model to output the logit of "this cutout is a lens".
+class Classifier(L.LightningModule):
+    """Trains a registered model to output the logit of "this stamp is a positive" (a lens, ...).
 
     Parameters
     ----------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 
 from skyscan.config import config_hash
+from skyscan.core.errors import ResourceError
 from skyscan.models import count_macs, count_parameters
 
 __all__ = ["train"]
@@ -63,7 +65,7 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
 
     Returns
     -------
-    dict
+    ModelCard
         The model card.
     """
     import lightning as L
@@ -72,18 +74,19 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
 
     from skyscan.evaluate.metrics import auroc, tpr_at_fpr
     from skyscan.evaluate.scoring import score_split
-    from skyscan.train.datamodule import LensDataModule
-    from skyscan.train.export import export_model, load_exported, write_json_atomic
-    from skyscan.train.module import LensClassifier
+    from skyscan.models.card import CARD_NAME, ModelCard, load_model
+    from skyscan.train.datamodule import StampDataModule
+    from skyscan.train.export import export_model
+    from skyscan.train.module import Classifier
 
     tc = config["train"]
     out_dir = Path(out_dir)
     torch.set_num_threads(max(1, threads))
     L.seed_everything(int(config["seed"]), workers=True, verbose=False)
     workers = tc["num_workers"] if tc["num_workers"] is not None else max(0, threads - 1)
-    dm = LensDataModule(dataset_dir, batch_size=tc["batch_size"], num_workers=workers)
+    dm = StampDataModule(dataset_dir, batch_size=tc["batch_size"], num_workers=workers)
     spec = dm.spec
-    module = LensClassifier(
+    module = Classifier(
         model=tc["model"],
         in_channels=len(spec["bands"]),
         learning_rate=tc["learning_rate"],
@@ -94,7 +97,10 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
     )
     gpu = tc["accelerator"] != "cpu" and torch.cuda.is_available()
     if tc["accelerator"] == "gpu" and not gpu:
-        raise RuntimeError("train.accelerator is 'gpu' but no CUDA device is visible")
+        raise ResourceError(
+            "config key 'train.accelerator' is 'gpu' but no CUDA device is visible",
+            key="train.accelerator",
+        )
     ckpt_dir = out_dir / "checkpoints"
     best_cb = ModelCheckpoint(
         dirpath=ckpt_dir,
@@ -124,20 +130,24 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
     trainer.fit(module, dm, ckpt_path=resume)
 
     best_path = best_cb.best_model_path or str(last)
-    best = LensClassifier.load_from_checkpoint(best_path, map_location="cpu")
+    best = Classifier.load_from_checkpoint(best_path, map_location="cpu")
     net = best.net.eval()
     test_images = dm.datasets["test"]
     batch, _ = test_images.__getitems__(list(range(min(tc["export_batch"], len(test_images)))))
     shape = tuple(spec["shape"])
-    card = {
-        "name": f"skyscan-{tc['model']}",
-        "model": tc["model"],
-        "bands": spec["bands"],
-        "input_shape": list(shape),
-        "preprocessing": spec,
-        "parameters": count_parameters(net),
-        "macs_per_cutout": count_macs(net, shape),
-        "training": {
+    manifest = json.loads((Path(dataset_dir) / "manifest.json").read_text())
+    card = ModelCard(
+        name=f"skyscan-{tc['model']}",
+        model=tc["model"],
+        case=manifest.get("case", "lenses"),
+        bands=spec["bands"],
+        input_shape=list(shape),
+        pixel_scale=manifest.get("pixel_scale"),
+        survey=manifest.get("survey"),
+        preprocessing=spec,
+        parameters=count_parameters(net),
+        macs_per_cutout=count_macs(net, shape),
+        training={
             "config_hash": config_hash({"seed": config["seed"], "train": tc}),
             "dataset": str(dataset_dir),
             "epochs": tc["epochs"],
@@ -146,18 +156,30 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
             if best_cb.best_model_score is not None
             else None,
         },
-    }
+    )
     card = export_model(net, batch, out_dir, card)
-    model, _ = load_exported(out_dir / "model_card.json")
+    model, _ = load_model(out_dir / CARD_NAME)
+    # The operating threshold is chosen on the validation split, never on the test split.
+    val_logits, val_meta = score_split(model, card, dataset_dir, "val")
+    val_labels = val_meta.column("label").to_numpy()
+    _, threshold = tpr_at_fpr(val_labels, val_logits, tc["threshold_fpr"])
     logits, meta = score_split(model, card, dataset_dir, "test")
     labels = meta.column("label").to_numpy()
     tpr, _ = tpr_at_fpr(labels, logits, 0.01)
-    card["test_metrics"] = {
-        "auroc": auroc(labels, logits),
-        "tpr_at_fpr_1pct": tpr,
-        "n_test": int(len(labels)),
-        "n_lenses": int(np.sum(labels)),
-    }
-    write_json_atomic(out_dir / "model_card.json", card)
-    log.info("test AUROC %.4f, TPR at 1%% FPR %.3f", card["test_metrics"]["auroc"], tpr)
+    card = card.replace(
+        threshold={
+            "logit": float(threshold),
+            "fpr": tc["threshold_fpr"],
+            "split": "val",
+            "n_negatives": int(np.sum(val_labels == 0)),
+        },
+        test_metrics={
+            "auroc": auroc(labels, logits),
+            "tpr_at_fpr_1pct": tpr,
+            "n_test": int(len(labels)),
+            "n_positive": int(np.sum(labels)),
+        },
+    )
+    card.write(out_dir / CARD_NAME)
+    log.info("test AUROC %.4f, TPR at 1%% FPR %.3f", card.test_metrics["auroc"], tpr)
     return card

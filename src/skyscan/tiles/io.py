@@ -1,4 +1,4 @@
-"""Reading survey tiles: one FITS file per band, any celestial WCS astropy reads.
+"""Reading and writing survey tiles: one FITS file per band, any celestial WCS astropy reads.
 
 A tile set is found from a folder and a file-name pattern (``{tile}_{band}.fits`` by
 default; ``.fits.gz`` and multi-extension files work: the first HDU holding a 2-D image with
@@ -15,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Tile", "find_tiles", "load_tile", "read_tile_wcs", "TileError"]
+from skyscan.core.errors import InputFileError
+
+__all__ = ["Tile", "find_tiles", "load_tile", "read_tile_wcs", "write_tile_band", "TileError"]
 
 
-class TileError(ValueError):
+class TileError(InputFileError):
     """A tile cannot be used; the message names the file and the reason."""
 
 
@@ -149,3 +151,22 @@ def read_tile_wcs(tile: Tile) -> Tile:
     except Exception as exc:
         raise TileError(f"{path}: unreadable FITS ({type(exc).__name__}: {exc})") from None
     return tile
+
+
+def write_tile_band(path: str | Path, data: np.ndarray, header) -> Path:
+    """Write one band of a tile: a float32 primary HDU with ``header`` (its WCS), atomically.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.fits`` (or ``.fits.gz``) file name.
+    data : ndarray, shape (H, W)
+    header : astropy.io.fits.Header
+        The WCS and any keywords to record (units, band, ...).
+    """
+    from astropy.io import fits
+
+    from skyscan.core.atomic import write_fits_atomic
+
+    hdu = fits.PrimaryHDU(np.asarray(data, dtype=np.float32), header=header)
+    return write_fits_atomic(hdu, path)

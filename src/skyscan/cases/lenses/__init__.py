@@ -1,0 +1,139 @@
+"""The galaxy-galaxy strong-lens search (CMU DeepLens, Lanusse et al. 2018).
+
+Positives are simulated lenses (an SIE + shear deflector with a lensed Sersic source); the
+negatives are the same deflectors with nothing behind them and the classic impostors
+(companions, rings, spirals, star blends).  Completeness is reported in Einstein radius x S/N
+bins, with CMU DeepLens's headline cell (theta_E > 1.4", S/N > 20) beside the paper's 90%.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from skyscan.core.case import Case, Strata
+from skyscan.core.errors import ConfigError
+
+__all__ = ["LensCase", "CASE", "DEEPLENS_PUBLISHED"]
+
+#: Published CMU DeepLens figures (ANCHORS.md).
+DEEPLENS_PUBLISHED = {
+    "completeness_headline": 0.90,  # Lanusse et al. 2018: TPR at 99% rejection, θE>1.4", S/N>20
+    "lfc_ground": {"auroc": 0.98, "tpr0": 0.09, "tpr10": 0.45},  # Metcalf et al. 2019
+    "lfc_space": {"auroc": 0.92, "tpr0": 0.22, "tpr10": 0.29},
+}
+
+#: CMU DeepLens's headline selection (Lanusse et al. 2018, abstract)
+HEADLINE_THETA_E = 1.4
+HEADLINE_SNR = 20.0
+
+
+class LensCase(Case):
+    """Galaxy-galaxy strong lenses in LSST/DES-like cutouts."""
+
+    name = "lenses"
+    title = "galaxy-galaxy strong lenses (CMU DeepLens)"
+    positive = "lens"
+    positives = "lenses"
+    negatives = "non-lenses"
+    positive_kinds = ("lens",)
+    negative_kinds = ("no_source", "companion", "ring", "spiral", "star_blend")
+    galleries = (
+        ("false_positives", "top_negatives", "highest-scoring non-lenses (false positives)"),
+        ("missed_lenses", "bottom_positives", "lowest-scoring lenses"),
+    )
+
+    def score_columns(self, names) -> list[str]:
+        """Metadata columns kept beside each score: identity, theta_E, magnification, S/N."""
+        keep = ("index", "kind", "label", "theta_E", "magnification")
+        return [c for c in names if c in keep or c.startswith("snr_")]
+
+    def strata(self, meta: Mapping[str, Any], spec: Mapping) -> Strata:
+        """Einstein radius x optimal-aperture S/N in ``spec["snr_band"]``."""
+        band = spec["snr_band"]
+        column = f"snr_{band}"
+        if column not in meta:
+            bands = [c[4:] for c in meta if c.startswith("snr_")]
+            raise ConfigError(
+                f"config key 'evaluate.snr_band': {band!r} is not a band of the dataset "
+                f"(allowed: {', '.join(bands)})",
+                key="evaluate.snr_band",
+            )
+        return Strata(
+            row_values=np.asarray(meta["theta_E"], dtype=float),
+            col_values=np.asarray(meta[column], dtype=float),
+            row_bins=list(spec["theta_E_bins"]),
+            col_bins=list(spec["snr_bins"]),
+            row_label='Einstein radius θE (")',
+            col_label=f"lensed-source S/N ({band} band, LensPop optimal aperture)",
+            record={
+                "theta_E_bins": spec["theta_E_bins"],
+                "snr_bins": spec["snr_bins"],
+                "snr_band": band,
+            },
+        )
+
+    def headline(self, strata: Strata, passed: np.ndarray) -> dict:
+        """Completeness for theta_E > 1.4" and S/N > 20, beside CMU DeepLens's 90%."""
+        head = (strata.row_values > HEADLINE_THETA_E) & (strata.col_values > HEADLINE_SNR)
+        return {
+            "selection": f"theta_E > 1.4 and snr_{strata.record['snr_band']} > 20",
+            "n_lenses": int(head.sum()),
+            "completeness": float(passed[head].mean()) if head.any() else None,
+            "deeplens_published": DEEPLENS_PUBLISHED["completeness_headline"],
+        }
+
+    def comparison_table(self, metrics: Mapping) -> str:
+        """Markdown table of skyscan's figures beside the published CMU DeepLens ones."""
+        head = metrics["headline"]
+        lfc = DEEPLENS_PUBLISHED["lfc_ground"]
+
+        def fmt(v):
+            return "n/a" if v is None else f"{v:.3f}"
+
+        rows = [
+            (
+                'Completeness at 99% rejection, θE > 1.4" and S/N > 20',
+                f"{fmt(head['completeness'])} ({head['n_lenses']} lenses)",
+                "0.90 (Lanusse et al. 2018, LSST g-band sims)",
+            ),
+            ("AUROC", fmt(metrics["auroc"]), f"{lfc['auroc']} (LFC ground, Metcalf et al. 2019)"),
+            ("TPR at 1% FPR", fmt(metrics["tpr_at_fpr_1pct"]), "-"),
+            ("TPR0", fmt(metrics["tpr0"]), f"{lfc['tpr0']} (LFC ground)"),
+            ("TPR10", fmt(metrics["tpr10"]), f"{lfc['tpr10']} (LFC ground)"),
+        ]
+        lines = [
+            f"| metric | skyscan ({metrics['model']}, {metrics['n_test']} test cutouts) "
+            "| CMU DeepLens (published) |",
+            "|---|---|---|",
+        ] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
+        lines.append("")
+        lines.append(
+            "The published figures come from other simulations (LSST-like g band; the Lens "
+            "Finding Challenge's 100,000 ground-based cutouts): compare trends, not third "
+            "decimals. TPR0 and TPR10 depend on the test-set size (they count single false "
+            "positives)."
+        )
+        return "\n".join(lines) + "\n"
+
+    def caption(self, row: Mapping[str, Any], score: float) -> str:
+        """Kind and score; the Einstein radius under a lens."""
+        text = f"{row['kind']} p={score:.3f}"
+        if row.get("label") == 1 and row.get("theta_E") is not None:
+            text += f'\nθE={row["theta_E"]:.2f}"'
+        return text
+
+    def simulate(self, config: Mapping, out_dir, **options) -> list:
+        """Simulate lenses and non-lenses into Parquet shards (:mod:`skyscan.sim.simulate`).
+
+        ``options`` go to :func:`skyscan.sim.simulate.run_simulation` (``shards``,
+        ``workers``, ``show_progress``).
+        """
+        from skyscan.sim.simulate import SimulationPlan, run_simulation
+
+        return run_simulation(SimulationPlan.from_config(config), out_dir, **options)
+
+
+CASE = LensCase()

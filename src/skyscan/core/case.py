@@ -1,0 +1,227 @@
+"""The science-case layer: what differs between science cases, behind one interface.
+
+A science case (galaxy-galaxy strong lenses; later transient real/bogus stamps, light curves,
+gravitational-wave sky maps) says how its examples are simulated, which kinds are positives
+(label 1) and which negatives, the strata in which completeness is reported, the headline
+selection and the published figures it is compared with, and what a gallery shows under each
+stamp.  The shared stages (datasets, train, evaluate, search, skymaps) take a :class:`Case`
+and never name one.
+
+Cases are found by name in a registry (after sncosmo's and astropy's): every subpackage of
+:mod:`skyscan.cases` that defines ``CASE`` is registered lazily under its module name, so
+adding a case adds files and edits no shared module.  A duplicate name is refused unless
+``force=True``; a miss lists what exists.  Tests can swap the default registry.
+
+Examples
+--------
+>>> case = get_case("lenses")
+>>> case.positive, case.positives
+('lens', 'lenses')
+>>> case.label(["lens", "ring"]).tolist()
+[1, 0]
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from skyscan.core.errors import ConfigError
+
+__all__ = ["Case", "Strata", "CaseRegistry", "get_case", "register_case", "default_registry"]
+
+
+@dataclass(frozen=True)
+class Strata:
+    """Two-dimensional strata of the positives for completeness (e.g. theta_E x S/N).
+
+    Attributes
+    ----------
+    row_values, col_values : ndarray
+        The two stratifying values of each positive: the completeness grid's rows and columns.
+    row_bins, col_bins : list of float
+        Bin edges.
+    row_label, col_label : str
+        Axis labels for plots.
+    record : dict
+        What defines the strata (column names, bins), stored beside the grid in metrics.json
+        so a later stage (sky maps) can rebuild the same strata with :meth:`Case.strata`.
+    """
+
+    row_values: np.ndarray
+    col_values: np.ndarray
+    row_bins: list
+    col_bins: list
+    row_label: str
+    col_label: str
+    record: dict = field(default_factory=dict)
+
+
+class Case:
+    """Base class of a science case; subclasses set the class attributes and methods.
+
+    The defaults suit a binary classification of stamps whose table has a ``kind`` column.
+    """
+
+    #: registry name (the subpackage of :mod:`skyscan.cases`)
+    name: ClassVar[str] = ""
+    #: one line for ``--help`` and reports
+    title: ClassVar[str] = ""
+    #: nouns for reports: the positive class, its plural, the negatives
+    positive: ClassVar[str] = "positive"
+    positives: ClassVar[str] = "positives"
+    negatives: ClassVar[str] = "negatives"
+    #: kinds (values of the ``kind`` column) labelled 1, and those labelled 0
+    positive_kinds: ClassVar[tuple[str, ...]] = ()
+    negative_kinds: ClassVar[tuple[str, ...]] = ()
+    #: galleries the evaluation draws: (file stem, which, title); ``which`` is
+    #: "top_negatives" (highest-scoring negatives) or "bottom_positives" (lowest positives)
+    galleries: ClassVar[tuple[tuple[str, str, str], ...]] = (
+        ("false_positives", "top_negatives", "highest-scoring negatives (false positives)"),
+        ("missed_positives", "bottom_positives", "lowest-scoring positives"),
+    )
+    #: metadata columns copied into the evaluation's per-stamp scores table
+    score_columns: ClassVar[tuple[str, ...]] = ("index", "kind", "label")
+    #: plots the evaluation writes besides the galleries (file stems)
+    base_plots: ClassVar[tuple[str, ...]] = ("roc", "completeness", "scores_by_kind")
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """Every kind, positives first."""
+        return self.positive_kinds + self.negative_kinds
+
+    @property
+    def evaluation_plots(self) -> tuple[str, ...]:
+        """File stems of every PNG the evaluation stage writes for this case."""
+        return self.base_plots + tuple(stem for stem, _, _ in self.galleries)
+
+    def label(self, kind: Sequence[str]) -> np.ndarray:
+        """Label (int8: 1 positive, 0 negative) of each kind; an unknown kind is an error."""
+        kind = np.asarray(kind, dtype=object)
+        unknown = sorted(set(kind.tolist()) - set(self.kinds))
+        if unknown:
+            raise ConfigError(
+                f"case {self.name!r}: unknown kind(s) {', '.join(map(str, unknown))} "
+                f"(allowed: {', '.join(self.kinds)})"
+            )
+        return np.isin(kind, self.positive_kinds).astype(np.int8)
+
+    def strata(self, meta: Mapping[str, Any], spec: Mapping) -> Strata:
+        """The strata of the positives in ``meta`` (columns of the positives only).
+
+        Parameters
+        ----------
+        meta : mapping
+            Column name -> array, restricted to positives.
+        spec : mapping
+            The case's stratification settings (the ``evaluate`` config section, or the
+            ``record`` of an earlier :class:`Strata`).
+        """
+        raise NotImplementedError
+
+    def headline(self, strata: Strata, passed: np.ndarray) -> dict:
+        """The case's headline figure (a completeness in a selection) as a JSON-able dict."""
+        return {}
+
+    def comparison_table(self, metrics: Mapping) -> str:
+        """Markdown table of the evaluation's figures beside the published ones."""
+        return ""
+
+    def caption(self, row: Mapping[str, Any], score: float) -> str:
+        """The text under a stamp in a gallery (``row``: its metadata)."""
+        return f"{row.get('kind', '')} p={score:.3f}"
+
+    def simulate(self, config: Mapping, out_dir, **options) -> list:
+        """Simulate the configured examples into Parquet shards; returns their paths.
+
+        ``options``: ``shards`` (indices to write, default all), ``workers`` (processes),
+        ``show_progress``.  Shards must carry ``kind``, ``label``, ``index`` and an ``image``
+        column as :mod:`skyscan.data.shards` describes.
+        """
+        raise NotImplementedError
+
+
+class CaseRegistry:
+    """A lazy name -> case registry.
+
+    Parameters
+    ----------
+    package : str or None
+        Subpackages of this package that define ``CASE`` are registered lazily under their
+        module name (``None``: no discovery, for tests).
+    """
+
+    def __init__(self, package: str | None = "skyscan.cases"):
+        self._loaders: dict[str, Callable[[], Case]] = {}
+        self._loaded: dict[str, Case] = {}
+        self._package = package
+        self._discovered = package is None
+
+    def _discover(self) -> None:
+        if self._discovered:
+            return
+        self._discovered = True
+        pkg = importlib.import_module(self._package)
+        for info in pkgutil.iter_modules(pkg.__path__):
+            if info.name.startswith("_") or info.name in self._loaders:
+                continue
+            module = f"{self._package}.{info.name}"
+            self._loaders[info.name] = lambda module=module: importlib.import_module(module).CASE
+
+    def register(self, case_or_loader, name: str | None = None, force: bool = False) -> None:
+        """Add a case (or a zero-argument loader of one) under ``name``.
+
+        Raises
+        ------
+        ConfigError
+            If ``name`` is taken and ``force`` is false.
+        """
+        self._discover()
+        if isinstance(case_or_loader, Case):
+            case = case_or_loader
+            name = name or case.name
+            loader = lambda: case  # noqa: E731
+        else:
+            loader = case_or_loader
+        if not name:
+            raise ConfigError("a case needs a name")
+        if name in self._loaders and not force:
+            raise ConfigError(f"case {name!r} is already registered (pass force=True to replace)")
+        self._loaders[name] = loader
+        self._loaded.pop(name, None)
+
+    def names(self) -> list[str]:
+        """Registered case names, sorted."""
+        self._discover()
+        return sorted(self._loaders)
+
+    def get(self, name: str) -> Case:
+        """The case called ``name``; an unknown name lists those that exist."""
+        self._discover()
+        if name not in self._loaders:
+            raise ConfigError(f"unknown case {name!r} (allowed: {', '.join(self.names())})")
+        if name not in self._loaded:
+            case = self._loaders[name]()
+            if not isinstance(case, Case):
+                raise ConfigError(f"case {name!r} does not define a skyscan Case")
+            self._loaded[name] = case
+        return self._loaded[name]
+
+
+#: The registry the stages use; tests may replace it (``skyscan.core.case.default_registry``).
+default_registry = CaseRegistry()
+
+
+def get_case(name: str) -> Case:
+    """The registered case called ``name`` (see :class:`CaseRegistry`)."""
+    return default_registry.get(name)
+
+
+def register_case(case, name: str | None = None, force: bool = False) -> None:
+    """Register a case (or a loader of one) in the default registry."""
+    default_registry.register(case, name, force)

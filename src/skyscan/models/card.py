@@ -1,0 +1,161 @@
+"""The model card: one dataclass, written and read here and nowhere else.
+
+A card sits beside an exported model (``model_card.json``) and holds everything a later stage
+needs to use the model correctly: the science case, the bands in channel order, the stamp
+shape and pixel scale, the preprocessing, the operating threshold and how it was chosen, and
+a hash of the training config.  The search and the sky maps take the bands from the card, not
+from the config, so a model is always fed what it was trained on.
+
+Examples
+--------
+>>> card = ModelCard(name="skyscan-fast", model="fast", case="lenses", bands=["g"],
+...                  input_shape=[1, 45, 45], pixel_scale=0.2,
+...                  preprocessing={"method": "noise-scaled-clip", "bands": ["g"]})
+>>> ModelCard.from_dict(card.to_dict()) == card
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skyscan.core.atomic import write_json_atomic
+from skyscan.core.errors import InputFileError
+
+__all__ = ["ModelCard", "read_card", "load_model", "CARD_NAME"]
+
+CARD_NAME = "model_card.json"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What an exported model is and how to feed it.
+
+    Attributes
+    ----------
+    name : str
+        Display name, e.g. ``skyscan-fast``.
+    model : str
+        Registry name of the architecture.
+    case : str
+        Science case (:func:`skyscan.core.case.get_case`).
+    bands : list of str
+        Input bands in channel order.
+    input_shape : list of int
+        ``[bands, H, W]`` of one preprocessed stamp.
+    pixel_scale : float or None
+        Arcsec per pixel of the training stamps.
+    preprocessing : dict
+        The transform of :mod:`skyscan.data.preprocess` (``scale`` is the background sigma per
+        band in the training images' units).
+    threshold : dict
+        The operating threshold: ``logit``, the target ``fpr``, the ``split`` it was chosen
+        on and the number of negatives there (``n_negatives``).
+    training : dict
+        ``config_hash`` (of seed + train section), dataset, epochs, best checkpoint, ...
+    files : dict
+        ``torchscript`` and ``onnx`` file names, relative to the card.
+    parameters, macs_per_cutout : int
+        Size and cost of the network.
+    survey : str or None
+        The survey set-up of the training stamps.
+    """
+
+    name: str
+    model: str
+    case: str
+    bands: list
+    input_shape: list
+    pixel_scale: float | None
+    preprocessing: dict
+    survey: str | None = None
+    threshold: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)
+    parameters: int = 0
+    macs_per_cutout: int = 0
+    output: str = "logit (score = sigmoid(logit))"
+    export_check: dict = field(default_factory=dict)
+    test_metrics: dict = field(default_factory=dict)
+    skyscan_version: str = ""
+    torch_version: str = ""
+
+    def to_dict(self) -> dict:
+        """The card as a JSON-able dict (field order as declared)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "model card") -> ModelCard:
+        """Build a card from a dict; names the missing or unknown field on failure."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        required = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise InputFileError(f"{source}: lacks {', '.join(missing)}", path=source)
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise InputFileError(
+                f"{source}: unknown field(s) {', '.join(unknown)} (written by a newer skyscan?)",
+                path=source,
+            )
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> ModelCard:
+        """A copy with ``changes``."""
+        return dataclasses.replace(self, **changes)
+
+    def write(self, path: str | Path) -> Path:
+        """Write the card as JSON, atomically."""
+        return write_json_atomic(path, self.to_dict())
+
+
+def read_card(path: str | Path) -> ModelCard:
+    """Read a ``model_card.json``; fails naming the file if it is missing or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"model card {path} does not exist", path=path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputFileError(f"{path}: not a readable model card ({exc})", path=path) from None
+    if not isinstance(data, dict):
+        raise InputFileError(f"{path}: a model card must be a JSON object", path=path)
+    return ModelCard.from_dict(data, source=str(path))
+
+
+def load_model(card_path: str | Path):
+    """Load the exported TorchScript model a card describes.
+
+    Returns
+    -------
+    model : torch.jit.ScriptModule
+        Preprocessed stamps ``(N, bands, H, W)`` in, ``(N,)`` logits out; in eval mode.
+    card : ModelCard
+    """
+    import torch
+
+    card_path = Path(card_path)
+    card = read_card(card_path)
+    if "torchscript" not in card.files:
+        raise InputFileError(f"{card_path}: names no TorchScript file", path=card_path)
+    path = card_path.parent / card.files["torchscript"]
+    if not path.is_file():
+        raise InputFileError(f"{path}: the model file the card names does not exist", path=path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = torch.jit.load(str(path), map_location="cpu")
+    except (RuntimeError, ValueError) as exc:
+        raise InputFileError(
+            f"{path}: cannot load the TorchScript model ({exc})", path=path
+        ) from None
+    return model.eval(), card
