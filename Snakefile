@@ -23,6 +23,13 @@ include: "workflow/rules/search.smk"
 include: "workflow/rules/skymaps.smk"
 
 
+# Rules that only write a small file (or nothing) run in the Snakemake process itself: under
+# the SLURM profile no job is submitted for them.
+localrules:
+    all,
+    stage_config,
+
+
 rule all:
     input:
         SIM_SHARDS,

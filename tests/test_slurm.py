@@ -128,6 +128,7 @@ def test_workflow_through_slurm_profile(slurm, tmp_path):
         "search",
         "skymaps",
     } <= set(by_rule), by_rule
+    assert "stage_config" not in by_rule  # a local rule: run by Snakemake, never submitted
     assert len(by_rule["simulate"]) == 2  # one job per shard
     # the injected failure happened once and the resubmitted job completed
     assert marker.read_text() == "injected failure\n"

@@ -26,7 +26,10 @@ rule train:
         mem_mb=8000,
         runtime=720,
     conda:
-        "../../envs/skyscan-cpu.yaml"
+        # the CUDA build of PyTorch whenever the job may take a GPU (gpu=1 above)
+        "../../envs/skyscan-cuda.yaml"
+        if config["train"]["accelerator"] != "cpu"
+        else "../../envs/skyscan-cpu.yaml"
     shell:
         "{params.skyscan} train --dataset {params.dataset} --out {params.out}"
         " --config {input.config} --threads {threads} > {log} 2>&1"
