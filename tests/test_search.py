@@ -15,6 +15,7 @@ from astropy.wcs import WCS
 from skyscan.config import load_config
 from skyscan.data.preprocess import make_spec
 from skyscan.models import get_model
+from skyscan.models.card import ModelCard
 from skyscan.search.run import FLAG_EDGE, FLAG_NAN, cutouts, plan_search, run_search
 from skyscan.tiles.make import make_tiles
 from skyscan.train.export import export_model
@@ -39,13 +40,15 @@ def setup(tmp_path_factory):
     sigma = [fits.getheader(root / "tiles" / f"tile-00-00_{b}.fits")["SKYSIG"] for b in "gri"]
     torch.manual_seed(0)
     net = get_model("fast", in_channels=3)
-    card = {
-        "name": "test",
-        "model": "fast",
-        "bands": ["g", "r", "i"],
-        "input_shape": [3, 45, 45],
-        "preprocessing": make_spec("gri", sigma, 250, [3, 45, 45]),
-    }
+    card = ModelCard(
+        name="test",
+        model="fast",
+        case="lenses",
+        bands=["g", "r", "i"],
+        input_shape=[3, 45, 45],
+        pixel_scale=0.2,
+        preprocessing=make_spec("gri", sigma, 250, [3, 45, 45]),
+    )
     export_model(net, torch.randn(8, 3, 45, 45), root / "model", card)
     return root, root / "model" / "model_card.json"
 

@@ -9,8 +9,9 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from skyscan.config import load_config
-from skyscan.tiles.io import find_tiles, read_tile_wcs
+from skyscan.core.case import get_case
 from skyscan.skymap.maps import footprint_pixels, injection_recovery, make_maps
+from skyscan.tiles.io import find_tiles, read_tile_wcs
 from skyscan.tiles.make import make_tiles
 
 hp = pytest.importorskip("healpy")
@@ -97,6 +98,7 @@ def test_maps_recovery_and_fits(tiles, tmp_path):
         "headline": {"completeness": 0.5},
     }
     result = injection_recovery(
+        get_case("lenses"),
         tmp_path / "candidates.parquet",
         root / "truth.parquet",
         metrics,
@@ -104,8 +106,8 @@ def test_maps_recovery_and_fits(tiles, tmp_path):
         tmp_path,
     )
     lenses = np.array([kind[i] == "lens" for i in ids])
-    assert result["lenses_in_catalog"] == int(lenses.sum())
-    assert result["lenses_recovered"] == int((logit[lenses] > 1.0).sum())
+    assert result["positives_in_catalog"] == int(lenses.sum())
+    assert result["positives_recovered"] == int((logit[lenses] > 1.0).sum())
     assert result["false_positives"] == int((logit[~lenses] > 1.0).sum())
     assert (
         json.loads((tmp_path / "injection_recovery.json").read_text())["false_positives"]

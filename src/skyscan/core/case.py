@@ -100,11 +100,19 @@ class Case:
         """File stems of every PNG the evaluation stage writes for this case."""
         return self.base_plots + tuple(stem for stem, _, _ in self.galleries)
 
-    def label(self, kind: Sequence[str]) -> np.ndarray:
-        """Label (int8: 1 positive, 0 negative) of each kind; an unknown kind is an error."""
+    def label(self, kind: Sequence[str], strict: bool = True) -> np.ndarray:
+        """Label (int8: 1 positive, 0 negative) of each kind.
+
+        Parameters
+        ----------
+        kind : sequence of str
+        strict : bool
+            An unknown kind is an error (``True``, for training data) or a negative (``False``,
+            e.g. the field galaxies and stars of survey tiles).
+        """
         kind = np.asarray(kind, dtype=object)
         unknown = sorted(set(kind.tolist()) - set(self.kinds))
-        if unknown:
+        if unknown and strict:
             raise ConfigError(
                 f"case {self.name!r}: unknown kind(s) {', '.join(map(str, unknown))} "
                 f"(allowed: {', '.join(self.kinds)})"

@@ -204,7 +204,7 @@ def injection_recovery(
     }
     threshold = metrics["operating_point"]["logit_threshold"]
     rows = np.array([by_id[i] for i in cand["id"]], dtype=np.int64)
-    is_pos = case.label(np.asarray(truth["kind"], dtype=object)[rows]).astype(bool)
+    is_pos = case.label(np.asarray(truth["kind"], dtype=object)[rows], strict=False).astype(bool)
     passed = np.array(cand["logit"]) > threshold
     positives = {
         c: np.asarray(v, dtype=object)[rows][is_pos] for c, v in truth.items() if c != "kind"
@@ -213,7 +213,7 @@ def injection_recovery(
     grid, counts = completeness_grid(
         strata.row_values, strata.col_values, passed[is_pos], strata.row_bins, strata.col_bins
     )
-    injected = int(case.label(truth["kind"]).sum())
+    injected = int(case.label(truth["kind"], strict=False).sum())
     headline = case.headline(strata, passed[is_pos])
     result = {
         "threshold": {"logit": threshold, "fpr_on_test_split": metrics["operating_point"]["fpr"]},
