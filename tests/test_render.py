@@ -1,10 +1,13 @@
 """The batched renderer: full images against lenstronomy, noise, S/N and magnification."""
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
 from conftest import draw_params, lenstronomy_image, lsst_bands
 
+from skyscan.sim.population import KINDS
 from skyscan.sim.render import Observation, add_noise, optimal_snr, render
 
 
@@ -177,3 +180,31 @@ def test_bands_must_share_pixel_scale():
     g, r, _ = lsst_bands()
     with pytest.raises(ConfigError, match="share one pixel_scale"):
         Observation([g, dataclasses.replace(r, pixel_scale=0.25)])
+
+
+# sha256 of the image bytes (and of magnification + S/N) of the render in
+# test_pixels_are_pinned, from the renderer as of the light-component table refactor (torch
+# 2.13.0+cpu, x86-64 AVX2, one thread).  Change them only with a change meant to move pixels.
+PINNED_IMAGE_SHA256 = "3a7512404c1edaff5532f6f88b4e5530f1706b26883c5a03a399b148ad3a35ad"
+PINNED_DIAGNOSTICS_SHA256 = "2137c6639d4f2752726d24153dd35bef94bec25a9d1ad616ae2fb0e75e84cb18"
+PINNED_BAND_FLUX = [44706.9714766, 133103.42236224, 197740.51016409]  # image sum per band
+
+
+def test_pixels_are_pinned():
+    """24 systems of every kind, 3x super-sampling, with noise: the exact bytes are pinned, so a
+    refactor that changes any pixel is caught.  The per-band total flux is checked first
+    (1e-6), so a failure tells a physics change from a bit-level one (which can also come from
+    another torch version or CPU instruction set than the hash's)."""
+    params = draw_params(24, seed=21, kinds={k: 1 for k in KINDS})
+    assert set(params["kind"]) == set(KINDS)
+    res = render(params, Observation(lsst_bands(), 25, 3, "coadd"), noise_seed=17)
+    assert res.image.shape == (24, 3, 25, 25) and res.image.dtype == np.float32
+    np.testing.assert_allclose(
+        res.image.astype(np.float64).sum(axis=(0, 2, 3)), PINNED_BAND_FLUX, rtol=1e-6
+    )
+    where = f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}"
+    assert hashlib.sha256(res.image.tobytes()).hexdigest() == PINNED_IMAGE_SHA256, (
+        f"pixels changed at the bit level ({where})"
+    )
+    diagnostics = res.magnification.tobytes() + res.snr.tobytes()
+    assert hashlib.sha256(diagnostics).hexdigest() == PINNED_DIAGNOSTICS_SHA256
