@@ -1,10 +1,14 @@
 """The batched renderer: full images against lenstronomy, noise, S/N and magnification."""
 
 import hashlib
+import os
+import shutil
+import sys
 
 import numpy as np
 import pytest
 import torch
+import torch._dynamo.exc
 from conftest import draw_params, lenstronomy_image, lsst_bands
 
 from skyscan.sim.population import KINDS
@@ -39,14 +43,23 @@ def test_noise_free_images_match_lenstronomy(lens_draws, reference_images, dtype
     assert err.max() < tolerance, f"max relative L2 {err.max():.2e}"
 
 
+# torch.compile on CPU builds C++ with the compiler inductor looks for (torch._inductor.config
+# cpp.cxx: $CXX, else g++; clang++ on macOS); ``render(compile=True)`` is documented as needing it.
+_CXX = os.environ.get("CXX", "clang++" if sys.platform == "darwin" else "g++")
+
+
+@pytest.mark.xfail(
+    shutil.which(_CXX) is None,
+    reason=f"torch.compile on CPU needs a C++ compiler and {_CXX!r} is not on PATH",
+    raises=torch._dynamo.exc.BackendCompilerFailed,
+    strict=True,
+)
 def test_compiled_kernels_match_eager(lens_draws, reference_images):
-    """torch.compile'd kernels give the same images to float32 rounding (and lenstronomy's)."""
-    pytest.importorskip("torch._inductor")
+    """torch.compile'd kernels give the same images to float32 rounding (and lenstronomy's).
+
+    A compile failure is a failure; only a missing C++ compiler is an expected one (xfail)."""
     obs = Observation(lsst_bands(), 45, 3, "coadd")
-    try:
-        compiled = render(lens_draws, obs, None, compile=True).image
-    except Exception as exc:  # no C++ compiler: the option is documented as needing one
-        pytest.skip(f"torch.compile unavailable here: {exc}")
+    compiled = render(lens_draws, obs, None, compile=True).image
     eager = render(lens_draws, obs, None).image
     assert _rel_l2(compiled, eager).max() < 1e-5
     assert _rel_l2(compiled.reshape(90, 45, 45), reference_images.reshape(90, 45, 45)).max() < 1e-5
