@@ -11,7 +11,8 @@ import torch
 import torch._dynamo.exc
 from conftest import draw_params, lenstronomy_image, lsst_bands
 
-from skyscan.sim.population import KINDS
+from skyscan.sim.components import COMPONENTS, KINDS, is_lens
+from skyscan.sim.population import Population
 from skyscan.sim.render import Observation, add_noise, optimal_snr, render
 
 
@@ -221,3 +222,21 @@ def test_pixels_are_pinned():
     )
     diagnostics = res.magnification.tobytes() + res.snr.tobytes()
     assert hashlib.sha256(diagnostics).hexdigest() == PINNED_DIAGNOSTICS_SHA256
+
+
+def test_component_table_drives_population():
+    """Every component's columns are NaN exactly in the rows of kinds that lack it, the
+    colour priors are the table's, and the label is 1 for kinds carrying a lensed component."""
+    params = draw_params(400, seed=3, kinds={k: 1 for k in KINDS})
+    kind = params["kind"]
+    assert Population.COMPONENTS == tuple(c.name for c in COMPONENTS)
+    assert all(any(c.lensed and k in c.kinds for c in COMPONENTS) == (k == "lens") for k in KINDS)
+    np.testing.assert_array_equal(params["label"], (kind == "lens").astype(np.int8))
+    np.testing.assert_array_equal(is_lens(kind), kind == "lens")
+    for comp in COMPONENTS:
+        carried = np.isin(kind.astype(str), comp.kinds)
+        names = [c for c in params if c.startswith(comp.name + "_")]
+        assert {f"{comp.name}_mag_{b}" for b in "gri"} <= set(names)
+        for name in names:
+            assert not np.isnan(params[name][carried]).any(), name
+            assert np.isnan(params[name][~carried]).all(), name
