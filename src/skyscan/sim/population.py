@@ -5,7 +5,9 @@ Every system is a function of ``(seed, global index)``: systems are drawn in fix
 size are slices of this one sequence, so the rows are the same whatever the shard size or the
 number of workers.
 
-Kinds (column ``kind``; ``label`` is 1 for ``lens`` only):
+Kinds (column ``kind``; ``label`` is 1 for the kinds that carry a lensed light component, i.e.
+``lens`` only; which kind carries which component is the table
+:data:`skyscan.sim.components.COMPONENTS`):
 
 ``lens``
     SIE + shear deflector (Sersic light) and a Sersic source behind it.
@@ -30,12 +32,13 @@ from collections.abc import Mapping
 import numpy as np
 from scipy import special
 
+from skyscan.sim.components import COMPONENTS as LIGHT_COMPONENTS
+from skyscan.sim.components import KINDS, carriers, component_names, is_lens
 from skyscan.sim.profiles import phi_q_to_ellipticity
 from skyscan.sim.survey import ConfigError
 
 __all__ = ["KINDS", "BLOCK_SIZE", "Prior", "parse_prior", "Population", "block_rng"]
 
-KINDS = ("lens", "no_source", "companion", "ring", "spiral", "star_blend")
 #: Rows per random block; the unit of randomness (not of work).
 BLOCK_SIZE = 250
 
@@ -180,7 +183,9 @@ class Population:
         Band names, in channel order.
     """
 
-    COMPONENTS = ("lens", "source", "companion", "ring", "spiral", "star")
+    #: Names of the light components (:data:`skyscan.sim.components.COMPONENTS`), each with its
+    #: ``<name>_mag`` and ``<name>_colors`` priors.
+    COMPONENTS = component_names()
 
     def __init__(self, sim_config: Mapping, bands):
         self.bands = list(bands)
@@ -229,7 +234,7 @@ class Population:
         p = self.priors
         kind_index = np.searchsorted(self.kind_cdf, rng.random(n), side="right")
         kind = np.asarray(KINDS, dtype=object)[np.minimum(kind_index, len(KINDS) - 1)]
-        cols: dict[str, np.ndarray] = {"kind": kind, "label": (kind == "lens").astype(np.int8)}
+        cols: dict[str, np.ndarray] = {"kind": kind, "label": is_lens(kind).astype(np.int8)}
 
         # Deflector: mass and light share centre and ellipticity (light traces mass).
         theta_E = p["theta_E"].draw(rng, n)
@@ -317,15 +322,11 @@ class Population:
         cols.update(self._mags(rng, "star", n))
 
         # Blank out what each kind does not have.
-        has = {
-            "source": kind == "lens",
-            "companion": kind == "companion",
-            "ring": kind == "ring",
-            "spiral": kind == "spiral",
-            "star": kind == "star_blend",
-        }
-        for comp, mask in has.items():
+        for comp in LIGHT_COMPONENTS:
+            mask = carriers(comp, kind)
+            if mask.all():
+                continue
             for name in cols:
-                if name.startswith(comp + "_"):
+                if name.startswith(comp.name + "_"):
                     cols[name] = np.where(mask, cols[name], np.nan)
         return cols

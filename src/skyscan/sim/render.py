@@ -1,14 +1,21 @@
 """The batched renderer: parameters in, multi-band noisy cutouts out.
 
-One call renders a whole batch of systems at once in torch (CPU or GPU):
+One call renders a whole batch of systems at once in torch (CPU or GPU), in named steps
+(see :func:`render`):
 
-1. every light component is evaluated on the super-sampled grid for the systems that have it
-   (the deflection only for lenses) with unit amplitude, and averaged to the pixel grid;
+1. every light component of the table :data:`skyscan.sim.components.COMPONENTS` is evaluated
+   on the super-sampled grid for the systems that carry it (lensed ones through the
+   deflector's SIE + shear) with unit amplitude, and averaged to the pixel grid
+   (:func:`draw_components`);
 2. bands differ only by the components' amplitudes, so each band image is a weighted sum of
-   these pixel-grid components (lenstronomy would redo steps 1-2 once per band);
-3. each band is convolved with its PSF on the pixel grid (lenstronomy's default,
-   ``supersampling_convolution=False``), stars are added as analytic PSFs;
-4. the LensPop S/N is measured on the lensed-source-only image, and noise is added.
+   these pixel-grid components (:func:`compose_bands`; lenstronomy would redo steps 1-2 once
+   per band);
+3. each band is convolved with its PSF on the pixel grid (:func:`convolve`, lenstronomy's
+   default ``supersampling_convolution=False``), stars are added as analytic PSFs
+   (:func:`add_point_sources`);
+4. the magnification and the LensPop S/N are measured on the lensed source alone
+   (:func:`measure_magnification`, :func:`measure_snr`), and noise is added
+   (:func:`add_noise`).
 
 Images are in e-/s per pixel (lenstronomy's ``data_count_unit='e-'``), shaped
 ``(N, bands, H, W)``; pixel ``[j, i]`` is centred on ``x = (i - (W-1)/2) pix``,
@@ -26,10 +33,20 @@ import torch
 import torch.nn.functional as F
 
 from skyscan.sim import profiles as prof
-from skyscan.sim.psf import PSFConvolver, psf_kernel, psf_kernel_radius, psf_profile
+from skyscan.sim.components import COMPONENTS, LightComponent, carriers
+from skyscan.sim.psf import PSFConvolver, psf_kernel
 from skyscan.sim.survey import Band, ConfigError
 
-__all__ = ["Observation", "RenderResult", "render", "optimal_snr", "add_noise", "pixel_grid"]
+__all__ = [
+    "Observation",
+    "RenderResult",
+    "Scene",
+    "Layer",
+    "render",
+    "optimal_snr",
+    "add_noise",
+    "pixel_grid",
+]
 
 
 @dataclass(frozen=True)
@@ -202,7 +219,11 @@ def optimal_snr(signal: np.ndarray, sigma_bkg, exposure_time, top: int = 384) ->
 
 
 def _pixelate(fn, h: int, s: int, area: float, static: tuple):
-    """Wrap a unit-amplitude profile kernel into one that returns flux per pixel (B, H, W)."""
+    """Wrap a unit-amplitude profile kernel into one that returns flux per pixel (B, H, W).
+
+    The bin step: the kernel's surface brightness on the ``(h s)^2`` sub-pixel grid is
+    averaged over each pixel's ``s x s`` sub-pixels and multiplied by the pixel area.
+    """
     options = dict(static)
 
     def pixels(x, y, *consts):
@@ -220,6 +241,8 @@ _PIXEL_KERNELS: dict = {}
 
 
 def _pixel_kernel(fn, h, s, area, compile, **static):
+    """The pixelated kernel of ``fn`` (:func:`_pixelate`), compiled if asked, cached by its
+    identity so that each is compiled once per process."""
     key = (fn, h, s, area, compile, tuple(sorted(static.items())))
     if key not in _PIXEL_KERNELS:
         pixels = _pixelate(fn, h, s, area, key[-1])
@@ -227,6 +250,340 @@ def _pixel_kernel(fn, h, s, area, compile, **static):
             torch.compile(pixels, dynamic=False, fullgraph=True) if compile else pixels
         )
     return _PIXEL_KERNELS[key]
+
+
+class Scene:
+    """A batch being rendered: its columns, the observation and the super-sampled grid.
+
+    Built by :func:`setup_scene`; the light components' render functions (see
+    :mod:`skyscan.sim.components`) draw on it with :meth:`evaluate`.
+
+    Parameters
+    ----------
+    params : mapping of str to array
+        The batch's columns (``kind`` plus the parameters).
+    obs : Observation
+    device, dtype
+        Torch device and precision of the rendering.
+    chunk : int
+        Systems evaluated together on the super-sampled grid.
+    compile : bool
+        Whether the profile kernels are compiled.
+    """
+
+    def __init__(self, params, obs: Observation, device, dtype, chunk: int, compile: bool):
+        self.params = params
+        self.obs = obs
+        self.kind = np.asarray(params["kind"])
+        self.n = len(self.kind)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.chunk = chunk
+        self.compile = compile
+        self.size = obs.stamp_size
+        self.supersampling = obs.supersampling
+        self.area = obs.pixel_scale**2
+        self.x, self.y = self.grid(obs.supersampling, dtype)
+
+    def grid(self, supersampling: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sub-pixel centres of the stamp (see :func:`pixel_grid`) on the scene's device."""
+        return pixel_grid(
+            self.size, self.obs.pixel_scale, supersampling, device=self.device, dtype=dtype
+        )
+
+    def col(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Column ``name`` of the systems ``rows``, as float64."""
+        return np.asarray(self.params[name], dtype=np.float64)[rows]
+
+    def rows(self, component: LightComponent) -> np.ndarray:
+        """Indices of the systems that carry ``component``."""
+        return np.flatnonzero(carriers(component, self.kind))
+
+    def sersic(self, prefix: str, rows: np.ndarray, center=None) -> list[np.ndarray]:
+        """Sersic constants of the columns ``<prefix>_R_sersic, _n_sersic, _e1, _e2`` and
+        ``center`` (default ``<prefix>_center_x, _center_y``) of the systems ``rows``."""
+        cx, cy = center or (f"{prefix}_center_x", f"{prefix}_center_y")
+        return prof.sersic_constants(
+            *(self.col(f"{prefix}_{k}", rows) for k in ("R_sersic", "n_sersic", "e1", "e2")),
+            self.col(cx, rows),
+            self.col(cy, rows),
+        )
+
+    def evaluate(self, rows: np.ndarray, fn, *constant_sets, **static) -> torch.Tensor:
+        """Unit-amplitude pixel images of the systems ``rows``.
+
+        The kernel ``fn(x, y, *constants, **static)`` is evaluated on the super-sampled grid
+        ``chunk`` systems at a time (the last chunk padded with its last row, so compiled
+        kernels see one shape), averaged to the pixel grid and multiplied by the pixel area.
+
+        Parameters
+        ----------
+        rows : ndarray of int
+            Systems to draw.
+        fn : callable
+            A profile kernel of :mod:`skyscan.sim.profiles`.
+        *constant_sets : list of ndarray
+            Its constant tables, one float64 column per constant, one row per system.
+        **static
+            Keyword options of the kernel (part of the compiled kernel's identity).
+
+        Returns
+        -------
+        torch.Tensor, shape (len(rows), H, W)
+        """
+        h, s, chunk = self.size, self.supersampling, self.chunk
+        kern = _pixel_kernel(fn, h, s, self.area, self.compile, **static)
+        tables = [np.stack([np.asarray(c, np.float64) for c in cs], axis=1) for cs in constant_sets]
+        out = torch.empty((len(rows), h, h), dtype=self.dtype, device=self.device)
+        for start in range(0, len(rows), chunk):
+            stop = min(start + chunk, len(rows))
+            pad = np.arange(start, start + chunk).clip(max=stop - 1)  # pad with the last row
+            consts = [torch.as_tensor(t[pad], device=self.device).to(self.dtype) for t in tables]
+            out[start:stop] = kern(self.x, self.y, *consts)[: stop - start]
+        return out
+
+    def amplitudes(self, name: str, rows: np.ndarray, unit_flux: np.ndarray) -> np.ndarray:
+        """Per-band amplitudes ``(len(rows), bands)`` of a component whose unit-amplitude
+        profile has total flux ``unit_flux``: its rates from ``<name>_mag_<band>``, over it."""
+        rates = np.stack(
+            [b.mag_to_rate(self.col(f"{name}_mag_{b.name}", rows)) for b in self.obs.bands], 1
+        )
+        return rates / unit_flux[:, None]
+
+
+@dataclass
+class Layer:
+    """One light component drawn for the systems that carry it.
+
+    Attributes
+    ----------
+    component : LightComponent
+    rows : ndarray of int
+        The systems, indices into the batch.
+    images : torch.Tensor
+        Unit-amplitude pixel images ``(m, H, W)`` of a convolved component, else its band
+        images ``(m, bands, H, W)`` in e-/s.
+    unit_flux : ndarray or None
+        Total flux of the unit-amplitude profiles (convolved components).
+    amplitudes : ndarray or None
+        Per-band amplitudes ``(m, bands)`` (convolved components).
+    """
+
+    component: LightComponent
+    rows: np.ndarray
+    images: torch.Tensor
+    unit_flux: np.ndarray | None = None
+    amplitudes: np.ndarray | None = None
+
+    def band_images(self, scene: Scene) -> torch.Tensor:
+        """The convolved component's band images ``(m, bands, H, W)``, unconvolved."""
+        amp_t = torch.as_tensor(self.amplitudes, dtype=scene.dtype, device=scene.device)
+        return amp_t[:, :, None, None] * self.images[:, None]
+
+
+def setup_scene(
+    params: Mapping[str, np.ndarray], obs: Observation, device, dtype, chunk: int, compile: bool
+) -> Scene:
+    """Set up the batch: its columns, the observation and the super-sampled grid.
+
+    Also flushes float32 subnormals to zero: far profile tails underflow to them, which slows
+    CPU arithmetic up to 30x, and flushing them changes nothing above 1e-38.
+
+    Parameters
+    ----------
+    params, obs, device, dtype, chunk, compile
+        As for :func:`render`.
+
+    Returns
+    -------
+    Scene
+    """
+    torch.set_flush_denormal(True)
+    return Scene(params, obs, device, dtype, chunk, compile)
+
+
+def deflector_mass(scene: Scene, rows: np.ndarray) -> list[np.ndarray]:
+    """The deflector's SIE + shear constants of the systems ``rows``, for lensed components.
+
+    The deflection itself is computed inside the lensed components' kernels, fused with the
+    source profile evaluated at ``beta = theta - alpha(theta)``.
+
+    Parameters
+    ----------
+    scene : Scene
+    rows : ndarray of int
+
+    Returns
+    -------
+    list of ndarray
+        Columns from :func:`skyscan.sim.profiles.sie_constants`.
+    """
+    names = ("theta_E", "e1", "e2", "center_x", "center_y", "gamma1", "gamma2")
+    return prof.sie_constants(*(scene.col(k, rows) for k in names))
+
+
+def draw_components(scene: Scene, components=COMPONENTS) -> list[Layer]:
+    """Render every light component of the table for the systems that carry it.
+
+    Parameters
+    ----------
+    scene : Scene
+    components : sequence of LightComponent
+        The table (:data:`skyscan.sim.components.COMPONENTS`).
+
+    Returns
+    -------
+    list of Layer
+        In table order, components that no system carries left out.
+    """
+    layers = []
+    for comp in components:
+        rows = scene.rows(comp)
+        if not len(rows):
+            continue
+        mass = deflector_mass(scene, rows) if comp.lensed else None
+        images, unit = comp.render(scene, rows, mass)
+        amp = scene.amplitudes(comp.name, rows, unit) if comp.convolved else None
+        layers.append(Layer(comp, rows, images, unit, amp))
+    return layers
+
+
+def compose_bands(scene: Scene, layers: list[Layer]) -> torch.Tensor:
+    """The unconvolved band images: per-band weighted sums of the convolved components.
+
+    Bands differ only by the components' amplitudes, so the unit-amplitude pixel images are
+    drawn once for all bands.
+
+    Parameters
+    ----------
+    scene : Scene
+    layers : list of Layer
+
+    Returns
+    -------
+    torch.Tensor, shape (N, bands, H, W)
+    """
+    shape = (scene.n, len(scene.obs.bands), scene.size, scene.size)
+    model = torch.zeros(shape, dtype=scene.dtype, device=scene.device)
+    for layer in layers:
+        if not layer.component.convolved:
+            continue
+        if len(layer.rows) == scene.n:
+            model.add_(layer.band_images(scene))
+        else:
+            rows = torch.as_tensor(layer.rows, device=scene.device)
+            model.index_add_(0, rows, layer.band_images(scene))
+    return model
+
+
+def lensed_signal(scene: Scene, layers: list[Layer]) -> tuple[np.ndarray, torch.Tensor] | None:
+    """The lensed components alone (the signal the S/N is measured on), unconvolved.
+
+    Parameters
+    ----------
+    scene : Scene
+    layers : list of Layer
+
+    Returns
+    -------
+    (rows, images) or None
+        The systems with a lensed component and their band images ``(m, bands, H, W)``;
+        ``None`` if there are none.  A kind carries at most one lensed component.
+    """
+    lensed = [layer for layer in layers if layer.component.lensed]
+    if not lensed:
+        return None
+    rows = np.concatenate([layer.rows for layer in lensed])
+    return rows, torch.cat([layer.band_images(scene) for layer in lensed])
+
+
+def convolve(
+    scene: Scene, model: torch.Tensor, signal: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Convolve the band images, and the lensed signal if any, with the bands' PSFs.
+
+    One convolution call on the pixel grid (lenstronomy's default,
+    ``supersampling_convolution=False``) for both.
+
+    Parameters
+    ----------
+    scene : Scene
+    model : torch.Tensor, shape (N, bands, H, W)
+    signal : torch.Tensor, shape (m, bands, H, W), or None
+
+    Returns
+    -------
+    model, signal : torch.Tensor
+        Convolved (``signal`` stays ``None`` if it was).
+    """
+    conv = scene.obs.convolver(scene.device, scene.dtype)
+    if signal is None:
+        return conv(model), None
+    both = conv(torch.cat([model, signal]))
+    return both[: scene.n], both[scene.n :]
+
+
+def add_point_sources(model: torch.Tensor, layers: list[Layer]) -> torch.Tensor:
+    """Add the components drawn as the PSF itself (stars) to the convolved band images.
+
+    Parameters
+    ----------
+    model : torch.Tensor, shape (N, bands, H, W)
+        Convolved band images, modified in place.
+    layers : list of Layer
+
+    Returns
+    -------
+    torch.Tensor
+        ``model``.
+    """
+    for layer in layers:
+        if not layer.component.convolved:
+            model[layer.rows] += layer.images
+    return model
+
+
+def measure_magnification(scene: Scene, layers: list[Layer]) -> np.ndarray:
+    """Lensed over intrinsic flux (within the stamp) of each system's lensed component.
+
+    Parameters
+    ----------
+    scene : Scene
+    layers : list of Layer
+
+    Returns
+    -------
+    ndarray, shape (N,)
+        NaN for systems without a lensed component.
+    """
+    magnification = np.full(scene.n, np.nan)
+    for layer in layers:
+        if layer.component.lensed:
+            flux = layer.images.sum(dim=(1, 2)).double().cpu().numpy()
+            magnification[layer.rows] = flux / layer.unit_flux
+    return magnification
+
+
+def measure_snr(scene: Scene, rows: np.ndarray, signal: torch.Tensor) -> np.ndarray:
+    """LensPop optimal-aperture S/N (:func:`optimal_snr`) of the convolved lensed signal.
+
+    Parameters
+    ----------
+    scene : Scene
+    rows : ndarray of int
+        The systems of ``signal``.
+    signal : torch.Tensor, shape (len(rows), bands, H, W)
+
+    Returns
+    -------
+    ndarray, shape (N, bands)
+        NaN for systems without a lensed component.
+    """
+    obs = scene.obs
+    exp_time = np.array([obs.exposure_time(b) for b in obs.bands])
+    snr = np.full((scene.n, len(obs.bands)), np.nan)
+    snr[rows] = optimal_snr(signal.cpu().numpy(), obs.background_sigma(), exp_time)
+    return snr
 
 
 def render(
@@ -240,6 +597,12 @@ def render(
     diagnostics: bool = True,
 ) -> RenderResult:
     """Render a batch of systems.
+
+    The steps: :func:`setup_scene`, :func:`draw_components` (each light component of
+    :data:`skyscan.sim.components.COMPONENTS` for the systems that carry it, lensed ones
+    through :func:`deflector_mass`), :func:`compose_bands`, :func:`convolve` (with the
+    :func:`lensed_signal`), :func:`add_point_sources`, :func:`measure_magnification`,
+    :func:`measure_snr` and :func:`add_noise`.
 
     Parameters
     ----------
@@ -267,165 +630,20 @@ def render(
     -------
     RenderResult
     """
-    # Far profile tails underflow to float32 subnormals, which slow CPU arithmetic up to 30x;
-    # flushing them to zero changes nothing above 1e-38.
-    torch.set_flush_denormal(True)
-    kind = np.asarray(params["kind"])
-    n = len(kind)
-    nb = len(obs.bands)
-    h = w = obs.stamp_size
-    s = obs.supersampling
-    device = torch.device(device)
-    x, y = pixel_grid(h, obs.pixel_scale, s, device=device, dtype=dtype)
-    area = obs.pixel_scale**2
-
-    def evaluate(idx: np.ndarray, fn, *constant_sets, **static) -> torch.Tensor:
-        """Unit-amplitude pixel images of the systems ``idx``; constants are float64 columns."""
-        kern = _pixel_kernel(fn, h, s, area, compile, **static)
-        tables = [np.stack([np.asarray(c, np.float64) for c in cs], axis=1) for cs in constant_sets]
-        out = torch.empty((len(idx), h, w), dtype=dtype, device=device)
-        for start in range(0, len(idx), chunk):
-            stop = min(start + chunk, len(idx))
-            rows = np.arange(start, start + chunk).clip(max=stop - 1)  # pad with the last row
-            consts = [torch.as_tensor(t[rows], device=device).to(dtype) for t in tables]
-            out[start:stop] = kern(x, y, *consts)[: stop - start]
-        return out
-
-    def col(name, idx):
-        return np.asarray(params[name], dtype=np.float64)[idx]
-
-    def amplitudes(prefix: str, idx: np.ndarray, unit_flux: np.ndarray) -> np.ndarray:
-        rates = np.stack([b.mag_to_rate(col(f"{prefix}_mag_{b.name}", idx)) for b in obs.bands], 1)
-        return rates / unit_flux[:, None]
-
-    def sersic(prefix, idx, center=None):
-        cx, cy = center or (f"{prefix}_center_x", f"{prefix}_center_y")
-        return prof.sersic_constants(
-            *(col(f"{prefix}_{k}", idx) for k in ("R_sersic", "n_sersic", "e1", "e2")),
-            col(cx, idx),
-            col(cy, idx),
-        )
-
-    # (systems, unit-amplitude pixel images, per-band amplitudes) for every light component.
-    components: list[tuple[np.ndarray, torch.Tensor, np.ndarray]] = []
-    everyone = np.arange(n)
-    n_sersic = col("lens_n_sersic", everyone)
-    unit = prof.sersic_total_flux(col("lens_R_sersic", everyone), n_sersic)
-    pixels = evaluate(
-        everyone, prof.sersic_kernel, sersic("lens", everyone), roots=prof.sersic_roots(n_sersic)
-    )
-    components.append((everyone, pixels, amplitudes("lens", everyone, unit)))
-
-    lens_idx = np.flatnonzero(kind == "lens")
-    magnification = np.full(n, np.nan)
-    source = None
-    if len(lens_idx):
-        mass = prof.sie_constants(
-            *(
-                col(k, lens_idx)
-                for k in ("theta_E", "e1", "e2", "center_x", "center_y", "gamma1", "gamma2")
-            )
-        )
-        n_sersic = col("source_n_sersic", lens_idx)
-        source_pixels = evaluate(
-            lens_idx,
-            prof.lensed_sersic_kernel,
-            mass,
-            sersic("source", lens_idx),
-            roots=prof.sersic_roots(n_sersic),
-        )
-        unit = prof.sersic_total_flux(col("source_R_sersic", lens_idx), n_sersic)
-        magnification[lens_idx] = source_pixels.sum(dim=(1, 2)).double().cpu().numpy() / unit
-        source = (lens_idx, source_pixels, amplitudes("source", lens_idx, unit))
-        components.append(source)
-
-    idx = np.flatnonzero(kind == "companion")
-    if len(idx):
-        n_sersic = col("companion_n_sersic", idx)
-        unit = prof.sersic_total_flux(col("companion_R_sersic", idx), n_sersic)
-        pixels = evaluate(
-            idx, prof.sersic_kernel, sersic("companion", idx), roots=prof.sersic_roots(n_sersic)
-        )
-        components.append((idx, pixels, amplitudes("companion", idx, unit)))
-
-    idx = np.flatnonzero(kind == "ring")
-    if len(idx):
-        consts = prof.ring_constants(
-            *(
-                col(k, idx)
-                for k in (
-                    "ring_radius",
-                    "ring_width",
-                    "ring_e1",
-                    "ring_e2",
-                    "lens_center_x",
-                    "lens_center_y",
-                )
-            )
-        )
-        unit = prof.ring_total_flux(col("ring_radius", idx), col("ring_width", idx))
-        components.append(
-            (idx, evaluate(idx, prof.ring_kernel, consts), amplitudes("ring", idx, unit))
-        )
-
-    idx = np.flatnonzero(kind == "spiral")
-    if len(idx):
-        consts = prof.spiral_constants(
-            *(
-                col(k, idx)
-                for k in (
-                    "spiral_R_sersic",
-                    "spiral_e1",
-                    "spiral_e2",
-                    "lens_center_x",
-                    "lens_center_y",
-                    "spiral_arms",
-                    "spiral_pitch",
-                    "spiral_amplitude",
-                    "spiral_phase",
-                )
-            )
-        )
-        r = col("spiral_R_sersic", idx)
-        unit = prof.sersic_total_flux(r, np.ones_like(r))
-        components.append(
-            (idx, evaluate(idx, prof.spiral_kernel, consts), amplitudes("spiral", idx, unit))
-        )
-
-    # Bands are weighted sums of the unit-amplitude components.
-    model = torch.zeros((n, nb, h, w), dtype=dtype, device=device)
-    for idx, comp, amp in components:
-        amp_t = torch.as_tensor(amp, dtype=dtype, device=device)
-        if len(idx) == n:
-            model.add_(amp_t[:, :, None, None] * comp[:, None])
-        else:
-            rows = torch.as_tensor(idx, device=device)
-            model.index_add_(0, rows, amp_t[:, :, None, None] * comp[:, None])
-
-    # One convolution call for the scene and, for lenses, the source alone (for the S/N).
-    conv = obs.convolver(device, dtype)
-    if source is not None and diagnostics:
-        idx, pixels, amp = source
-        amp_t = torch.as_tensor(amp, dtype=dtype, device=device)
-        both = conv(torch.cat([model, amp_t[:, :, None, None] * pixels[:, None]]))
-        model, source_image = both[:n], both[n:]
+    scene = setup_scene(params, obs, device, dtype, chunk, compile)
+    layers = draw_components(scene)
+    model = compose_bands(scene, layers)
+    signal = lensed_signal(scene, layers) if diagnostics else None
+    model, signal_image = convolve(scene, model, None if signal is None else signal[1])
+    model = add_point_sources(model, layers)
+    magnification = measure_magnification(scene, layers)
+    if signal is None:
+        snr = np.full((scene.n, len(obs.bands)), np.nan)
     else:
-        model = conv(model)
-
-    idx = np.flatnonzero(kind == "star_blend")
-    if len(idx):
-        model[idx] += _stars(params, idx, obs, device, dtype)
-
-    exp_time = np.array([obs.exposure_time(b) for b in obs.bands])
-    sigma_bkg = obs.background_sigma()
-
-    snr = np.full((n, nb), np.nan)
-    if source is not None and diagnostics:
-        snr[source[0]] = optimal_snr(source_image.cpu().numpy(), sigma_bkg, exp_time)
-
+        snr = measure_snr(scene, signal[0], signal_image)
     if noise_seed is not None:
-        model = add_noise(model, sigma_bkg, exp_time, noise_seed)
-
+        exp_time = np.array([obs.exposure_time(b) for b in obs.bands])
+        model = add_noise(model, obs.background_sigma(), exp_time, noise_seed)
     return RenderResult(
         image=model.to(torch.float32).cpu().numpy(),
         magnification=magnification,
@@ -460,21 +678,3 @@ def add_noise(model: torch.Tensor, sigma_bkg, exposure_time, seed: int):
     var_bkg = torch.as_tensor(np.asarray(sigma_bkg, np.float64) ** 2, **like)[None, :, None, None]
     t = torch.as_tensor(np.asarray(exposure_time, np.float64), **like)[None, :, None, None]
     return model + torch.sqrt(var_bkg + torch.clamp(model, min=0) / t) * normal
-
-
-def _stars(params, idx, obs: Observation, device, dtype) -> torch.Tensor:
-    """Stars as analytic PSFs sampled at pixel centres, normalised like the kernels."""
-    h = obs.stamp_size
-    x, y = pixel_grid(h, obs.pixel_scale, 1, device=device, dtype=torch.float64)
-    sx = torch.as_tensor(np.asarray(params["star_center_x"], np.float64)[idx], device=device)
-    sy = torch.as_tensor(np.asarray(params["star_center_y"], np.float64)[idx], device=device)
-    r2 = (x - sx[:, None]) ** 2 + (y - sy[:, None]) ** 2
-    out = torch.empty((len(idx), len(obs.bands), h, h), dtype=dtype, device=device)
-    for k, band in enumerate(obs.bands):
-        rad = psf_kernel_radius(band)
-        grid = np.arange(-rad, rad + 1) * band.pixel_scale
-        norm = psf_profile(band, grid[None, :] ** 2 + grid[:, None] ** 2).sum()
-        rate = band.mag_to_rate(np.asarray(params[f"star_mag_{band.name}"], np.float64)[idx])
-        star = psf_profile(band, r2) / norm * torch.as_tensor(rate, device=device)[:, None]
-        out[:, k] = star.reshape(len(idx), h, h).to(dtype)
-    return out

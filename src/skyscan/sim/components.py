@@ -1,0 +1,207 @@
+"""The simulator's light components, as one table.
+
+Every system is a deflector-like galaxy plus, depending on its kind, one more light component.
+:data:`COMPONENTS` says, per component, which kinds carry it, whether it is lensed
+(ray-traced through the deflector's SIE + shear) or drawn in the image plane, whether it is
+convolved with the PSF, and the function that renders it.  The population
+(:mod:`skyscan.sim.population`: colour priors, blanking the columns a kind lacks, the label)
+and the renderer (:func:`skyscan.sim.render.render`) both read this table, so adding a
+component is one :class:`LightComponent` entry plus its render function, its priors in the
+config (``simulate.priors.<name>_mag``, ``<name>_colors`` and the shape priors) and their draw
+in :meth:`skyscan.sim.population.Population.draw`.
+
+A component's columns are named ``<name>_...``: its magnitudes ``<name>_mag_<band>`` set its
+per-band amplitudes, and every ``<name>_*`` column is NaN in the rows of kinds that lack it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from skyscan.sim import profiles as prof
+from skyscan.sim.psf import psf_kernel_radius, psf_profile
+
+if TYPE_CHECKING:
+    from skyscan.sim.render import Scene
+
+__all__ = [
+    "KINDS",
+    "LightComponent",
+    "COMPONENTS",
+    "component_names",
+    "carriers",
+    "lensed_kinds",
+    "is_lens",
+]
+
+#: The kinds of systems (column ``kind``), in the order of ``simulate.kinds``.
+KINDS = ("lens", "no_source", "companion", "ring", "spiral", "star_blend")
+
+
+@dataclass(frozen=True)
+class LightComponent:
+    """One light component of the simulated systems.
+
+    Parameters
+    ----------
+    name : str
+        Prefix of the component's columns (``<name>_mag_<band>``, ...) and of its priors.
+    kinds : tuple of str
+        The kinds that carry it; its columns are NaN in the other rows.
+    render : callable
+        ``render(scene, rows, mass)`` draws the component for the systems ``rows`` (indices
+        into the batch) on the scene's grid (see :class:`skyscan.sim.render.Scene`).  ``mass``
+        is the deflector's SIE + shear constants of these rows if ``lensed``, else ``None``.
+        A ``convolved`` component returns its unit-amplitude pixel images ``(m, H, W)`` and
+        their total flux ``(m,)`` (the bands then only scale them by ``<name>_mag_<band>``);
+        one that is not returns its band images ``(m, bands, H, W)`` in e-/s and ``None``.
+    lensed : bool
+        Ray-traced through the deflector's SIE + shear (its light is the lensed signal: the
+        magnification and S/N are measured on it, and kinds carrying it are labelled 1) rather
+        than drawn in the image plane.
+    convolved : bool
+        Drawn unconvolved on the super-sampled grid and convolved with the PSF on the pixel
+        grid; ``False`` for a point source drawn as the PSF itself, added after convolution.
+    """
+
+    name: str
+    kinds: tuple[str, ...]
+    render: Callable[..., tuple[torch.Tensor, np.ndarray | None]]
+    lensed: bool = False
+    convolved: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kinds", tuple(self.kinds))
+        unknown = sorted(set(self.kinds) - set(KINDS))
+        if unknown:
+            raise ValueError(f"component {self.name!r}: unknown kind(s) {unknown}")
+        if self.lensed and not self.convolved:
+            raise ValueError(f"component {self.name!r}: a lensed component must be convolved")
+
+
+def _sersic_light(name: str):
+    """Render function of an unlensed elliptical Sersic whose columns start with ``name``."""
+
+    def render(scene: Scene, rows: np.ndarray, mass=None):
+        n_sersic = scene.col(f"{name}_n_sersic", rows)
+        unit = prof.sersic_total_flux(scene.col(f"{name}_R_sersic", rows), n_sersic)
+        pixels = scene.evaluate(
+            rows, prof.sersic_kernel, scene.sersic(name, rows), roots=prof.sersic_roots(n_sersic)
+        )
+        return pixels, unit
+
+    render.__name__ = render.__qualname__ = f"render_{name}"
+    return render
+
+
+def render_source(scene: Scene, rows: np.ndarray, mass):
+    """The Sersic source behind the deflector, ray-traced through its SIE + shear."""
+    n_sersic = scene.col("source_n_sersic", rows)
+    pixels = scene.evaluate(
+        rows,
+        prof.lensed_sersic_kernel,
+        mass,
+        scene.sersic("source", rows),
+        roots=prof.sersic_roots(n_sersic),
+    )
+    return pixels, prof.sersic_total_flux(scene.col("source_R_sersic", rows), n_sersic)
+
+
+def render_ring(scene: Scene, rows: np.ndarray, mass=None):
+    """A Gaussian ring about the central galaxy's centre."""
+    names = ("ring_radius", "ring_width", "ring_e1", "ring_e2", "lens_center_x", "lens_center_y")
+    consts = prof.ring_constants(*(scene.col(k, rows) for k in names))
+    unit = prof.ring_total_flux(scene.col("ring_radius", rows), scene.col("ring_width", rows))
+    return scene.evaluate(rows, prof.ring_kernel, consts), unit
+
+
+def render_spiral(scene: Scene, rows: np.ndarray, mass=None):
+    """An exponential disk with logarithmic spiral arms about the central galaxy's centre."""
+    names = (
+        "spiral_R_sersic",
+        "spiral_e1",
+        "spiral_e2",
+        "lens_center_x",
+        "lens_center_y",
+        "spiral_arms",
+        "spiral_pitch",
+        "spiral_amplitude",
+        "spiral_phase",
+    )
+    consts = prof.spiral_constants(*(scene.col(k, rows) for k in names))
+    r = scene.col("spiral_R_sersic", rows)
+    unit = prof.sersic_total_flux(r, np.ones_like(r))
+    return scene.evaluate(rows, prof.spiral_kernel, consts), unit
+
+
+def render_star(scene: Scene, rows: np.ndarray, mass=None):
+    """A star: the analytic PSF of each band sampled at pixel centres, normalised like the
+    convolution kernels (already convolved, so added after the convolution)."""
+    obs, device = scene.obs, scene.device
+    h = obs.stamp_size
+    x, y = scene.grid(1, torch.float64)
+    sx = torch.as_tensor(scene.col("star_center_x", rows), device=device)
+    sy = torch.as_tensor(scene.col("star_center_y", rows), device=device)
+    r2 = (x - sx[:, None]) ** 2 + (y - sy[:, None]) ** 2
+    out = torch.empty((len(rows), len(obs.bands), h, h), dtype=scene.dtype, device=device)
+    for k, band in enumerate(obs.bands):
+        rad = psf_kernel_radius(band)
+        grid = np.arange(-rad, rad + 1) * band.pixel_scale
+        norm = psf_profile(band, grid[None, :] ** 2 + grid[:, None] ** 2).sum()
+        rate = band.mag_to_rate(scene.col(f"star_mag_{band.name}", rows))
+        star = psf_profile(band, r2) / norm * torch.as_tensor(rate, device=device)[:, None]
+        out[:, k] = star.reshape(len(rows), h, h).to(scene.dtype)
+    return out, None
+
+
+#: The light components, in rendering order (which fixes the float summation order).
+COMPONENTS: tuple[LightComponent, ...] = (
+    LightComponent("lens", KINDS, _sersic_light("lens")),  # the deflector-like central galaxy
+    LightComponent("source", ("lens",), render_source, lensed=True),
+    LightComponent("companion", ("companion",), _sersic_light("companion")),
+    LightComponent("ring", ("ring",), render_ring),
+    LightComponent("spiral", ("spiral",), render_spiral),
+    LightComponent("star", ("star_blend",), render_star, convolved=False),
+)
+
+
+def _check_table(components) -> None:
+    names = [c.name for c in components]
+    if len(set(names)) != len(names):
+        raise ValueError(f"light components must have distinct names, got {names}")
+    for a in names:
+        for b in names:
+            if a != b and b.startswith(a + "_"):
+                raise ValueError(f"component {b!r} would share the columns of {a!r}")
+    for kind in KINDS:
+        lensed = [c.name for c in components if c.lensed and kind in c.kinds]
+        if len(lensed) > 1:  # the magnification and S/N are per row, of one lensed component
+            raise ValueError(f"kind {kind!r} carries more than one lensed component: {lensed}")
+
+
+_check_table(COMPONENTS)
+
+
+def component_names() -> tuple[str, ...]:
+    """Names of the light components, in table order."""
+    return tuple(c.name for c in COMPONENTS)
+
+
+def carriers(component: LightComponent, kind: np.ndarray) -> np.ndarray:
+    """Boolean mask of the rows whose ``kind`` carries ``component``."""
+    return np.isin(np.asarray(kind).astype(str), component.kinds)
+
+
+def lensed_kinds() -> tuple[str, ...]:
+    """The kinds that carry a lensed component (the strong lenses, label 1)."""
+    return tuple(k for k in KINDS if any(c.lensed and k in c.kinds for c in COMPONENTS))
+
+
+def is_lens(kind: np.ndarray) -> np.ndarray:
+    """Boolean mask of the rows whose ``kind`` is a strong lens (carries a lensed component)."""
+    return np.isin(np.asarray(kind).astype(str), lensed_kinds())
