@@ -100,9 +100,7 @@ def plot_completeness(
     return out
 
 
-def plot_score_histograms(
-    scores, kinds, threshold: float, path, positive_kinds=("lens",), fpr=0.01
-):
+def plot_score_histograms(scores, kinds, threshold: float, path, positive_kinds=(), fpr=0.01):
     """Score distributions per kind: which negatives look most like positives."""
     plt = _pyplot()
     kinds = np.asarray(kinds)

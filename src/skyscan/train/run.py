@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from skyscan.config import config_hash
-from skyscan.core.errors import ResourceError
+from skyscan.core.errors import InputFileError, ResourceError
 from skyscan.models import count_macs, count_parameters
 
 __all__ = ["train"]
@@ -135,11 +135,17 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
     test_images = dm.datasets["test"]
     batch, _ = test_images.__getitems__(list(range(min(tc["export_batch"], len(test_images)))))
     shape = tuple(spec["shape"])
-    manifest = json.loads((Path(dataset_dir) / "manifest.json").read_text())
+    manifest_path = Path(dataset_dir) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    if "case" not in manifest:
+        raise InputFileError(
+            f"{manifest_path}: names no science case (built by an older skyscan: rebuild it)",
+            path=manifest_path,
+        )
     card = ModelCard(
         name=f"skyscan-{tc['model']}",
         model=tc["model"],
-        case=manifest.get("case", "lenses"),
+        case=manifest["case"],
         bands=spec["bands"],
         input_shape=list(shape),
         pixel_scale=manifest.get("pixel_scale"),
