@@ -1,6 +1,7 @@
 # Two entry points for a fresh machine (see README.md):
 #   make run    set up .venv and run the default workflow (config.yaml) on CORES cores
-#   make test   set up .venv and run the test suite
+#   make test   set up .venv and run the whole test suite (what CI runs; slow tests included)
+#   make test-fast   the same without the tests marked slow (the inner loop)
 # Override TORCH to choose another build of PyTorch, e.g. a CUDA one on a GPU node.
 
 PYTHON ?= python3
@@ -12,7 +13,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.skyscan-installed
 
-.PHONY: setup run test test-all lint clean
+.PHONY: setup run test test-fast lint clean
 
 setup: $(STAMP)
 
@@ -30,11 +31,12 @@ run: setup
 test: setup
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-all: setup
-	$(BIN)/pytest -m "" $(PYTEST_ARGS)
+test-fast: setup
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check src tests scripts
+	$(BIN)/lint-imports
 	$(BIN)/snakemake --lint
 
 clean:

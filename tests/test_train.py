@@ -1,37 +1,29 @@
-"""Training: augmentation, a tiny train -> export -> evaluate run, resumption, mismatches."""
+"""Training: augmentation, the shared trained model (export, threshold, quality), resumption,
+and a model that does not match its data."""
 
 import json
+import shutil
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 
-from skyscan.config import load_config
-from skyscan.data.datasets import build_dataset
-from skyscan.sim.simulate import SimulationPlan, run_simulation
+from skyscan.core.errors import InputFileError, MismatchError
+from skyscan.models.card import ModelCard, load_model, read_card
 from skyscan.train.datamodule import StampDataModule, dihedral_augment
 
 pytest.importorskip("lightning")
 
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    config = load_config(
-        None,
-        {
-            "seed": 5,
-            "simulate": {"n": 500, "shard_size": 250},
-            "train": {"epochs": 2, "batch_size": 64},
-        },
-    )
-    shards = run_simulation(SimulationPlan.from_config(config), root / "sims", show_progress=False)
-    build_dataset(shards, root / "ds", config)
-    return root / "ds", config
+#: The shared model's test AUROC must fall in this band (measured 0.77 on 2 cores with torch
+#: 2.13.0 CPU; the band allows other platforms' last bits and is far above chance).
+AUROC_BAND = (0.68, 0.95)
+#: ... and beat the same architecture untrained, on the same split, by at least this much.
+MARGIN_OVER_UNTRAINED = 0.12
 
 
-def test_augmentation_keeps_labels_and_content(dataset):
-    dm = StampDataModule(dataset[0], batch_size=32)
+def test_augmentation_keeps_labels_and_content(trained):
+    dm = StampDataModule(trained.dataset, batch_size=32)
     images, labels = next(iter(dm.train_dataloader()))
     out = dihedral_augment(images, torch.Generator().manual_seed(0))
     assert out.shape == images.shape
@@ -39,7 +31,7 @@ def test_augmentation_keeps_labels_and_content(dataset):
         variants = [torch.rot90(images[i], k, (-2, -1)) for k in range(4)]
         variants += [torch.rot90(torch.flip(images[i], (-1,)), k, (-2, -1)) for k in range(4)]
         assert any(torch.equal(out[i], v) for v in variants)
-    # labels pass through the module's hook untouched
+    assert not torch.equal(out, images)  # the generator did transform some stamps
     from skyscan.train.module import Classifier
 
     module = Classifier(model="fast", in_channels=3)
@@ -47,34 +39,65 @@ def test_augmentation_keeps_labels_and_content(dataset):
     assert torch.equal(same_labels, labels)
 
 
-def test_train_export_evaluate(dataset, tmp_path):
-    from skyscan.evaluate.report import evaluate
-    from skyscan.models.card import load_model
-    from skyscan.train.run import train
-
-    ds, config = dataset
-    card = train(config, ds, tmp_path / "model")
-    for name in (
-        "model.ts",
-        "model.onnx",
-        "model_card.json",
-        "checkpoints/best.ckpt",
-        "checkpoints/last.ckpt",
-        "logs/version_0/metrics.csv",
-    ):
-        assert (tmp_path / "model" / name).is_file(), name
-    check = card["export_check"]
+def test_export_and_card(trained):
+    model_dir = trained.model
+    for name in ("model.ts", "model.onnx", "checkpoints/best.ckpt", "checkpoints/last.ckpt"):
+        assert (model_dir / name).stat().st_size > 10_000, name
+    card = read_card(model_dir / "model_card.json")
+    assert card == trained.card
+    assert card.case == "lenses" and card.model == "fast"
+    assert card.bands == ["g", "r", "i"] and card.input_shape == [3, 33, 33]
+    assert card.pixel_scale == pytest.approx(0.2) and card.survey == "lsst"
+    assert card.preprocessing["method"] == "noise-scaled-clip"
+    check = card.export_check
     assert check["torchscript_max_abs_diff"] <= 1e-4 and check["onnx_max_abs_diff"] <= 1e-4
-    assert card["bands"] == ["g", "r", "i"] and card["input_shape"] == [3, 45, 45]
-    assert card["preprocessing"]["method"] == "noise-scaled-clip"
-    assert 0 <= card["test_metrics"]["auroc"] <= 1 and card["training"]["config_hash"]
+    # the exported model gives the logits the evaluation recorded
+    model, _ = load_model(model_dir / "model_card.json")
+    images = np.load(trained.dataset / "test" / "images.npy")[:16]
+    scores = pq.read_table(trained.evaluation / "scores.parquet").column("logit").to_numpy()
+    with torch.inference_mode():
+        logits = model(torch.from_numpy(images)).numpy()
+    np.testing.assert_allclose(logits, scores[:16], atol=1e-5)
 
-    metrics = evaluate(tmp_path / "model" / "model_card.json", ds, tmp_path / "eval", config)
-    for key in ("auroc", "tpr_at_fpr_1pct", "tpr0", "tpr10", "completeness_grid", "n_test"):
-        assert key in metrics
-    assert metrics["auroc"] == pytest.approx(card["test_metrics"]["auroc"], abs=1e-6)
+
+def test_threshold_is_chosen_on_validation(trained):
+    from skyscan.evaluate.metrics import threshold_at_fpr
+    from skyscan.evaluate.scoring import score_split
+
+    threshold = trained.card.threshold
+    assert threshold["split"] == "val" and threshold["fpr"] == 0.01
+    model, card = load_model(trained.model / "model_card.json")
+    logits, meta = score_split(model, card, trained.dataset, "val")
+    labels = meta.column("label").to_numpy()
+    assert threshold["n_negatives"] == int((labels == 0).sum())
+    assert threshold["logit"] == pytest.approx(threshold_at_fpr(labels, logits, 0.01))
+    # at most 1% of the validation negatives lie above it
+    assert (logits[labels == 0] > threshold["logit"]).mean() <= 0.01
+
+
+def test_trained_model_beats_the_untrained_baseline(trained):
+    from skyscan.evaluate.metrics import auroc
+    from skyscan.evaluate.scoring import score_split
+    from skyscan.models import get_model
+
+    metrics = trained.metrics
+    assert metrics["n_test"] >= 150 and metrics["n_positive"] >= 60
+    assert AUROC_BAND[0] <= metrics["auroc"] <= AUROC_BAND[1], metrics["auroc"]
+    assert metrics["auroc"] == pytest.approx(trained.card.test_metrics["auroc"], abs=1e-9)
+    torch.manual_seed(int(trained.config["seed"]))
+    untrained = get_model("fast", in_channels=3).eval()
+    logits, meta = score_split(untrained, trained.card, trained.dataset, "test")
+    baseline = auroc(meta.column("label").to_numpy(), logits)
+    assert metrics["auroc"] >= baseline + MARGIN_OVER_UNTRAINED, (metrics["auroc"], baseline)
+
+
+def test_evaluation_products(trained):
+    metrics = trained.metrics
+    assert metrics["case"] == "lenses"
+    assert json.loads((trained.evaluation / "metrics.json").read_text()) == json.loads(
+        json.dumps(metrics)
+    )
     for name in (
-        "metrics.json",
         "scores.parquet",
         "roc.png",
         "completeness.png",
@@ -83,55 +106,53 @@ def test_train_export_evaluate(dataset, tmp_path):
         "missed_lenses.png",
         "comparison.md",
     ):
-        assert (tmp_path / "eval" / name).stat().st_size > 0, name
-    assert "| TPR0 |" in (tmp_path / "eval" / "comparison.md").read_text()
+        assert (trained.evaluation / name).stat().st_size > (5000 if ".png" in name else 300), name
+    grid = metrics["completeness_grid"]
+    assert sum(map(sum, grid["counts"])) == metrics["n_positive"]
+    assert metrics["headline"]["n_lenses"] <= metrics["n_positive"]
+    assert metrics["tpr0"] <= metrics["tpr10"] <= 1
+    assert set(metrics["false_positive_rate_by_kind"]) == {"no_source"}
+    table = (trained.evaluation / "comparison.md").read_text()
+    assert f"| AUROC | {metrics['auroc']:.3f} |" in table
+    assert list(trained.evaluation.glob(".*.tmp")) == []
 
-    # the exported model scores like the checkpoint
-    model, _ = load_model(tmp_path / "model" / "model_card.json")
-    assert isinstance(model(torch.zeros(2, 3, 45, 45)), torch.Tensor)
 
-
-def test_resume_from_last_checkpoint(dataset, tmp_path):
+def test_resume_from_last_checkpoint(trained, tmp_path):
     import csv
 
     from skyscan.train.run import train
 
-    ds, config = dataset
-    train(config, ds, tmp_path)
-    more = json.loads(json.dumps(config))
-    more["train"]["epochs"] = 3
-    train(more, ds, tmp_path)
+    shutil.copytree(trained.model, tmp_path / "model")
+    more = json.loads(json.dumps(trained.config))
+    more["train"]["epochs"] = trained.config["train"]["epochs"] + 1
+    train(more, trained.dataset, tmp_path / "model")
 
     def rows(version):
-        with open(tmp_path / "logs" / f"version_{version}" / "metrics.csv") as fh:
+        path = tmp_path / "model" / "logs" / f"version_{version}" / "metrics.csv"
+        with open(path) as fh:
             return [(int(r["epoch"]), int(r["step"])) for r in csv.DictReader(fh)]
 
     first, second = rows(0), rows(1)
-    assert {e for e, _ in first} == {0, 1}
-    # the resumed run continues from the last step instead of retraining epochs 0 and 1
+    epochs = trained.config["train"]["epochs"]
+    assert {e for e, _ in first} == set(range(epochs))
+    # the resumed run continues from the last step instead of retraining the first epochs
+    assert {e for e, _ in second} == {epochs}
     assert min(step for _, step in second) >= max(step for _, step in first)
-    assert max(e for e, _ in second) == 2
 
 
-def test_model_that_does_not_match_the_data(dataset, tmp_path):
+def test_model_that_does_not_match_the_data(trained, tmp_path):
     from skyscan.evaluate.report import evaluate
     from skyscan.evaluate.scoring import score_split
 
-    ds, config = dataset
-    card = {
-        "preprocessing": {
-            "method": "noise-scaled-clip",
-            "bands": ["g", "r"],
-            "shape": [2, 45, 45],
-            "scale": [1, 1],
-            "clip": 250,
-        }
-    }
-    with pytest.raises(ValueError, match=r"bands \['g', 'r', 'i'\] do not match the model's"):
-        score_split(lambda x: x, card, ds, "test")
-    card["preprocessing"].update(bands=["g", "r", "i"], shape=[3, 33, 33])
-    with pytest.raises(ValueError, match="cutout shape"):
-        score_split(lambda x: x, card, ds, "test")
-    with pytest.raises(FileNotFoundError, match="model card"):
-        evaluate(tmp_path / "missing.json", ds, tmp_path, config)
-    assert np.isfinite(1.0)
+    card = trained.card
+    two_bands = card.replace(
+        preprocessing={**card.preprocessing, "bands": ["g", "r"], "shape": [2, 33, 33]}
+    )
+    with pytest.raises(MismatchError, match=r"bands \['g', 'r', 'i'\] do not match the model's"):
+        score_split(lambda x: x, two_bands, trained.dataset, "test")
+    bigger = card.replace(preprocessing={**card.preprocessing, "shape": [3, 45, 45]})
+    with pytest.raises(MismatchError, match="cutout shape"):
+        score_split(lambda x: x, bigger, trained.dataset, "test")
+    with pytest.raises(InputFileError, match="model card .*missing.json does not exist"):
+        evaluate(tmp_path / "missing.json", trained.dataset, tmp_path, trained.config)
+    assert isinstance(card, ModelCard)

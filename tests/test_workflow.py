@@ -51,6 +51,15 @@ def test_workflow_runs_and_resumes(small_config, tmp_path):
     assert (results / "logs" / "simulate" / "shard-00000.log").exists()
     assert (results / "search" / "candidates.parquet").is_file()
     assert (results / "skymaps" / "skymaps.fits").is_file()
+    # the run stamped the folder with its config: the same config says nothing, another warns
+    assert (results / ".skyscan-config.json").is_file()
+    assert "different config" not in result.stderr
+    other = yaml.safe_load(small_config.read_text())
+    other["seed"] = 7
+    other_path = tmp_path / "other.yaml"
+    other_path.write_text(yaml.safe_dump(other))
+    warned = snakemake("-n", "--configfile", str(other_path), cwd=tmp_path)
+    assert "written by a different config" in warned.stderr
     # nothing to redo
     again = snakemake("--cores", "2", "--configfile", str(small_config), "-n", cwd=tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr

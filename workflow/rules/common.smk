@@ -25,6 +25,40 @@ config.update(_validated)
 RESULTS = config["results"]
 LOGS = f"{RESULTS}/logs"
 
+
+# Which config made the results folder: a run into a folder made by a different config warns
+# first (its changed stages will be rerun and overwrite what is there).
+from skyscan.config import config_hash  # noqa: E402
+from skyscan.core.atomic import write_json_atomic  # noqa: E402
+
+RESULTS_STAMP = Path(RESULTS) / ".skyscan-config.json"
+CONFIG_ID = {
+    "config_hash": config_hash(config),
+    "configfiles": [str(f) for f in getattr(workflow, "configfiles", [])],
+}
+
+
+def _warn_if_other_config():
+    try:
+        previous = json.loads(RESULTS_STAMP.read_text())
+    except (OSError, ValueError):
+        return
+    if previous.get("config_hash") != CONFIG_ID["config_hash"]:
+        made_by = ", ".join(previous.get("configfiles") or []) or "another config"
+        print(
+            f"warning: {RESULTS}/ was written by a different config ({made_by}); the stages "
+            "whose settings differ will be rerun and overwrite their outputs there. Set "
+            "`results:` to another folder to keep both.",
+            file=sys.stderr,
+        )
+
+
+_warn_if_other_config()
+
+
+onstart:
+    write_json_atomic(RESULTS_STAMP, CONFIG_ID)
+
 def _uses_conda():
     try:
         from snakemake.settings.types import DeploymentMethod

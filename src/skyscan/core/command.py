@@ -49,7 +49,6 @@ class CommandParser(argparse.ArgumentParser):
     """
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
         common = self.add_argument_group("common options")
         common.add_argument(

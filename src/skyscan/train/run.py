@@ -107,8 +107,13 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
         filename="best",
         monitor="val_auroc",
         mode="max",
-        save_last=True,
         enable_version_counter=False,
+    )
+    # The state after every epoch, for resuming.  Not `save_last=True` on the callback above:
+    # with a monitor, Lightning 2.6 rewrites last.ckpt only when the best one improves, so a
+    # resumed run restarted from the best epoch, not the last.
+    last_cb = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False
     )
     trainer = L.Trainer(
         max_epochs=tc["epochs"],
@@ -117,7 +122,7 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
         devices=1,
         precision="bf16-mixed" if gpu else "32-true",
         deterministic="warn",
-        callbacks=[best_cb, _epoch_log_callback()],
+        callbacks=[best_cb, last_cb, _epoch_log_callback()],
         # One CSV per run (logs/version_N): a resumed run adds its epochs beside the first.
         logger=CSVLogger(out_dir, name="logs"),
         log_every_n_steps=10,
