@@ -28,9 +28,9 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
+from skyscan.models.card import load_model  # noqa: E402
 from skyscan.search.run import plan_search, score_partition  # noqa: E402
 from skyscan.tiles.io import find_tiles, read_tile_wcs  # noqa: E402
-from skyscan.models.card import load_model  # noqa: E402
 
 GPU_TFLOPS = 100.0  # assumed effective bf16 rate of one modern GPU on these small convolutions
 

@@ -90,6 +90,14 @@ def validate_config(config: Mapping) -> dict:
     errors = sorted(validator.iter_errors(instance), key=lambda e: (len(e.absolute_path), e.path))
     if errors:
         raise ConfigError(_describe(errors[0]))
+    from skyscan.core import case
+
+    if instance["case"] not in case.default_registry.names():
+        raise ConfigError(
+            f"config key 'case': unknown case {instance['case']!r} "
+            f"(allowed: {', '.join(case.default_registry.names())})",
+            key="case",
+        )
     return instance
 
 
@@ -116,11 +124,20 @@ def load_config(path: str | Path | None = None, overrides: Mapping | None = None
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+            raise ConfigError(
+                f"config file {str(path)!r} is not valid YAML: {_yaml_problem(exc)}", path=path
+            ) from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
     data = _merge(data, overrides or {})
     return validate_config(data)
+
+
+def _yaml_problem(exc) -> str:
+    """One line for a YAML parse error: where (line, column) and what."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
 
 
 def _merge(base: dict, overrides: Mapping) -> dict:

@@ -38,7 +38,9 @@ def _run(args) -> int:
     from skyscan.config import load_config
     from skyscan.data.datasets import build_dataset
 
-    manifest = build_dataset(args.shards, args.out, load_config(args.config), progress=True)
+    manifest = build_dataset(
+        args.shards, args.out, load_config(args.config), progress=not args.quiet
+    )
     print(json.dumps(manifest["splits"], indent=1))
     return 0
 

@@ -53,8 +53,6 @@ def main(argv=None) -> int:
 def _run(args) -> int:
     from pathlib import Path
 
-    import torch
-
     from skyscan.config import load_config
     from skyscan.core.case import get_case
     from skyscan.core.errors import UsageError
@@ -77,6 +75,8 @@ def _run(args) -> int:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     out = Path(args.out) if args.out else Path(config["results"]) / "sims"
     if args.workers == 1:
+        import torch
+
         torch.set_num_threads(1)
     paths = get_case(config["case"]).simulate(
         config, out, shards=args.shard, workers=args.workers, show_progress=not args.quiet

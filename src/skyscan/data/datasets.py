@@ -154,14 +154,14 @@ def build_dataset(
         if n_bad:
             rejected[str(path)] = n_bad
             fraction = n_bad / len(good)
-            log.warning(
-                "%s: %d of %d images hold NaN or infinite pixels; dropped", path, n_bad, len(good)
-            )
             if fraction > ds["max_bad_fraction"]:
                 raise DatasetError(
                     f"{path}: {n_bad} of {len(good)} images hold NaN or infinite pixels "
                     f"({fraction:.1%} > dataset.max_bad_fraction = {ds['max_bad_fraction']:.1%})"
                 )
+            log.warning(
+                "%s: %d of %d images hold NaN or infinite pixels; dropped", path, n_bad, len(good)
+            )
         tables.append(table)
         good_masks.append(good)
     index = np.concatenate([t.column("index").to_numpy() for t in tables])

@@ -13,7 +13,7 @@ from torch import nn
 
 from skyscan.core.errors import ConfigError
 
-__all__ = ["get_model", "MODELS", "register", "count_parameters", "count_macs"]
+__all__ = ["get_model", "model_names", "MODELS", "register", "count_parameters", "count_macs"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -42,6 +42,12 @@ def get_model(name: str, **kwargs) -> nn.Module:
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r} (allowed: {', '.join(sorted(MODELS))})")
     return MODELS[name](**kwargs)
+
+
+def model_names() -> list[str]:
+    """Names of the registered models, sorted."""
+    _load_builtin()
+    return sorted(MODELS)
 
 
 def _load_builtin() -> None:

@@ -102,6 +102,14 @@ def plan_search(
             usable[tile.name] = read_tile_wcs(tile)
         except TileError as exc:
             problems[tile.name] = str(exc)
+    if not usable:  # nothing to search: say why rather than write an empty catalog
+        _write_json(Path(out_dir) / "failures.json", problems)
+        name, reason = next(iter(sorted(problems.items())))
+        raise TileError(
+            f"{tile_folder}: none of the {len(problems)} tile(s) is usable ({name}: {reason}; "
+            f"every reason in {Path(out_dir) / 'failures.json'})",
+            path=tile_folder,
+        )
     catalog_path = Path(catalog_path)
     catalog = _read_catalog(catalog_path)
     ra = catalog.column("ra").to_numpy().astype(np.float64)

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from skyscan.config import config_hash
-from skyscan.core.errors import InputFileError, ResourceError
-from skyscan.models import count_macs, count_parameters
+from skyscan.core.errors import ConfigError, InputFileError, ResourceError
+from skyscan.models import count_macs, count_parameters, model_names
 
 __all__ = ["train"]
 
@@ -68,6 +68,13 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
     ModelCard
         The model card.
     """
+    name = config["train"]["model"]
+    if name not in model_names():  # before the slow imports and the dataset
+        raise ConfigError(
+            f"config key 'train.model': unknown model {name!r} "
+            f"(allowed: {', '.join(model_names())})",
+            key="train.model",
+        )
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
