@@ -38,3 +38,24 @@ def test_models_output_one_logit(name, bands, size):
 def test_unknown_model():
     with pytest.raises(ConfigError, match="unknown model 'resnet9' \\(allowed: deeplens, fast\\)"):
         get_model("resnet9")
+
+
+def test_registry_refuses_a_duplicate_name():
+    from torch import nn
+
+    from skyscan.core.errors import ConfigError
+    from skyscan.models import MODELS, get_model, register
+
+    get_model("fast", in_channels=1)  # loads the built-in models
+
+    class Impostor(nn.Module):
+        pass
+
+    with pytest.raises(ConfigError, match="'fast' is already registered"):
+        register("fast")(Impostor)
+    original = MODELS["fast"]
+    try:
+        register("fast", force=True)(Impostor)
+        assert MODELS["fast"] is Impostor
+    finally:
+        MODELS["fast"] = original

@@ -157,6 +157,8 @@ def run_guarded(prog: str, fn: Callable[[], int | None], debug: bool = False) ->
         raise
     except Exception as exc:  # noqa: BLE001  (the one guard: every error becomes one line)
         code, message = _classify(exc)
+        # One line, whatever a library put in the message.
+        message = "; ".join(part.strip() for part in message.splitlines() if part.strip())
         if debug:
             import traceback
 

@@ -171,6 +171,14 @@ def build_dataset(
     case = get_case(config["case"])
     for path, table in zip(shards, tables, strict=True):
         kinds = table.column("kind").to_pylist()
+        unknown = sorted(set(kinds) - set(case.kinds))
+        if unknown:
+            raise DatasetError(
+                f"{path}: kind(s) {', '.join(unknown)} are not kinds of case {case.name!r} "
+                f"(allowed: {', '.join(case.kinds)}): set `case:` to the case it was "
+                "simulated for",
+                path=path,
+            )
         if not np.array_equal(case.label(kinds), table.column("label").to_numpy()):
             raise DatasetError(
                 f"{path}: its labels do not follow case {case.name!r} (positives are "

@@ -18,10 +18,24 @@ __all__ = ["get_model", "model_names", "MODELS", "register", "count_parameters",
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
-def register(name: str):
-    """Decorator adding a model class or factory to the registry under ``name``."""
+def register(name: str, force: bool = False):
+    """Decorator adding a model class or factory to the registry under ``name``.
+
+    A name already taken by another factory is refused unless ``force`` (re-importing the
+    same module registers the same factory again, which is harmless).
+    """
 
     def add(factory):
+        old = MODELS.get(name)
+        same = old is not None and (
+            getattr(old, "__module__", None),
+            getattr(old, "__qualname__", None),
+        ) == (getattr(factory, "__module__", None), getattr(factory, "__qualname__", None))
+        if old is not None and not same and not force:
+            raise ConfigError(
+                f"model {name!r} is already registered by {old.__module__} "
+                "(pass force=True to replace it)"
+            )
         MODELS[name] = factory
         return factory
 
