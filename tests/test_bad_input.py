@@ -347,6 +347,18 @@ ROWS = [
         r"{tmp}/cat\.parquet: catalog lacks column\(s\) ra, dec \(degrees\)",
     ),
     (
+        "train-no-gpu",
+        lambda t, s: [
+            "train",
+            "--dataset",
+            s.dataset,
+            "--config",
+            _config(t, "train:\n  accelerator: gpu\n"),
+        ],
+        3,
+        r"config key 'train\.accelerator' is 'gpu' but no CUDA device is visible",
+    ),
+    (
         "simulate-workers-0",
         lambda t, s: ["simulate", "--n", "4", "--workers", "0"],
         2,
@@ -357,6 +369,8 @@ ROWS = [
 
 @pytest.mark.parametrize("build, code, pattern", [r[1:] for r in ROWS], ids=[r[0] for r in ROWS])
 def test_bad_input_is_one_line_with_its_exit_code(shared, tmp_path, build, code, pattern):
+    if code == 3 and torch.cuda.is_available():
+        pytest.skip("a GPU is visible here")
     argv = [str(a) for a in build(tmp_path, shared)]
     verb = argv[0]
     out = tmp_path / "out"  # every verb writes there (preview: a PNG in it)

@@ -26,6 +26,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model card (bands and science case)")
     p.add_argument("--metrics", required=True, help="evaluation metrics.json (threshold)")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--pattern", help="tile file names, with {tile} and {band} (default: search.pattern)"
+    )
     p.add_argument("--truth", help="truth catalog of the tiles (injection-recovery)")
     p.add_argument("--config", help="YAML/JSON config (skymaps, search keys)")
     return p
@@ -63,9 +66,8 @@ def _run(args) -> int:
             f"{metrics_path}: not an evaluation metrics.json ({type(exc).__name__}: {exc})",
             path=metrics_path,
         ) from None
-    tiles, _ = find_tiles(
-        args.tiles, card.bands, config["search"]["pattern"], config["search"]["hdu"]
-    )
+    pattern = args.pattern or config["search"]["pattern"]
+    tiles, _ = find_tiles(args.tiles, card.bands, pattern, config["search"]["hdu"])
     usable = []
     for tile in tiles:
         try:
