@@ -20,8 +20,6 @@ from skyscan.core.errors import ConfigError
 __all__ = ["Band", "Survey", "SURVEYS", "get_survey", "get_bands", "ConfigError"]
 
 
-
-
 PSF_TYPES = ("gaussian", "moffat")
 
 
