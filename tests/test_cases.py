@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -62,9 +63,6 @@ class BlobCase(Case):
     positive, positives, negatives = "blob", "blobs", "blanks"
     positive_kinds = ("blob",)
     negative_kinds = ("blank",)
-
-    def score_columns(self, names):
-        return [c for c in names if c in ("index", "kind", "label", "flux", "sigma")]
 
     def strata(self, meta, spec):
         return Strata(
@@ -165,6 +163,8 @@ def test_a_second_case_runs_through_the_shared_stages(blobs_registered, tmp_path
     for stem in blobs_registered.evaluation_plots:
         assert (tmp_path / "ev" / f"{stem}.png").stat().st_size > 1000, stem
     assert (tmp_path / "ev" / "comparison.md").read_text().startswith("| AUROC |")
+    scores = pq.read_table(tmp_path / "ev" / "scores.parquet")
+    assert scores.column_names == ["index", "kind", "label", "logit", "score"]
 
 
 def test_a_dataset_refuses_shards_of_another_case(tmp_path):

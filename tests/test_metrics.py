@@ -49,7 +49,7 @@ def test_completeness_grid_by_hand():
 
 
 def test_bad_inputs():
-    with pytest.raises(ValueError, match="both lenses and non-lenses"):
+    with pytest.raises(ValueError, match="both positives and negatives"):
         M.auroc([1, 1], [0.1, 0.2])
     with pytest.raises(ValueError, match="NaN"):
         M.auroc([0, 1], [np.nan, 0.2])

@@ -20,6 +20,7 @@ SCRIPT = ROOT / "scripts" / "slurm_local.sh"
 
 pytestmark = [
     pytest.mark.slurm,
+    pytest.mark.slow,
     pytest.mark.skipif(
         os.geteuid() != 0 or shutil.which("slurmctld") is None,
         reason="needs root and slurm-wlm (scripts/slurm_local.sh install)",

@@ -39,6 +39,7 @@ def test_default_config_dry_run():
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_workflow_runs_and_resumes(small_config, tmp_path):
     result = snakemake("--cores", "2", "--configfile", str(small_config), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

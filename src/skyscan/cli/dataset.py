@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from skyscan.core.command import CommandParser
+from skyscan.core.command import CommandParser, show_progress
 
 PROG = "skyscan dataset"
 
@@ -39,7 +39,7 @@ def _run(args) -> int:
     from skyscan.data.datasets import build_dataset
 
     manifest = build_dataset(
-        args.shards, args.out, load_config(args.config), progress=not args.quiet
+        args.shards, args.out, load_config(args.config), progress=show_progress(args)
     )
     print(json.dumps(manifest["splits"], indent=1))
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from skyscan.core.command import CommandParser
+from skyscan.core.command import CommandParser, show_progress
 
 PROG = "skyscan search"
 
@@ -62,7 +62,7 @@ def _run(args) -> int:
         args.model, args.tiles, args.catalog, args.out, sc["order"], sc["pattern"], sc["hdu"]
     )
     plan.batch_size = sc["batch_size"]
-    summary = run_search(plan, sc["workers"], progress=not args.quiet, cluster=sc["cluster"])
+    summary = run_search(plan, sc["workers"], progress=show_progress(args), cluster=sc["cluster"])
     write_gallery(plan, sc["gallery"])
     print(json.dumps({k: v for k, v in summary.items() if k != "failures"}, indent=1))
     if summary["failures"]:

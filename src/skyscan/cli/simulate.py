@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from skyscan.core.command import CommandParser
+from skyscan.core.command import CommandParser, show_progress
 
 PROG = "skyscan simulate"
 
@@ -79,7 +79,7 @@ def _run(args) -> int:
 
         torch.set_num_threads(1)
     paths = get_case(config["case"]).simulate(
-        config, out, shards=args.shard, workers=args.workers, show_progress=not args.quiet
+        config, out, shards=args.shard, workers=args.workers, show_progress=show_progress(args)
     )
     logging.getLogger(PROG).info("%d shard(s) in %s", len(paths), out)
     return 0

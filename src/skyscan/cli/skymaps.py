@@ -48,7 +48,7 @@ def _run(args) -> int:
     from skyscan.config import load_config
     from skyscan.core.atomic import write_json_atomic
     from skyscan.core.case import get_case
-    from skyscan.core.errors import InputFileError
+    from skyscan.core.errors import InputFileError, MismatchError
     from skyscan.models.card import read_card
     from skyscan.skymap.maps import injection_recovery, make_maps
     from skyscan.tiles.io import TileError, find_tiles, read_tile_wcs
@@ -66,6 +66,12 @@ def _run(args) -> int:
             f"{metrics_path}: not an evaluation metrics.json ({type(exc).__name__}: {exc})",
             path=metrics_path,
         ) from None
+    if metrics.get("case", card.case) != card.case:
+        raise MismatchError(
+            f"{metrics_path}: evaluates a model of case {metrics['case']!r}, but "
+            f"{args.model} is of case {card.case!r}",
+            path=metrics_path,
+        )
     pattern = args.pattern or config["search"]["pattern"]
     tiles, _ = find_tiles(args.tiles, card.bands, pattern, config["search"]["hdu"])
     usable = []

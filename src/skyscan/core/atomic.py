@@ -16,6 +16,7 @@ Examples
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -84,7 +85,7 @@ def atomic_path(path: str | Path, fsync: bool = True) -> Iterator[Path]:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        if exc.errno is not None and exc.errno in (28, 122):  # ENOSPC, EDQUOT
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise ResourceError(f"{path}: no space left on the device", path=path) from None
         raise
     except BaseException:

@@ -85,8 +85,6 @@ class Case:
         ("false_positives", "top_negatives", "highest-scoring negatives (false positives)"),
         ("missed_positives", "bottom_positives", "lowest-scoring positives"),
     )
-    #: metadata columns copied into the evaluation's per-stamp scores table
-    score_columns: ClassVar[tuple[str, ...]] = ("index", "kind", "label")
     #: plots the evaluation writes besides the galleries (file stems)
     base_plots: ClassVar[tuple[str, ...]] = ("roc", "completeness", "scores_by_kind")
 
@@ -99,6 +97,10 @@ class Case:
     def evaluation_plots(self) -> tuple[str, ...]:
         """File stems of every PNG the evaluation stage writes for this case."""
         return self.base_plots + tuple(stem for stem, _, _ in self.galleries)
+
+    def score_columns(self, names: Sequence[str]) -> list[str]:
+        """The metadata columns (of ``names``) copied beside each score in the evaluation."""
+        return [c for c in names if c in ("index", "kind", "label")]
 
     def label(self, kind: Sequence[str], strict: bool = True) -> np.ndarray:
         """Label (int8: 1 positive, 0 negative) of each kind.

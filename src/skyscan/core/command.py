@@ -28,7 +28,7 @@ from skyscan.core.errors import (
     SkyscanError,
 )
 
-__all__ = ["CommandParser", "run_command", "run_guarded", "log_level"]
+__all__ = ["CommandParser", "run_command", "run_guarded", "log_level", "show_progress"]
 
 LOG_FORMAT = "%(asctime)s %(name)s: %(message)s"
 
@@ -63,6 +63,11 @@ class CommandParser(argparse.ArgumentParser):
         common.add_argument(
             "--debug", action="store_true", help="show the full traceback of an error"
         )
+
+
+def show_progress(args) -> bool:
+    """Whether to draw progress bars: on a terminal, unless ``-q`` (never into a rule's log)."""
+    return not getattr(args, "quiet", 0) and sys.stderr.isatty()
 
 
 def log_level(verbose: int = 0, quiet: int = 0) -> int:
@@ -122,10 +127,12 @@ def _classify(exc: BaseException) -> tuple[int, str]:
         return EXIT_RESOURCE, f"{exc.filename or 'output'}: no space left on the device"
     if isinstance(exc, OSError) and exc.errno == errno.EROFS:
         return EXIT_RESOURCE, f"{exc.filename}: read-only file system"
+    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+        return EXIT_RESOURCE, f"out of memory ({type(exc).__name__}): use smaller batches"
     if isinstance(exc, ValueError):
         # Library code below the stages raises ValueError for values it cannot use; by the
-        # time it reaches a command it came from the user's input.
-        return EXIT_INPUT, str(exc)
+        # time it reaches a command it usually came from the user's input.
+        return EXIT_INPUT, f"{exc} (rerun with --debug for the traceback)"
     return EXIT_INTERNAL, (
         f"internal error: {type(exc).__name__}: {exc} (a bug in skyscan; rerun with --debug "
         "for the traceback and report it)"

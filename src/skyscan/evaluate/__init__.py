@@ -1,1 +1,1 @@
-"""Evaluation of lens classifiers: metrics, completeness grids, plots, reports."""
+"""Evaluation of stamp classifiers for any science case: metrics, completeness grids, plots."""

@@ -27,7 +27,7 @@ def _check(labels, scores):
         raise ValueError("scores contain NaN or infinite values")
     n_pos = int(labels.sum())
     if n_pos == 0 or n_pos == len(labels):
-        raise ValueError("need both lenses and non-lenses to compute a ROC curve")
+        raise ValueError("need both positives and negatives to compute a ROC curve")
     return labels, scores
 
 
@@ -94,29 +94,30 @@ def tpr_before_false_positives(labels, scores, n: int) -> float:
     return float((scores[labels == 1] > negatives[n - 1]).mean())
 
 
-def completeness_grid(theta_E, snr, passed, theta_bins, snr_bins):
-    """Fraction of lenses above threshold in each (theta_E, S/N) bin.
+def completeness_grid(rows, cols, passed, row_bins, col_bins):
+    """Fraction of positives above threshold in each bin of two stratifying quantities
+    (for lenses: Einstein radius x S/N; see :class:`skyscan.core.case.Strata`).
 
     Parameters
     ----------
-    theta_E, snr : array_like
-        Einstein radius (arcsec) and S/N of each lens.
+    rows, cols : array_like
+        The two quantities of each positive (the grid's rows and columns).
     passed : array_like of bool
-        Whether each lens scored above the threshold.
-    theta_bins, snr_bins : sequence of float
+        Whether each positive scored above the threshold.
+    row_bins, col_bins : sequence of float
         Bin edges (left-closed).
 
     Returns
     -------
-    completeness : ndarray, shape (len(theta_bins)-1, len(snr_bins)-1)
-        NaN where a bin holds no lens.
+    completeness : ndarray, shape (len(row_bins)-1, len(col_bins)-1)
+        NaN where a bin holds no positive.
     counts : ndarray of int, same shape
     """
-    theta_E = np.asarray(theta_E, dtype=np.float64)
-    snr = np.asarray(snr, dtype=np.float64)
+    rows = np.asarray(rows, dtype=np.float64)
+    cols = np.asarray(cols, dtype=np.float64)
     passed = np.asarray(passed, dtype=bool)
-    counts, _, _ = np.histogram2d(theta_E, snr, bins=[theta_bins, snr_bins])
-    hits, _, _ = np.histogram2d(theta_E[passed], snr[passed], bins=[theta_bins, snr_bins])
+    counts, _, _ = np.histogram2d(rows, cols, bins=[row_bins, col_bins])
+    hits, _, _ = np.histogram2d(rows[passed], cols[passed], bins=[row_bins, col_bins])
     with np.errstate(invalid="ignore", divide="ignore"):
         completeness = np.where(counts > 0, hits / counts, np.nan)
     return completeness, counts.astype(int)

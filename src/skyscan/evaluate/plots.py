@@ -24,7 +24,17 @@ def _save(fig, path: Path) -> Path:
     return save_figure_atomic(fig, path, dpi=120)
 
 
-def plot_roc(fpr, tpr, auroc: float, path, operating_fpr: float, operating_tpr: float, title=""):
+def plot_roc(
+    fpr,
+    tpr,
+    auroc: float,
+    path,
+    operating_fpr: float,
+    operating_tpr: float,
+    title="",
+    positives="positives",
+    negatives="negatives",
+):
     """ROC curve with a logarithmic false-positive axis and the operating point marked."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 4), layout="constrained")
@@ -41,7 +51,7 @@ def plot_roc(fpr, tpr, auroc: float, path, operating_fpr: float, operating_tpr: 
     ax.set_xscale("log")
     ax.set_xlim(max(1.0 / max(len(fpr), 2), 1e-4), 1)
     ax.set_ylim(0, 1.01)
-    ax.set_xlabel("false-positive rate (non-lenses called lenses)")
+    ax.set_xlabel(f"false-positive rate ({negatives} called {positives})")
     ax.set_ylabel("true-positive rate (completeness)")
     ax.set_title(title or "ROC on the test split", fontsize=10)
     ax.legend(loc="lower right", fontsize=8)

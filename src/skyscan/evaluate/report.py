@@ -6,6 +6,7 @@ the headline selection, the published figures and the galleries are.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import pyarrow as pa
 
 from skyscan.core.atomic import write_json_atomic, write_parquet_atomic, write_text_atomic
 from skyscan.core.case import get_case
+from skyscan.core.errors import MismatchError
 from skyscan.evaluate import metrics as M
 
 __all__ = ["evaluate", "sigmoid"]
@@ -54,6 +56,15 @@ def evaluate(card_path, dataset_dir, out_dir, config: dict) -> dict:
     out_dir = Path(out_dir)
     model, card = load_model(card_path)
     case = get_case(card.case)
+    manifest_path = Path(dataset_dir) / "manifest.json"
+    if manifest_path.is_file():
+        data_case = json.loads(manifest_path.read_text()).get("case")
+        if data_case is not None and data_case != card.case:
+            raise MismatchError(
+                f"{manifest_path}: the dataset is of case {data_case!r}, the model "
+                f"{card_path} of case {card.case!r}",
+                path=manifest_path,
+            )
     logits, meta = score_split(model, card, dataset_dir, "test")
     labels = meta.column("label").to_numpy().astype(np.int8)
     positive = labels == 1
@@ -105,6 +116,8 @@ def evaluate(card_path, dataset_dir, out_dir, config: dict) -> dict:
         ec["fpr"],
         tpr_op,
         title=f"{card.name} on {len(labels)} test cutouts",
+        positives=case.positives,
+        negatives=case.negatives,
     )
     plots.plot_completeness(
         grid,

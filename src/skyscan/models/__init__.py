@@ -1,7 +1,7 @@
-"""Lens classifiers and a name registry: ``get_model("deeplens", in_channels=3)``.
+"""Stamp classifiers and a name registry: ``get_model("deeplens", in_channels=3)``.
 
 Every model maps ``(N, bands, H, W)`` preprocessed cutouts to ``(N,)`` logits (apply a
-sigmoid for the lens probability).
+sigmoid for the score of the positive class, e.g. a lens).
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""The lens search: cutouts from survey tiles, scored per HEALPix partition with Dask."""
+"""The search: cutouts from survey tiles, scored per HEALPix partition with Dask."""

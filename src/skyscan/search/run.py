@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from skyscan.core.atomic import write_json_atomic, write_parquet_atomic
+from skyscan.core.errors import InputFileError
 from skyscan.data.preprocess import check_compatible, preprocess
 from skyscan.models.card import ModelCard, load_model, read_card
 from skyscan.skymap.healpix import ORDER_MAX, partition_path, radec_to_pixel
@@ -58,7 +59,7 @@ class SearchPlan:
 
 def _read_catalog(path: Path) -> pa.Table:
     if not path.is_file():
-        raise FileNotFoundError(f"catalog {path} does not exist")
+        raise InputFileError(f"catalog {path} does not exist", path=path)
     try:
         if path.suffix in (".csv", ".txt"):
             from pyarrow import csv
@@ -67,10 +68,12 @@ def _read_catalog(path: Path) -> pa.Table:
         else:
             table = pq.read_table(path)
     except (OSError, pa.ArrowException) as exc:
-        raise TileError(f"{path}: cannot read the catalog ({exc})") from None
+        raise InputFileError(f"{path}: cannot read the catalog ({exc})", path=path) from None
     missing = [c for c in ("ra", "dec") if c not in table.column_names]
     if missing:
-        raise TileError(f"{path}: catalog lacks column(s) {', '.join(missing)} (degrees)")
+        raise InputFileError(
+            f"{path}: catalog lacks column(s) {', '.join(missing)} (degrees)", path=path
+        )
     if "id" not in table.column_names:
         table = table.append_column("id", pa.array(np.arange(len(table), dtype=np.int64)))
     return table.select(["id", "ra", "dec"])

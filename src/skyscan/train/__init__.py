@@ -1,1 +1,1 @@
-"""Training of lens classifiers with PyTorch Lightning, and export for inference."""
+"""Training of stamp classifiers with PyTorch Lightning, and export for inference."""

@@ -2,7 +2,7 @@
 
 The search stage uses only these files.  Both exports take preprocessed cutouts
 ``(N, bands, H, W)`` (float32; see the card's ``preprocessing``) and return ``(N,)`` logits;
-the lens score is ``sigmoid(logit)``.  Each export is checked against the trained model on the
+the score is ``sigmoid(logit)``.  Each export is checked against the trained model on the
 same batch (max abs difference <= 1e-4 in float32) before the card is written.
 """
 
@@ -17,7 +17,7 @@ from torch import nn
 
 import skyscan
 from skyscan.core.atomic import atomic_path
-from skyscan.core.errors import SkyscanError
+from skyscan.core.errors import EXIT_INTERNAL, SkyscanError
 from skyscan.models.card import CARD_NAME, ModelCard
 
 __all__ = ["export_model", "ExportError"]
@@ -26,7 +26,9 @@ TOLERANCE = 1e-4
 
 
 class ExportError(SkyscanError, RuntimeError):
-    """An exported model does not reproduce the trained one."""
+    """An exported model does not reproduce the trained one (a bug, not bad input)."""
+
+    exit_code = EXIT_INTERNAL
 
 
 def export_model(
