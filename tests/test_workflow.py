@@ -90,12 +90,14 @@ def test_bad_config_key_stops_the_workflow(small_config, tmp_path):
     assert "unknown config key 'simulate.supersamplng'" in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_lint_is_clean():
     result = snakemake("--lint", cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "good condition" in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", sorted((ROOT / "config").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_dry_runs(config, tmp_path):
     result = snakemake(

@@ -1,1 +1,30 @@
-"""Strong-lens and galaxy simulation: profiles, PSF, surveys, populations, batched renderer."""
+"""Strong-lens and galaxy simulation: profiles, PSF, surveys, populations, batched renderer.
+
+The names below are the simulator's public API, what other packages (survey tiles, later
+science cases) use; the submodules are its internals (``pyproject.toml`` holds the
+import-linter contract that keeps ``skyscan.tiles`` to this API).
+"""
+
+from skyscan.sim.population import BLOCK_SIZE, KINDS, Population, block_rng
+from skyscan.sim.profiles import phi_q_to_ellipticity, sersic_b_n, sersic_total_flux
+from skyscan.sim.psf import psf_kernel_radius
+from skyscan.sim.render import Observation, add_noise, render
+from skyscan.sim.survey import Band, Survey, get_bands, get_survey
+
+__all__ = [
+    "BLOCK_SIZE",
+    "KINDS",
+    "Band",
+    "Observation",
+    "Population",
+    "Survey",
+    "add_noise",
+    "block_rng",
+    "get_bands",
+    "get_survey",
+    "phi_q_to_ellipticity",
+    "psf_kernel_radius",
+    "render",
+    "sersic_b_n",
+    "sersic_total_flux",
+]

@@ -24,11 +24,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from skyscan import sim
 from skyscan.core.atomic import write_json_atomic, write_parquet_atomic
 from skyscan.core.errors import ConfigError
-from skyscan.sim.population import Population
-from skyscan.sim.render import Observation, add_noise, render
-from skyscan.sim.survey import get_bands, get_survey
+from skyscan.sim import Observation, Population, add_noise, get_bands, get_survey
 from skyscan.tiles.io import write_tile_band
 
 __all__ = ["TileSpec", "tile_grid", "tile_wcs", "make_tiles"]
@@ -93,7 +92,7 @@ def _magnitude_counts(rng, n, lo, hi, slope):
 
 def _field_params(rng, n, bands, x, y):
     """Field galaxies as renderer parameters (kind no_source: a Sersic and nothing else)."""
-    from skyscan.sim.profiles import phi_q_to_ellipticity
+    from skyscan.sim import phi_q_to_ellipticity
 
     mag_i = _magnitude_counts(rng, n, 19.0, 25.5, 0.3)
     q = np.clip(rng.normal(0.65, 0.2, n), 0.2, 1.0)
@@ -213,7 +212,7 @@ def make_tiles(config: Mapping, out_dir: str | Path) -> dict:
                     observations[int(size)] = Observation(
                         bands, int(size), obs.supersampling, obs.exposures
                     )
-                part = render(
+                part = sim.render(  # the public function, not the internal module
                     {k: np.asarray(v)[sel] for k, v in params.items()},
                     observations[int(size)],
                     None,
@@ -290,8 +289,7 @@ def _stamp_sizes(params, bands, tile_obs, smallest: int) -> np.ndarray:
     stamp, in every band, and a lens's images (within 1.5 theta_E + 5 source radii) must fit.
     Bright n = 4 wings reach tens of arcsec: a fixed stamp would cut them into squares.
     """
-    from skyscan.sim.profiles import sersic_b_n, sersic_total_flux
-    from skyscan.sim.psf import psf_kernel_radius
+    from skyscan.sim import psf_kernel_radius, sersic_b_n, sersic_total_flux
 
     pix = bands[0].pixel_scale
     r_e = np.asarray(params["lens_R_sersic"], np.float64)
