@@ -30,12 +30,14 @@ localrules:
     stage_config,
 
 
+# Every case simulates, builds datasets, trains and evaluates; the stages after that are the
+# case's (CASE.stages): a survey search with sky maps, or scoring alert packets.
+FINAL_TARGETS = [SIM_SHARDS, SIM_PREVIEW, MODEL_CARD, f"{EVAL_DIR}/metrics.json"]
+if "search" in CASE.stages:
+    FINAL_TARGETS += [f"{SEARCH_DIR}/candidates.parquet", f"{SKYMAP_DIR}/skymaps.json"]
+
+
 rule all:
     input:
-        SIM_SHARDS,
-        SIM_PREVIEW,
-        MODEL_CARD,
-        f"{EVAL_DIR}/metrics.json",
-        f"{SEARCH_DIR}/candidates.parquet",
-        f"{SKYMAP_DIR}/skymaps.json",
+        FINAL_TARGETS,
     default_target: True

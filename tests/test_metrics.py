@@ -55,3 +55,18 @@ def test_bad_inputs():
         M.auroc([0, 1], [np.nan, 0.2])
     with pytest.raises(ValueError, match="2 labels but 3 scores"):
         M.auroc([0, 1], [0.1, 0.2, 0.3])
+
+
+def test_wilson_interval_and_rates():
+    from skyscan.evaluate.metrics import rates_at, wilson_interval
+
+    # textbook value: 0 of 10 -> [0, 0.2775]; 5 of 10 -> [0.2366, 0.7634]
+    assert wilson_interval(0, 10) == pytest.approx([0.0, 0.27753], abs=1e-4)
+    assert wilson_interval(5, 10) == pytest.approx([0.23659, 0.76341], abs=1e-4)
+    assert wilson_interval(0, 0) is None
+    labels = np.array([1, 1, 1, 0, 0, 0, 0])
+    scores = np.array([2.0, 1.0, -1.0, 0.5, -2.0, -3.0, -4.0])
+    r = rates_at(labels, scores, 0.0)
+    assert (r["tpr"], r["fnr"], r["fpr"]) == pytest.approx((2 / 3, 1 / 3, 1 / 4))
+    assert r["accuracy"] == pytest.approx(5 / 7)
+    assert r["tpr_ci95"][0] < r["tpr"] < r["tpr_ci95"][1]

@@ -22,9 +22,20 @@ __all__ = ["ConfigError", "load_config", "validate_config", "config_hash", "sche
 
 
 def schema() -> dict:
-    """Return the config JSON schema (parsed YAML)."""
+    """Return the config JSON schema (parsed YAML), with each science case's own section.
+
+    A case with settings of its own (``Case.config_schema``) gets the top-level key of its
+    name, e.g. ``transients:``; the shared schema names no case.
+    """
+    from skyscan.core.case import default_registry
+
     text = resources.files("skyscan").joinpath("schemas/config.schema.yaml").read_text()
-    return yaml.safe_load(text)
+    out = yaml.safe_load(text)
+    for name in default_registry.names():
+        section = default_registry.get(name).config_schema
+        if section is not None:
+            out["properties"][name] = {"default": {}, **section}
+    return out
 
 
 def _validator_with_defaults():

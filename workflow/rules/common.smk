@@ -79,12 +79,14 @@ def stage_config_text(keys):
     return json.dumps({k: config[k] for k in keys}, sort_keys=True, indent=1)
 
 
-# The config keys each stage reads: only edits to these rerun the stage.
+# The config keys each stage reads: only edits to these rerun the stage.  A case with its own
+# section (config[CASE.name]) adds it to the stages that read it.
+CASE_KEYS = [CASE.name] if CASE.config_schema else []
 STAGE_KEYS = {
-    "simulate": ["seed", "case", "survey", "surveys", "bands", "simulate"],
+    "simulate": ["seed", "case", "survey", "surveys", "bands", "simulate", *CASE_KEYS],
     "dataset": ["seed", "case", "dataset"],
     "train": ["seed", "train"],
-    "evaluate": ["evaluate"],
+    "evaluate": ["evaluate", *CASE_KEYS],
     "tiles": ["seed", "survey", "surveys", "bands", "simulate", "tiles"],
     "search": ["search"],
     "skymaps": ["search", "skymaps"],

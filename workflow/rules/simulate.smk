@@ -33,7 +33,8 @@ rule simulate:
 rule simulation_preview:
     """Example systems of every kind as colour composites."""
     input:
-        SIM_SHARDS,
+        shards=SIM_SHARDS,
+        config=f"{RESULTS}/configs/simulate.json",
     output:
         report(
             SIM_PREVIEW,
@@ -52,4 +53,5 @@ rule simulation_preview:
     conda:
         "../../envs/skyscan-cpu.yaml"
     shell:
-        "{params.skyscan} preview {input} --out {output} --per-kind {params.per_kind} > {log} 2>&1"
+        "{params.skyscan} preview {input.shards} --config {input.config} --out {output}"
+        " --per-kind {params.per_kind} > {log} 2>&1"

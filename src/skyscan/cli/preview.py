@@ -14,13 +14,15 @@ def parser() -> argparse.ArgumentParser:
     p = CommandParser(
         prog=PROG,
         description=(
-            "Draw the first few systems of each kind found in simulation shards as colour "
-            "composites (asinh stretch), labelled with kind, Einstein radius and S/N."
+            "Draw the first few stamps of each kind found in simulation shards, as the "
+            "science case draws them (lenses: colour composites labelled with kind, Einstein "
+            "radius and S/N)."
         ),
     )
     p.add_argument("shards", nargs="+", help="simulation shard(s) (.parquet)")
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--per-kind", type=int, default=4, help="examples per kind (default 4)")
+    p.add_argument("--config", help="YAML/JSON config (its `case` says how to draw the stamps)")
     return p
 
 
@@ -32,9 +34,14 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
-    from skyscan.sim.preview import write_preview
+    from skyscan.config import load_config
+    from skyscan.core.case import get_case
+    from skyscan.core.errors import UsageError
 
-    path = write_preview(args.shards, args.out, per_kind=args.per_kind)
+    if args.per_kind < 1:
+        raise UsageError(f"--per-kind must be >= 1, got {args.per_kind}")
+    case = get_case(load_config(args.config)["case"])
+    path = case.preview(args.shards, args.out, per_kind=args.per_kind)
     print(path)
     return 0
 

@@ -87,6 +87,12 @@ class Case:
     )
     #: plots the evaluation writes besides the galleries (file stems)
     base_plots: ClassVar[tuple[str, ...]] = ("roc", "completeness", "scores_by_kind")
+    #: optional stages after the evaluation that the workflow runs for this case:
+    #: "search" (survey tiles, HEALPix search, sky maps), "alerts" (score alert packets)
+    stages: ClassVar[tuple[str, ...]] = ()
+    #: JSON schema (as a dict) of the case's own config section, ``config[name]``; None if
+    #: the case has no settings of its own
+    config_schema: ClassVar[dict | None] = None
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -141,6 +147,19 @@ class Case:
     def comparison_table(self, metrics: Mapping) -> str:
         """Markdown table of the evaluation's figures beside the published ones."""
         return ""
+
+    def picture(self, stamp: np.ndarray, bands: Sequence[str]) -> np.ndarray | None:
+        """An RGB picture (H, W', 3) uint8 of one ``(channels, H, W)`` stamp for galleries;
+        ``None`` (the default) draws the bands as a colour composite (:mod:`skyscan.viz`)."""
+        return None
+
+    def preview(self, shards: Sequence, out, per_kind: int = 4):
+        """Draw up to ``per_kind`` stamps of every kind in ``shards`` into the PNG ``out``."""
+        raise NotImplementedError
+
+    def settings(self, config: Mapping) -> dict:
+        """The case's own config section with its defaults (empty if it has none)."""
+        return dict(config.get(self.name, {})) if self.config_schema else {}
 
     def caption(self, row: Mapping[str, Any], score: float) -> str:
         """The text under a stamp in a gallery (``row``: its metadata)."""

@@ -121,3 +121,44 @@ def completeness_grid(rows, cols, passed, row_bins, col_bins):
     with np.errstate(invalid="ignore", divide="ignore"):
         completeness = np.where(counts > 0, hits / counts, np.nan)
     return completeness, counts.astype(int)
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959964) -> list[float] | None:
+    """Wilson score interval of a binomial rate ``k / n`` (95% for the default ``z``).
+
+    Returns ``[low, high]``, or None when ``n == 0``.
+    """
+    if n <= 0:
+        return None
+    p = k / n
+    denom = 1 + z**2 / n
+    centre = (p + z**2 / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
+    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+
+
+def rates_at(labels, scores, threshold: float) -> dict:
+    """Confusion rates of ``scores > threshold`` with Wilson 95% intervals.
+
+    Returns
+    -------
+    dict
+        ``threshold``, ``n_positive``, ``n_negative``, ``tpr``, ``fnr``, ``fpr``,
+        ``accuracy``, and ``<rate>_ci95`` for each rate.
+    """
+    labels, scores = _check(labels, scores)
+    above = scores > threshold
+    pos, neg = labels == 1, labels == 0
+    tp, fp = int((above & pos).sum()), int((above & neg).sum())
+    n_pos, n_neg = int(pos.sum()), int(neg.sum())
+    correct = tp + (n_neg - fp)
+    out = {"threshold": float(threshold), "n_positive": n_pos, "n_negative": n_neg}
+    for name, k, n in (
+        ("tpr", tp, n_pos),
+        ("fnr", n_pos - tp, n_pos),
+        ("fpr", fp, n_neg),
+        ("accuracy", correct, n_pos + n_neg),
+    ):
+        out[name] = k / n
+        out[f"{name}_ci95"] = wilson_interval(k, n)
+    return out

@@ -69,7 +69,9 @@ def evaluate(card_path, dataset_dir, out_dir, config: dict) -> dict:
     labels = meta.column("label").to_numpy().astype(np.int8)
     positive = labels == 1
     columns = {c: meta.column(c).to_numpy(zero_copy_only=False) for c in meta.column_names}
-    strata = case.strata({c: v[positive] for c, v in columns.items()}, ec)
+    strata = case.strata(
+        {c: v[positive] for c, v in columns.items()}, {**case.settings(config), **ec}
+    )
     fpr, tpr, _ = M.roc_curve(labels, logits)
     auroc = M.auroc(labels, logits)
     tpr1, _ = M.tpr_at_fpr(labels, logits, 0.01)
@@ -101,6 +103,18 @@ def evaluate(card_path, dataset_dir, out_dir, config: dict) -> dict:
         },
         "headline": case.headline(strata, passed),
         "false_positive_rate_by_kind": per_kind,
+        # Rates at the card's threshold (chosen on validation) and at score 0.5 (logit 0, as
+        # the real/bogus papers report), with Wilson 95% intervals.
+        "at_thresholds": {
+            "validation": {
+                **M.rates_at(labels, logits, card.threshold["logit"]),
+                "chosen_on": card.threshold.get("split"),
+                "target_fpr": card.threshold.get("fpr"),
+            }
+            if card.threshold
+            else None,
+            "score_0.5": M.rates_at(labels, logits, 0.0),
+        },
     }
     scores = meta.select(case.score_columns(meta.column_names))
     scores = scores.append_column("logit", pa.array(logits.astype(np.float64)))
@@ -164,7 +178,11 @@ def _galleries(case, images, spec, columns, logits, positive, n, out_dir: Path) 
             rows = members[np.argsort(logits[members], kind="stable")[:n]]
         else:
             raise ValueError(f"case {case.name!r}: unknown gallery selection {which!r}")
-        pics = [color_composite(np.asarray(images[r]) * scale, bands) for r in rows]
+        pics = []
+        for r in rows:
+            stamp = np.asarray(images[r]) * scale
+            picture = case.picture(stamp, bands)
+            pics.append(color_composite(stamp, bands) if picture is None else picture)
         if pics:
             save_grid(
                 pics,

@@ -40,6 +40,7 @@ class LensCase(Case):
     negatives = "non-lenses"
     positive_kinds = ("lens",)
     negative_kinds = ("no_source", "companion", "ring", "spiral", "star_blend")
+    stages = ("search",)
     galleries = (
         ("false_positives", "top_negatives", "highest-scoring non-lenses (false positives)"),
         ("missed_lenses", "bottom_positives", "lowest-scoring lenses"),
@@ -124,6 +125,12 @@ class LensCase(Case):
         if row.get("label") == 1 and row.get("theta_E") is not None:
             text += f'\nθE={row["theta_E"]:.2f}"'
         return text
+
+    def preview(self, shards, out, per_kind: int = 4):
+        """Colour composites of every kind, labelled with θE and S/N (skyscan.sim.preview)."""
+        from skyscan.sim.preview import write_preview
+
+        return write_preview(shards, out, per_kind=per_kind)
 
     def simulate(self, config: Mapping, out_dir, **options) -> list:
         """Simulate lenses and non-lenses into Parquet shards (:mod:`skyscan.sim.simulate`).
