@@ -75,7 +75,8 @@ def count_parameters(model: nn.Module) -> int:
 
 def count_macs(model: nn.Module, input_shape) -> int:
     """Multiply-accumulates of one forward pass of a single input (convolutions and linear
-    layers, which are all but a negligible part of these networks).
+    layers, which are all but a negligible part of these networks).  Layers that see several
+    views of the input (the four rotations of ``deephits``) are counted for every view.
 
     Parameters
     ----------
@@ -88,11 +89,11 @@ def count_macs(model: nn.Module, input_shape) -> int:
     def conv_hook(module, inputs, output):
         nonlocal total
         k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
-        total += output[0].numel() * k
+        total += output.numel() * k  # the whole batch: the input is one stamp
 
     def linear_hook(module, inputs, output):
         nonlocal total
-        total += module.in_features * module.out_features
+        total += output.numel() * module.in_features
 
     hooks = []
     for m in model.modules():
