@@ -59,3 +59,14 @@ def test_registry_refuses_a_duplicate_name():
         assert MODELS["fast"] is Impostor
     finally:
         MODELS["fast"] = original
+
+
+@pytest.mark.parametrize("size", [1, 4, 6, 7, 13, 25, 45])
+def test_grid_max_pool_is_adaptive_max_pooling(size):
+    from skyscan.models._grid import GridMaxPool
+
+    x = torch.randn(2, 3, size, size)
+    expected = torch.nn.functional.adaptive_max_pool2d(x, 6)
+    assert torch.equal(GridMaxPool(6)(x), expected)
+    if size == 6:
+        assert GridMaxPool(6)(x) is x
