@@ -48,7 +48,9 @@ def get_model(name: str, **kwargs) -> nn.Module:
     Parameters
     ----------
     name : str
-        ``deeplens`` (CMU DeepLens, Lanusse et al. 2018) or ``fast`` (skyscan's cheap one).
+        ``deeplens`` (CMU DeepLens, Lanusse et al. 2018), ``fast`` (skyscan's cheap one),
+        ``vgg6`` (ZTF braai, Duev et al. 2019) or ``deephits`` (Deep-HiTS, Cabrera-Vives et
+        al. 2017).
     **kwargs
         Passed to the model, e.g. ``in_channels``.
     """
@@ -65,7 +67,7 @@ def model_names() -> list[str]:
 
 
 def _load_builtin() -> None:
-    from skyscan.models import deeplens, fast  # noqa: F401  (registers them)
+    from skyscan.models import deephits, deeplens, fast, vgg6  # noqa: F401  (registers them)
 
 
 def count_parameters(model: nn.Module) -> int:
