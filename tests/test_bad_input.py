@@ -219,7 +219,8 @@ ROWS = [
             _config(t, "train:\n  model: nope\n"),
         ],
         2,
-        r"config key 'train\.model': unknown model 'nope' \(allowed: deeplens, fast\)",
+        r"config key 'train\.model': unknown model 'nope' "
+        r"\(allowed: deephits, deeplens, fast, vgg6\)",
     ),
     (
         "preview-corrupt-shard",

@@ -48,7 +48,9 @@ def get_model(name: str, **kwargs) -> nn.Module:
     Parameters
     ----------
     name : str
-        ``deeplens`` (CMU DeepLens, Lanusse et al. 2018) or ``fast`` (skyscan's cheap one).
+        ``deeplens`` (CMU DeepLens, Lanusse et al. 2018), ``fast`` (skyscan's cheap one),
+        ``vgg6`` (ZTF braai, Duev et al. 2019) or ``deephits`` (Deep-HiTS, Cabrera-Vives et
+        al. 2017).
     **kwargs
         Passed to the model, e.g. ``in_channels``.
     """
@@ -65,7 +67,7 @@ def model_names() -> list[str]:
 
 
 def _load_builtin() -> None:
-    from skyscan.models import deeplens, fast  # noqa: F401  (registers them)
+    from skyscan.models import deephits, deeplens, fast, vgg6  # noqa: F401  (registers them)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -75,7 +77,8 @@ def count_parameters(model: nn.Module) -> int:
 
 def count_macs(model: nn.Module, input_shape) -> int:
     """Multiply-accumulates of one forward pass of a single input (convolutions and linear
-    layers, which are all but a negligible part of these networks).
+    layers, which are all but a negligible part of these networks).  Layers that see several
+    views of the input (the four rotations of ``deephits``) are counted for every view.
 
     Parameters
     ----------
@@ -88,11 +91,11 @@ def count_macs(model: nn.Module, input_shape) -> int:
     def conv_hook(module, inputs, output):
         nonlocal total
         k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
-        total += output[0].numel() * k
+        total += output.numel() * k  # the whole batch: the input is one stamp
 
     def linear_hook(module, inputs, output):
         nonlocal total
-        total += module.in_features * module.out_features
+        total += output.numel() * module.in_features
 
     hooks = []
     for m in model.modules():
