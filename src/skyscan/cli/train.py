@@ -22,7 +22,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="dataset folder (skyscan dataset)")
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--config", help="YAML/JSON config (the 'seed' and 'train' keys)")
-    p.add_argument("--model", help="override train.model (deeplens, fast)")
+    p.add_argument("--model", help="override train.model (deeplens, fast, vgg6, deephits)")
     p.add_argument("--epochs", type=int, help="override train.epochs")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
     return p

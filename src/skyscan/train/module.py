@@ -20,7 +20,7 @@ class Classifier(L.LightningModule):
     Parameters
     ----------
     model : str
-        Registry name (``deeplens``, ``fast``).
+        Registry name (``deeplens``, ``fast``, ``vgg6``, ``deephits``).
     in_channels : int
         Bands.
     learning_rate, lr_step_epochs, lr_factor, weight_decay : float, int, float, float
