@@ -21,7 +21,7 @@ import numpy as np
 
 from skyscan.cases.transients.alerts import CHANNELS, alert_inputs, read_alerts
 from skyscan.core.atomic import write_json_atomic, write_parquet_atomic
-from skyscan.core.errors import InputFileError, MismatchError
+from skyscan.core.errors import InputFileError, MismatchError, UsageError
 
 __all__ = ["alert_channels", "model_inputs", "score_alerts", "failures_path", "OUTPUT_COLUMNS"]
 
@@ -161,7 +161,7 @@ def score_alerts(
     from skyscan.models.card import load_model, read_card
 
     if batch_size < 1:
-        raise ValueError(f"batch size must be at least 1, not {batch_size}")
+        raise UsageError(f"--batch-size must be at least 1, not {batch_size}")
     card_path, out = Path(card_path), Path(out)
     failures_out = Path(failures_out) if failures_out else failures_path(out)
     card = read_card(card_path)
