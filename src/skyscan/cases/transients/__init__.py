@@ -1,0 +1,1 @@
+"""Transients: real/bogus classification of ZTF alerts."""
