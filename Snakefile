@@ -21,6 +21,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tiles.smk"
 include: "workflow/rules/search.smk"
 include: "workflow/rules/skymaps.smk"
+include: "workflow/rules/alerts.smk"
 
 
 # Rules that only write a small file (or nothing) run in the Snakemake process itself: under
@@ -35,6 +36,8 @@ localrules:
 FINAL_TARGETS = [SIM_SHARDS, SIM_PREVIEW, MODEL_CARD, f"{EVAL_DIR}/metrics.json"]
 if "search" in CASE.stages:
     FINAL_TARGETS += [f"{SEARCH_DIR}/candidates.parquet", f"{SKYMAP_DIR}/skymaps.json"]
+if "alerts" in CASE.stages:
+    FINAL_TARGETS += [ALERT_SCORES]
 
 
 rule all:

@@ -1,1 +1,252 @@
-"""Transients: real/bogus classification of ZTF alerts."""
+"""Transient real/bogus classification of difference-image stamps (Deep-HiTS, ZTF braai).
+
+A detection is a triplet: science, reference and their PSF-matched difference (plus an S/N
+channel for the HiTS-like set-up).  Positives ("real") are point sources on galaxy hosts,
+hostless transients and variable stars; negatives ("bogus") are subtraction dipoles, cosmic
+rays, bad pixels and columns, bright-star residuals, PSF-mismatch residuals and CCD edges.
+Completeness is reported per magnitude x S/N bin; the comparison is with braai (Duev et al.
+2019: FNR 1.1%, FPR 2.9% at score 0.5) and Deep-HiTS (Cabrera-Vives et al. 2017: accuracy
+99.47%, random forest 98.98%), on skyscan's own simulations.
+
+Heavy imports (the simulator, torch) happen inside the methods: the registry loads this module
+whenever a config is validated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from skyscan.core.case import Case, Strata
+
+__all__ = ["TransientCase", "CASE", "PUBLISHED", "REAL_KINDS", "BOGUS_KINDS"]
+
+REAL_KINDS = ("host_sn", "hostless", "variable_star")
+BOGUS_KINDS = ("dipole", "cosmic_ray", "bad_pixel", "bright_star", "psf_mismatch", "edge")
+
+#: Published figures (ANCHORS.md), at score threshold 0.5.
+PUBLISHED = {
+    "braai": {"fnr": 0.011, "fpr": 0.029, "source": "Duev et al. 2019 (ZTF braai, VGG6)"},
+    "deephits": {
+        "accuracy": 0.9947,
+        "random_forest_accuracy": 0.9898,
+        "source": "Cabrera-Vives et al. 2017 (Deep-HiTS)",
+    },
+}
+
+_KIND_FRACTIONS = {
+    "host_sn": 0.2,
+    "hostless": 0.15,
+    "variable_star": 0.15,
+    "dipole": 0.12,
+    "cosmic_ray": 0.1,
+    "bad_pixel": 0.08,
+    "bright_star": 0.08,
+    "psf_mismatch": 0.07,
+    "edge": 0.05,
+}
+
+CONFIG_SCHEMA = {
+    "description": "The transient real/bogus case (used when case: transients).",
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "setup": {
+            "description": 'Survey set-up: ztf (1"/px, 63x63, science/reference/difference) '
+            'or hits (0.27"/px, 21x21, plus an S/N channel).',
+            "enum": ["ztf", "hits"],
+            "default": "ztf",
+        },
+        "kinds": {
+            "description": "Relative fractions of each kind (real: host_sn, hostless, "
+            "variable_star; bogus: dipole, cosmic_ray, bad_pixel, bright_star, psf_mismatch, "
+            "edge). A kind left out is not simulated.",
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {k: {"type": "number", "minimum": 0} for k in REAL_KINDS + BOGUS_KINDS},
+            "default": dict(_KIND_FRACTIONS),
+        },
+        "mag_min": {
+            "description": "Brightest transient magnitude (AB); the faintest is the set-up's "
+            "limit + 0.5, so some are below detection.",
+            "type": "number",
+            "default": 15.0,
+        },
+        "mag_bins": {
+            "description": "Magnitude bin edges of the completeness grid.",
+            "type": "array",
+            "items": {"type": "number"},
+            "minItems": 2,
+            "default": [15, 17, 18, 19, 20, 21, 25],
+        },
+        "snr_bins": {
+            "description": "Difference-image S/N bin edges of the completeness grid.",
+            "type": "array",
+            "items": {"type": "number"},
+            "minItems": 2,
+            "default": [0, 5, 10, 20, 1000000],
+        },
+        "alerts": {
+            "description": "Demonstration alert packets written from fresh simulated "
+            "detections and scored by `skyscan score-alerts` at the end of the workflow.",
+            "type": "object",
+            "additionalProperties": False,
+            "default": {},
+            "properties": {
+                "n": {"type": "integer", "minimum": 1, "default": 200},
+                "format": {"enum": ["avro", "parquet"], "default": "avro"},
+            },
+        },
+    },
+}
+
+
+def _stretch(channel: np.ndarray) -> np.ndarray:
+    """A grey asinh stretch of one channel to 0..255, symmetric for signed difference images."""
+    scale = np.percentile(np.abs(channel), 99.5) or 1.0
+    out = np.arcsinh(channel / (0.1 * scale)) / np.arcsinh(10.0)
+    return (np.clip((out + 1) / 2 if channel.min() < 0 else out, 0, 1) * 255).astype(np.uint8)
+
+
+class TransientCase(Case):
+    """Real/bogus classification of transient difference-image triplets."""
+
+    name = "transients"
+    title = "transient real/bogus stamps (Deep-HiTS, ZTF braai)"
+    positive = "real detection"
+    positives = "real detections"
+    negatives = "bogus detections"
+    positive_kinds = REAL_KINDS
+    negative_kinds = BOGUS_KINDS
+    stages = ("alerts",)
+    config_schema = CONFIG_SCHEMA
+    galleries = (
+        ("false_positives", "top_negatives", "highest-scoring bogus detections"),
+        ("missed_real", "bottom_positives", "lowest-scoring real detections"),
+    )
+
+    def score_columns(self, names) -> list[str]:
+        """Identity, magnitude, S/N and seeing beside each score."""
+        keep = ("index", "kind", "label", "mag", "snr", "fwhm_science", "host_mag")
+        return [c for c in names if c in keep]
+
+    def strata(self, meta: Mapping[str, Any], spec: Mapping) -> Strata:
+        """Transient magnitude x difference-image S/N."""
+        mag_bins = list(spec.get("mag_bins", CONFIG_SCHEMA["properties"]["mag_bins"]["default"]))
+        snr_bins = list(spec.get("snr_bins", CONFIG_SCHEMA["properties"]["snr_bins"]["default"]))
+        return Strata(
+            row_values=np.asarray(meta["mag"], dtype=float),
+            col_values=np.asarray(meta["snr"], dtype=float),
+            row_bins=mag_bins,
+            col_bins=snr_bins,
+            row_label="transient magnitude (AB)",
+            col_label="S/N in the difference image",
+            record={"mag_bins": mag_bins, "snr_bins": snr_bins},
+        )
+
+    def headline(self, strata: Strata, passed: np.ndarray) -> dict:
+        """Completeness of the real detections with S/N > 5 (the usual detection cut)."""
+        sel = strata.col_values > 5
+        return {
+            "selection": "real detections with difference-image S/N > 5",
+            "n_real": int(sel.sum()),
+            "completeness": float(passed[sel].mean()) if sel.any() else None,
+        }
+
+    def comparison_table(self, metrics: Mapping) -> str:
+        """skyscan's rates at score 0.5 and at the validation threshold beside the papers."""
+
+        def rate(block, name):
+            if not block:
+                return "n/a"
+            lo, hi = block[f"{name}_ci95"] or (float("nan"), float("nan"))
+            n = block["n_positive"] if name in ("fnr", "tpr") else block["n_negative"]
+            if name == "accuracy":
+                n = block["n_positive"] + block["n_negative"]
+            return f"{100 * block[name]:.2f}% [{100 * lo:.2f}, {100 * hi:.2f}] (n={n})"
+
+        at = metrics.get("at_thresholds", {})
+        half, val = at.get("score_0.5"), at.get("validation")
+        braai, hits = PUBLISHED["braai"], PUBLISHED["deephits"]
+        lines = [
+            f"| metric | skyscan {metrics['model']} at score 0.5 | skyscan at the validation "
+            "threshold | published |",
+            "|---|---|---|---|",
+            f"| FNR (real called bogus) | {rate(half, 'fnr')} | {rate(val, 'fnr')} "
+            f"| {100 * braai['fnr']:.1f}% ({braai['source']}) |",
+            f"| FPR (bogus called real) | {rate(half, 'fpr')} | {rate(val, 'fpr')} "
+            f"| {100 * braai['fpr']:.1f}% ({braai['source']}) |",
+            f"| accuracy | {rate(half, 'accuracy')} | {rate(val, 'accuracy')} "
+            f"| {100 * hits['accuracy']:.2f}% CNN, {100 * hits['random_forest_accuracy']:.2f}% "
+            f"random forest ({hits['source']}) |",
+            f"| AUROC | {metrics['auroc']:.4f} ({metrics['n_test']} test stamps) | | - |",
+            "",
+            "skyscan's figures are measured on skyscan's own simulated triplets, not on the "
+            "papers' ZTF or HiTS data: compare trends, not decimals. The 95% intervals are "
+            "Wilson intervals; the validation threshold is the card's "
+            f"({(val or {}).get('target_fpr', 'n/a')} FPR on the validation split).",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def caption(self, row: Mapping[str, Any], score: float) -> str:
+        """Kind, magnitude (for real detections) and score."""
+        text = f"{row['kind']} p={score:.3f}"
+        mag = row.get("mag")
+        if mag is not None and np.isfinite(mag):
+            text += f"\nm={mag:.1f}"
+        return text
+
+    def picture(self, stamp: np.ndarray, bands: Sequence[str]) -> np.ndarray:
+        """Science | reference | difference side by side, each with its own grey stretch."""
+        panels = [
+            _stretch(np.asarray(stamp[k], dtype=np.float64)) for k in range(min(3, len(stamp)))
+        ]
+        gap = np.full((stamp.shape[-2], 2), 255, dtype=np.uint8)
+        row = np.concatenate(
+            [p if i == 0 else np.hstack([gap, p]) for i, p in enumerate(panels)], axis=1
+        )
+        return np.repeat(row[:, :, None], 3, axis=2)
+
+    def preview(self, shards, out, per_kind: int = 4):
+        """Triplets of every kind, labelled with kind and magnitude."""
+        from skyscan.data.shards import read_images
+        from skyscan.viz import save_grid
+
+        picked: dict[str, list] = {k: [] for k in self.kinds}
+        meta = None
+        for shard in shards:
+            images, table, meta = read_images(shard)
+            for image, row in zip(images, table.to_pylist(), strict=True):
+                if len(picked[row["kind"]]) < per_kind:
+                    picked[row["kind"]].append((image, row))
+            if all(len(v) >= per_kind for v in picked.values()):
+                break
+        pictures, labels, titles = [], [], []
+        for kind in self.kinds:
+            if not picked[kind]:
+                continue
+            titles.append(kind)
+            for k in range(per_kind):
+                if k < len(picked[kind]):
+                    image, row = picked[kind][k]
+                    pictures.append(self.picture(image, meta["bands"]))
+                    labels.append(self.caption(row, float("nan")).replace(" p=nan", ""))
+                else:
+                    pictures.append(np.full_like(pictures[-1], 255))
+                    labels.append("")
+        title = (
+            f"skyscan transient triplets ({meta['survey']}: science | reference | difference), "
+            f'{meta["shape"][1]}x{meta["shape"][2]} px at {meta["pixel_scale"]}"'
+        )
+        return save_grid(pictures, labels, out, ncols=per_kind, row_titles=titles, title=title)
+
+    def simulate(self, config: Mapping, out_dir, **options) -> list:
+        """Simulate triplets into Parquet shards (:mod:`skyscan.cases.transients.simulate`)."""
+        from skyscan.cases.transients.simulate import run_transient_simulation
+
+        return run_transient_simulation(config, out_dir, **options)
+
+
+CASE = TransientCase()

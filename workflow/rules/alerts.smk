@@ -1,0 +1,52 @@
+# Stage 5 (cases with the "alerts" stage): write demonstration alert packets from fresh
+# simulated detections and score them with the exported model, as a broker would.
+
+ALERTS_DIR = f"{RESULTS}/alerts"
+ALERTS_FORMAT = config.get(CASE.name, {}).get("alerts", {}).get("format", "avro")
+DEMO_ALERTS = f"{ALERTS_DIR}/demo.{ALERTS_FORMAT}"
+ALERT_SCORES = f"{ALERTS_DIR}/scores.parquet"
+
+
+rule make_alerts:
+    """Alert packets (ZTF field names) of detections simulated after the training rows."""
+    input:
+        config=f"{RESULTS}/configs/simulate.json",
+    output:
+        alerts=DEMO_ALERTS,
+        truth=f"{ALERTS_DIR}/demo_truth.parquet",
+    log:
+        f"{LOGS}/make_alerts.log",
+    params:
+        skyscan=SKYSCAN,
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/skyscan-cpu.yaml"
+    shell:
+        "{params.skyscan} make-alerts --config {input.config} --out {output.alerts}"
+        " --truth {output.truth} > {log} 2>&1"
+
+
+rule score_alerts:
+    """Score the alert packets with the exported model: candid, score, rb/drb beside it."""
+    input:
+        alerts=DEMO_ALERTS,
+        card=MODEL_CARD,
+    output:
+        scores=ALERT_SCORES,
+        failures=f"{ALERTS_DIR}/scores_failures.json",
+    log:
+        f"{LOGS}/score_alerts.log",
+    params:
+        skyscan=SKYSCAN,
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/skyscan-cpu.yaml"
+    shell:
+        "{params.skyscan} score-alerts --model {input.card} {input.alerts}"
+        " --out {output.scores} --failures {output.failures} > {log} 2>&1"
