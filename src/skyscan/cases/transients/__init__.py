@@ -1,0 +1,1 @@
+"""Real/bogus classification of difference-image detections (transients): the simulator."""
