@@ -7,7 +7,7 @@ import-linter contract that keeps ``skyscan.tiles`` to this API).
 
 from skyscan.sim.population import BLOCK_SIZE, KINDS, Population, block_rng
 from skyscan.sim.profiles import phi_q_to_ellipticity, sersic_b_n, sersic_total_flux
-from skyscan.sim.psf import psf_kernel_radius
+from skyscan.sim.psf import fwhm_to_sigma, psf_kernel_radius
 from skyscan.sim.render import Observation, add_noise, render
 from skyscan.sim.survey import Band, Survey, get_bands, get_survey
 
@@ -20,6 +20,7 @@ __all__ = [
     "Survey",
     "add_noise",
     "block_rng",
+    "fwhm_to_sigma",
     "get_bands",
     "get_survey",
     "phi_q_to_ellipticity",

@@ -37,15 +37,15 @@ PUBLISHED = {
 }
 
 _KIND_FRACTIONS = {
-    "host_sn": 0.2,
+    "host_sn": 0.25,
     "hostless": 0.15,
-    "variable_star": 0.15,
+    "variable_star": 0.1,
     "dipole": 0.12,
     "cosmic_ray": 0.1,
     "bad_pixel": 0.08,
-    "bright_star": 0.08,
+    "bright_star": 0.07,
     "psf_mismatch": 0.07,
-    "edge": 0.05,
+    "edge": 0.06,
 }
 
 CONFIG_SCHEMA = {

@@ -1,0 +1,1060 @@
+"""Simulated difference-image detections: science / reference / difference triplets.
+
+Real/bogus classification of the detections of a difference-imaging survey (Deep-HiTS,
+Cabrera-Vives et al. 2017; ZTF braai, Duev et al. 2019).  Each row is one detection, a stamp
+centred on it in a *science* image, the deeper *reference* image of the same sky (different
+seeing) and their *difference* after PSF matching, plus (HiTS) the difference in units of its
+per-pixel noise.
+
+Image model
+-----------
+Everything is rendered on a padded pixel grid (the stamp plus a margin wider than the PSF and
+matching kernels together, so light from beyond the stamp edge is there and nothing wraps)
+and cropped at the end.  A *scene* (counts per pixel before the atmosphere) is built per image:
+point sources split bilinearly over the four nearest pixels (the pixel response), Sersic
+galaxies integrated over 3x3 sub-pixels (lenstronomy's product-average ellipse and ``b_n``,
+as :mod:`skyscan.sim.profiles`).  The PSF of each image is the *discrete* Gaussian kernel
+``T(m, t) = exp(-t) I_m(t)`` per axis (Lindeberg 1990), with ``t = sigma^2`` in pixels^2
+from the drawn FWHM: the sampled-grid analogue of a Gaussian, with variance exactly ``t``
+and, what matters here, the semigroup property ``T(t1) * T(t2) = T(t1 + t2)``.  So the
+matching kernel of two Gaussian PSFs, a Gaussian of variance ``t_broad - t_sharp`` applied to
+the sharper image, is exact, as a fitted kernel (Alard & Lupton 1998) would be for Gaussian
+PSFs: a static source subtracts to noise.  Convolutions are products in the 2-D discrete
+Fourier domain (``exp(t (cos wx + cos wy - 2))``).
+
+Noise (``simulate.noise``) is Gaussian: sky + read noise + the source's Poisson noise as a
+Gaussian, drawn by numpy from the block's noise seed.  The reference averages
+``reference_depth`` science-like exposures (its noise is ``1/sqrt(reference_depth)`` as large).
+Pixels are background-subtracted counts (photo-electrons in one science exposure; the
+reference is on the same scale).  Saturation clips both images at ``saturation - sky``; in the
+science, the excess charge bleeds along the column of the peak.
+
+The difference is ``conv(science, K_a) - conv(reference, K_b)`` with ``K_a`` or ``K_b`` the
+identity; the ``snr`` channel divides it by the per-pixel noise sigma of the difference,
+``sqrt(conv(var_sci, K_a^2) + conv(var_ref, K_b^2))`` from the noise model (sky, read noise and
+source), exact for the independent pixel noise.  The ``sigma_difference`` column is its
+background-only value.
+
+Kinds
+-----
+Real (``label`` 1): ``host_sn`` (point source on a Sersic host, offset within it; host in both
+images, transient in the science only), ``hostless`` (point source alone), ``variable_star``
+(a star in both, brighter or fainter in the science by ``delta_mag``).
+
+Bogus (``label`` 0): ``dipole`` (a static star, or a compact galaxy, misregistered by
+``misalignment`` pixels in the science), ``cosmic_ray`` (a sharp track of 0-6 px in the science,
+not PSF-convolved), ``bad_pixel`` (1-4 hot pixels, or a hot/cold partial column, in the
+science), ``bright_star`` (a saturated star with diffraction spikes and a bleed trail, up to
+0.2 stamp widths from the centre), ``psf_mismatch`` (a compact galaxy subtracted with a
+matching kernel built from a broad-PSF width wrong by a factor 0.75-0.87 or 1.15-1.4),
+``edge`` (the science CCD edge crosses the stamp: no data, zeros in every channel, beyond it,
+an amplifier glow along it, a static star in half of them).
+
+Columns: ``index``, ``kind``, ``label`` and float64 parameters (NaN where a kind lacks one):
+``mag`` (the point source: transient, variable star in the science, dipole/edge/bright star;
+uniform between ``mag_min`` and the limit + 0.5 for the real kinds), ``delta_mag`` (variable
+star, science minus reference), ``host_mag``, ``host_R_sersic`` (arcsec), ``offset`` (arcsec:
+host centre to transient; star to stamp centre for ``bright_star`` and ``edge``),
+``misalignment`` (pixels, ``dipole``), ``fwhm_science``, ``fwhm_reference`` (arcsec),
+``sigma_difference`` (background noise sigma of a difference pixel) and ``snr``: the optimal
+(PSF-weighted) S/N of the transient's flux change in the difference image,
+``|dF| / (sigma_difference sqrt(NEA))`` with ``NEA = 1 / sum(PSF^2)`` of the difference's PSF
+(the broader of the two; ``4 pi sigma^2`` for a well-sampled Gaussian), background-limited and
+ignoring the correlation of the convolved noise.
+
+Randomness: rows are a function of ``(seed, index)`` through fixed blocks of
+:data:`skyscan.sim.BLOCK_SIZE` rows (:func:`skyscan.sim.block_rng`): parameters from the block's
+numpy generator, a fixed sequence of uniforms whatever the kinds, and noise from a numpy
+generator on the block's noise seed.  A block is always rendered whole, so shards of any size
+and any number of workers give the same bytes.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import scipy
+from scipy import fft as sfft
+from scipy import special
+
+import skyscan
+from skyscan.config import config_hash
+from skyscan.core.errors import ConfigError
+from skyscan.data.shards import images_to_array, shard_is_complete, write_table_atomic
+from skyscan.sim import BLOCK_SIZE, block_rng, fwhm_to_sigma, sersic_b_n, sersic_total_flux
+
+__all__ = [
+    "TransientSetup",
+    "SETUPS",
+    "REAL_KINDS",
+    "BOGUS_KINDS",
+    "KINDS",
+    "DEFAULTS",
+    "IMAGE_UNITS",
+    "resolve_section",
+    "simulate_block",
+    "run_transient_simulation",
+    "shard_path",
+]
+
+log = logging.getLogger(__name__)
+
+#: Units of the pixels: background-subtracted photo-electrons in one science exposure.
+IMAGE_UNITS = "counts"
+
+REAL_KINDS = ("host_sn", "hostless", "variable_star")
+BOGUS_KINDS = ("dipole", "cosmic_ray", "bad_pixel", "bright_star", "psf_mismatch", "edge")
+KINDS = REAL_KINDS + BOGUS_KINDS
+
+#: Defaults of the ``transients`` config section.  A ``kinds`` given there replaces this one
+#: whole (kinds it does not name get 0, as ``simulate.kinds`` does); ``mag_bins`` null means
+#: half-magnitude bins from ``mag_min`` to the set-up's limit + 0.5.
+DEFAULTS = {
+    "setup": "ztf",
+    "kinds": {
+        "host_sn": 0.25,
+        "hostless": 0.15,
+        "variable_star": 0.10,
+        "dipole": 0.12,
+        "cosmic_ray": 0.10,
+        "bad_pixel": 0.08,
+        "bright_star": 0.07,
+        "psf_mismatch": 0.07,
+        "edge": 0.06,
+    },
+    "mag_min": 15.0,
+    "mag_bins": None,
+}
+
+_SUPERSAMPLING = 3  # sub-pixels per side for galaxies
+_MISMATCH_MAX = 1.4  # largest factor on the broad PSF width of psf_mismatch
+_TRUNCATION = 5.0  # kernel sigmas kept in the padding margin
+_GALAXY_CHUNK = 16  # galaxies rendered at once (bounds the sub-pixel grid's memory)
+
+
+@dataclass(frozen=True)
+class TransientSetup:
+    """A survey set-up: pixels, stamp, channels, seeing and depth.
+
+    Seeing ranges are ``(low, mode, high)`` FWHM in arcsec of a triangular distribution.
+    ``zero_point`` is the AB magnitude giving one count (photo-electron) in one science
+    exposure; ``sky_brightness`` in AB mag/arcsec^2; ``read_noise`` in e-; ``reference_depth``
+    the number of science-like exposures averaged into the reference; ``saturation`` the
+    counts (sky included) where a pixel saturates; ``limiting_mag`` the nominal 5-sigma
+    point-source limit of one science image at the modal seeing (see
+    :meth:`point_source_limit`, which the numbers reproduce to 0.01 mag).
+    """
+
+    name: str
+    description: str
+    band: str
+    pixel_scale: float
+    stamp_size: int
+    channels: tuple[str, ...]
+    seeing_science: tuple[float, float, float]
+    seeing_reference: tuple[float, float, float]
+    exposure_time: float
+    zero_point: float
+    sky_brightness: float
+    read_noise: float
+    reference_depth: float
+    saturation: float
+    limiting_mag: float
+
+    @property
+    def sky_counts(self) -> float:
+        """Sky counts per pixel in one science exposure."""
+        return 10 ** (-0.4 * (self.sky_brightness - self.zero_point)) * self.pixel_scale**2
+
+    @property
+    def science_sigma(self) -> float:
+        """Per-pixel background noise sigma of the science image (sky + read noise)."""
+        return math.sqrt(self.sky_counts + self.read_noise**2)
+
+    @property
+    def reference_sigma(self) -> float:
+        """Per-pixel background noise sigma of the reference."""
+        return self.science_sigma / math.sqrt(self.reference_depth)
+
+    def flux(self, mag):
+        """Counts of a source of AB magnitude ``mag`` in one science exposure."""
+        return 10 ** (-0.4 * (np.asarray(mag, dtype=np.float64) - self.zero_point))
+
+    def psf_variance(self, fwhm):
+        """PSF variance ``t`` in pixels^2 of a FWHM in arcsec."""
+        return (fwhm_to_sigma(np.asarray(fwhm, dtype=np.float64)) / self.pixel_scale) ** 2
+
+    def difference_sigma(self, fwhm_science, fwhm_reference):
+        """Background noise sigma of a difference pixel after PSF matching."""
+        t_s = self.psf_variance(fwhm_science)
+        t_r = self.psf_variance(fwhm_reference)
+        t_a = np.maximum(t_r - t_s, 0.0)  # kernel on the science
+        t_b = np.maximum(t_s - t_r, 0.0)  # kernel on the reference
+        return np.sqrt(
+            self.science_sigma**2 * _kernel_power(t_a)
+            + self.reference_sigma**2 * _kernel_power(t_b)
+        )
+
+    def point_source_limit(self, fwhm: float | None = None, nsigma: float = 5.0) -> float:
+        """``nsigma`` point-source limit (AB) of one science image, optimal photometry."""
+        fwhm = self.seeing_science[1] if fwhm is None else fwhm
+        nea = 1.0 / _kernel_power(self.psf_variance(fwhm))
+        return float(self.zero_point - 2.5 * np.log10(nsigma * self.science_sigma * np.sqrt(nea)))
+
+    @property
+    def saturation_mag(self) -> float:
+        """Magnitude whose peak pixel reaches saturation at the modal science seeing."""
+        peak = special.ive(0, self.psf_variance(self.seeing_science[1])) ** 2
+        return float(self.zero_point - 2.5 * np.log10((self.saturation - self.sky_counts) / peak))
+
+    @property
+    def margin(self) -> int:
+        """Padding (pixels) around the stamp: PSF plus the widest matching kernel."""
+        t_max = self.psf_variance(max(self.seeing_science[2], self.seeing_reference[2]))
+        t_min = self.psf_variance(min(self.seeing_science[0], self.seeing_reference[0]))
+        k_max = math.sqrt(_MISMATCH_MAX**2 * t_max - t_min)
+        return math.ceil(_TRUNCATION * math.sqrt(t_max)) + math.ceil(_TRUNCATION * k_max)
+
+    @property
+    def padded_size(self) -> int:
+        """Side of the padded grid the images are rendered on (an FFT-friendly length)."""
+        return sfft.next_fast_len(self.stamp_size + 2 * self.margin, real=True)
+
+
+#: The survey set-ups.
+#:
+#: ``ztf``: ZTF r, 30 s (Bellm et al. 2019; Masci et al. 2019): 1"/px, median seeing 2.0",
+#: references from coadds (here 4x the depth, noise / 2).  The zero point is effective: ZTF's
+#: ~28.3 mag per 30 s in e- less ~1.9 mag that the non-Gaussian PSF wings, moonlight and real
+#: photometry cost, so that the 5-sigma limit is ZTF's median 20.5 (sky 20.5 mag/arcsec^2,
+#: read noise 8 e-).  Saturation ~r = 13.
+#: ``hits``: DECam g, 87 s (HiTS, Forster et al. 2016): 0.27"/px, seeing ~1.1" (0.9-1.5"),
+#: the reference ~0.9" (0.8-1.2") and 4x deeper; DECam's g zero point (~26.8 mag for 1 e-/s)
+#: with dark sky 22.0 mag/arcsec^2 and read noise 7 e- gives the 5-sigma limit 24.5.
+SETUPS: dict[str, TransientSetup] = {
+    "ztf": TransientSetup(
+        name="ztf",
+        description='ZTF r-band 30 s alerts (braai): 63x63 stamps at 1.0"/px',
+        band="r",
+        pixel_scale=1.0,
+        stamp_size=63,
+        channels=("science", "reference", "difference"),
+        seeing_science=(1.5, 2.0, 3.0),
+        seeing_reference=(1.4, 1.8, 2.4),
+        exposure_time=30.0,
+        zero_point=26.39,
+        sky_brightness=20.5,
+        read_noise=8.0,
+        reference_depth=4.0,
+        saturation=60000.0,
+        limiting_mag=20.5,
+    ),
+    "hits": TransientSetup(
+        name="hits",
+        description='HiTS DECam g-band 87 s (Deep-HiTS): 21x21 stamps at 0.27"/px',
+        band="g",
+        pixel_scale=0.27,
+        stamp_size=21,
+        channels=("science", "reference", "difference", "snr"),
+        seeing_science=(0.9, 1.1, 1.5),
+        seeing_reference=(0.8, 0.9, 1.2),
+        exposure_time=87.0,
+        zero_point=31.64,
+        sky_brightness=22.0,
+        read_noise=7.0,
+        reference_depth=4.0,
+        saturation=130000.0,
+        limiting_mag=24.5,
+    ),
+}
+
+
+def _kernel_power(t):
+    """``sum K^2`` of the 2-D discrete Gaussian of variance ``t``: ``(exp(-2t) I_0(2t))^2``."""
+    return special.ive(0, 2 * np.asarray(t, dtype=np.float64)) ** 2
+
+
+def _config_error(key: str, message: str) -> ConfigError:
+    return ConfigError(f"config key '{key}': {message}", key=key)
+
+
+def _get_setup(setup) -> TransientSetup:
+    if isinstance(setup, TransientSetup):
+        return setup
+    if setup not in SETUPS:
+        raise _config_error(
+            "transients.setup", f"{setup!r} is not one of {', '.join(sorted(SETUPS))}"
+        )
+    return SETUPS[setup]
+
+
+def resolve_section(section: Mapping | None) -> dict:
+    """The ``transients`` section merged over :data:`DEFAULTS` and checked.
+
+    ``kinds`` comes back with every kind (0 for those not named) and ``mag_bins`` as a list.
+
+    Raises
+    ------
+    ConfigError
+        Naming the key: an unknown key, set-up or kind, a negative or all-zero fraction, a
+        ``mag_min`` too faint for the set-up, unsorted ``mag_bins``.
+    """
+    section = dict(section or {})
+    for key in section:
+        if key not in DEFAULTS:
+            raise _config_error(
+                f"transients.{key}", f"unknown key (allowed: {', '.join(DEFAULTS)})"
+            )
+    out = copy.deepcopy(DEFAULTS)
+    out.update(copy.deepcopy(section))
+    setup = _get_setup(out["setup"])
+    kinds = out["kinds"]
+    if not isinstance(kinds, Mapping):
+        raise _config_error("transients.kinds", "expected a mapping kind -> fraction")
+    for kind, value in kinds.items():
+        if kind not in KINDS:
+            raise _config_error(
+                f"transients.kinds.{kind}", f"unknown kind (allowed: {', '.join(KINDS)})"
+            )
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            raise _config_error(
+                f"transients.kinds.{kind}", f"expected a number >= 0, got {value!r}"
+            )
+    out["kinds"] = {k: float(kinds.get(k, 0.0)) for k in KINDS}
+    if sum(out["kinds"].values()) <= 0:
+        raise _config_error("transients.kinds", "the fractions must not all be zero")
+    mag_min = out["mag_min"]
+    if isinstance(mag_min, bool) or not isinstance(mag_min, int | float):
+        raise _config_error("transients.mag_min", f"expected a number, got {mag_min!r}")
+    if not mag_min <= setup.limiting_mag - 2:
+        raise _config_error(
+            "transients.mag_min",
+            f"{mag_min} must be at least 2 mag brighter than the {setup.name} limit "
+            f"{setup.limiting_mag}",
+        )
+    out["mag_min"] = float(mag_min)
+    if out["mag_bins"] is None:
+        top = setup.limiting_mag + 0.5
+        out["mag_bins"] = [float(v) for v in np.arange(mag_min, top + 1e-9, 0.5)]
+        if out["mag_bins"][-1] < top:
+            out["mag_bins"].append(float(top))
+    else:
+        bins = out["mag_bins"]
+        if (
+            not isinstance(bins, list | tuple)
+            or len(bins) < 2
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in bins)
+            or any(b <= a for a, b in zip(bins, bins[1:], strict=False))
+        ):
+            raise _config_error("transients.mag_bins", "expected an increasing list of numbers")
+        out["mag_bins"] = [float(v) for v in bins]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The per-block parameter draw.
+
+#: The uniforms of a block, one row each, always drawn in this order whatever the kinds.
+_UNIFORMS = (
+    "kind",
+    "fwhm_science",
+    "fwhm_reference",
+    "mag",
+    "jitter_x",
+    "jitter_y",
+    "host_mag",
+    "host_R",
+    "host_n",
+    "host_q",
+    "host_phi",
+    "offset",
+    "offset_angle",
+    "delta_mag",
+    "sign",
+    "variant",
+    "shift",
+    "shift_angle",
+    "cr_length",
+    "cr_angle",
+    "cr_amplitude",
+    "bad_amplitude",
+    "bad_start",
+    "mismatch",
+    "edge_side",
+    "edge_width",
+    "glow_amplitude",
+    "glow_scale",
+)
+_HOT_PIXELS = 4  # most hot pixels of a bad_pixel row
+
+
+def _triangular(u, low, mode, high):
+    """Inverse CDF of the triangular distribution."""
+    c = (mode - low) / (high - low)
+    left = low + np.sqrt(u * (high - low) * (mode - low))
+    right = high - np.sqrt((1 - u) * (high - low) * (high - mode))
+    return np.where(u < c, left, right)
+
+
+def _uniform(u, low, high):
+    return low + (high - low) * u
+
+
+def _loguniform(u, low, high):
+    return np.exp(np.log(low) + (np.log(high) - np.log(low)) * u)
+
+
+def _draw(setup: TransientSetup, section: Mapping, rng: np.random.Generator, n: int) -> dict:
+    """Parameters of ``n`` rows: public columns and the renderer's extras (``_``-prefixed)."""
+    u = dict(zip(_UNIFORMS, rng.random((len(_UNIFORMS), n)), strict=True))
+    hot = rng.random((n, _HOT_PIXELS, 3))
+
+    fractions = np.array([section["kinds"][k] for k in KINDS])
+    cdf = np.cumsum(fractions / fractions.sum())
+    kind_index = np.minimum(np.searchsorted(cdf, u["kind"], side="right"), len(KINDS) - 1)
+    kind = np.asarray(KINDS, dtype=object)[kind_index]
+    is_ = {k: kind == k for k in KINDS}
+
+    limit = setup.limiting_mag
+    mag_min = section["mag_min"]
+    nan = np.full(n, np.nan)
+    H = setup.stamp_size
+    centre = (setup.padded_size - H) // 2 + (H - 1) / 2  # stamp centre on the padded grid
+
+    fwhm_s = _triangular(u["fwhm_science"], *setup.seeing_science)
+    fwhm_r = _triangular(u["fwhm_reference"], *setup.seeing_reference)
+    # The detection (the transient, the artefact) sits at the stamp centre within +-0.5 px.
+    x0 = centre + u["jitter_x"] - 0.5
+    y0 = centre + u["jitter_y"] - 0.5
+
+    real_mag = _uniform(u["mag"], mag_min, limit + 0.5)
+    static_mag = _uniform(u["mag"], mag_min, limit - 1.0)
+    sat_mag = setup.saturation_mag
+    bright_mag = _uniform(u["mag"], sat_mag - 2.5, sat_mag - 0.2)
+    mag = np.select(
+        [is_["host_sn"] | is_["hostless"] | is_["variable_star"], is_["bright_star"]],
+        [real_mag, bright_mag],
+        static_mag,
+    )
+    star_dipole = is_["dipole"] & (u["variant"] < 0.7)
+    edge_star = is_["edge"] & (u["variant"] < 0.5)
+    has_mag = is_["host_sn"] | is_["hostless"] | is_["variable_star"] | is_["bright_star"]
+    has_mag |= star_dipole | edge_star
+    mag = np.where(has_mag, mag, nan)
+
+    delta = _uniform(u["delta_mag"], 0.1, 1.5) * np.where(u["sign"] < 0.5, -1.0, 1.0)
+    delta_mag = np.where(is_["variable_star"], delta, nan)
+
+    # Galaxies: SN hosts, or compact galaxies (dipole galaxies, psf_mismatch).
+    compact = (is_["dipole"] & ~star_dipole) | is_["psf_mismatch"]
+    has_host = is_["host_sn"] | compact
+    host_mag = np.where(
+        is_["host_sn"],
+        _uniform(u["host_mag"], mag_min + 1.0, limit),
+        _uniform(u["host_mag"], mag_min + 1.0, limit - 1.0),
+    )
+    host_R = np.where(
+        is_["host_sn"], _loguniform(u["host_R"], 0.3, 3.0), _loguniform(u["host_R"], 0.3, 1.2)
+    )
+    host_mag = np.where(has_host, host_mag, nan)
+    host_R = np.where(has_host, host_R, nan)
+
+    angle = 2 * np.pi * u["offset_angle"]
+    radius_px = np.select(
+        [is_["host_sn"], is_["bright_star"], edge_star],
+        [
+            1.5 * host_R * u["offset"] / setup.pixel_scale,
+            0.2 * H * u["offset"],
+            0.4 * H * u["offset"],
+        ],
+        0.0,
+    )
+    # Host, bright star and edge star centres relative to the detection.
+    src_x = x0 + radius_px * np.cos(angle)
+    src_y = y0 + radius_px * np.sin(angle)
+    offset = np.where(
+        is_["host_sn"] | is_["bright_star"] | edge_star, radius_px * setup.pixel_scale, nan
+    )
+
+    shift = _uniform(u["shift"], 0.3, 1.5)
+    misalignment = np.where(is_["dipole"], shift, nan)
+
+    # psf_mismatch: the broad PSF's width is mis-estimated by this factor.
+    mismatch = np.where(
+        u["sign"] < 0.5, _uniform(u["mismatch"], 0.75, 0.87), _uniform(u["mismatch"], 1.15, 1.4)
+    )
+
+    t_s = setup.psf_variance(fwhm_s)
+    t_r = setup.psf_variance(fwhm_r)
+    sigma_diff = setup.difference_sigma(fwhm_s, fwhm_r)
+    # Flux change in the difference of the real kinds, and the difference PSF's NEA.
+    dflux = np.select(
+        [is_["host_sn"] | is_["hostless"], is_["variable_star"]],
+        [setup.flux(real_mag), setup.flux(real_mag) - setup.flux(real_mag - delta)],
+        np.nan,
+    )
+    nea = 1.0 / _kernel_power(np.maximum(t_s, t_r))
+    snr = np.abs(dflux) / (sigma_diff * np.sqrt(nea))
+
+    return {
+        "kind": kind,
+        "label": np.isin(kind, REAL_KINDS).astype(np.int8),
+        "mag": mag,
+        "delta_mag": delta_mag,
+        "host_mag": host_mag,
+        "host_R_sersic": host_R,
+        "offset": offset,
+        "misalignment": misalignment,
+        "fwhm_science": fwhm_s,
+        "fwhm_reference": fwhm_r,
+        "sigma_difference": sigma_diff,
+        "snr": snr,
+        # Renderer's extras (not written).
+        "_u": u,
+        "_hot": hot,
+        "_is": is_,
+        "_x0": x0,
+        "_y0": y0,
+        "_src_x": src_x,
+        "_src_y": src_y,
+        "_t_s": t_s,
+        "_t_r": t_r,
+        "_star_dipole": star_dipole,
+        "_edge_star": edge_star,
+        "_compact": compact,
+        "_mismatch": mismatch,
+        "_host_n": _uniform(u["host_n"], 0.5, 4.0),
+        "_host_q": _uniform(u["host_q"], 0.4, 1.0),
+        "_host_phi": np.pi * u["host_phi"],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering helpers (numpy, vectorised over rows).
+
+
+def _deposit(scene: np.ndarray, rows, x, y, flux) -> None:
+    """Add point sources, each split bilinearly over its four nearest pixels."""
+    if len(rows) == 0:
+        return
+    p = scene.shape[-1]
+    ix = np.clip(np.floor(x).astype(np.int64), 0, p - 2)
+    iy = np.clip(np.floor(y).astype(np.int64), 0, p - 2)
+    fx = np.clip(x - ix, 0.0, 1.0)
+    fy = np.clip(y - iy, 0.0, 1.0)
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            np.add.at(scene, (rows, iy + dy, ix + dx), flux * wy * wx)
+
+
+def _sersic(setup: TransientSetup, cx, cy, mag, R, n, q, phi) -> np.ndarray:
+    """Pixel-integrated elliptical Sersic images ``(B, P, P)`` in counts (centres in pixels)."""
+    p, s, ps = setup.padded_size, _SUPERSAMPLING, setup.pixel_scale
+    sub = (np.arange(p * s) + 0.5) / s - 0.5  # sub-pixel centres in pixels
+    out = np.empty((len(cx), p, p))
+    amp = setup.flux(mag) / sersic_total_flux(R, n)  # counts per arcsec^2 at R_sersic
+    bn = sersic_b_n(n)
+    for lo in range(0, len(cx), _GALAXY_CHUNK):
+        sl = slice(lo, lo + _GALAXY_CHUNK)
+        dx = (sub[None, None, :] - cx[sl, None, None]) * ps
+        dy = (sub[None, :, None] - cy[sl, None, None]) * ps
+        cos, sin = np.cos(phi[sl])[:, None, None], np.sin(phi[sl])[:, None, None]
+        xr = cos * dx + sin * dy
+        yr = cos * dy - sin * dx
+        qq = q[sl, None, None]
+        # lenstronomy's product-average radius, floored at 1e-4"
+        r2 = np.maximum((qq * xr * xr + yr * yr / qq) / R[sl, None, None] ** 2, 1e-8)
+        b = bn[sl, None, None]
+        light = np.exp(b - b * r2 ** (0.5 / n[sl, None, None]))
+        light = light.reshape(-1, p, s, p, s).mean(axis=(2, 4))
+        out[sl] = light * (amp[sl] * ps**2)[:, None, None]
+    return out
+
+
+class _Fourier:
+    """Discrete-Gaussian transfer functions on the padded grid."""
+
+    def __init__(self, p: int):
+        self.p = p
+        wy = 2 * np.pi * sfft.fftfreq(p)
+        wx = 2 * np.pi * sfft.rfftfreq(p)
+        self.c = (np.cos(wy)[:, None] - 1) + (np.cos(wx)[None, :] - 1)
+        self.m = np.abs(np.rint(sfft.fftfreq(p) * p))  # wrapped pixel offsets
+
+    def gauss(self, t) -> np.ndarray:
+        """Transfer of the discrete Gaussian of variance ``t`` (per row)."""
+        return np.exp(np.asarray(t)[:, None, None] * self.c)
+
+    def gauss_squared(self, t) -> np.ndarray:
+        """Transfer of the squared kernel ``K(t)^2`` (per row): propagates variance maps."""
+        k1 = special.ive(self.m[None, :], np.asarray(t)[:, None]) ** 2
+        ky = sfft.fft(k1, axis=-1).real
+        kx = sfft.rfft(k1, axis=-1).real
+        return ky[:, :, None] * kx[:, None, :]
+
+    def rfft(self, a):
+        return sfft.rfft2(a, axes=(-2, -1), workers=1)
+
+    def irfft(self, a):
+        return sfft.irfft2(a, s=(self.p, self.p), axes=(-2, -1), workers=1)
+
+
+def _render(setup: TransientSetup, d: dict, noise_seed: int | None) -> np.ndarray:
+    """Images ``(n, channels, H, W)`` float32 of drawn rows ``d``."""
+    u, is_ = d["_u"], d["_is"]
+    n = len(d["kind"])
+    p, H = setup.padded_size, setup.stamp_size
+    pad = (p - H) // 2
+    sky_var = setup.science_sigma**2
+    sig_s = setup.science_sigma
+    rows = np.arange(n)
+    yy = np.arange(p)
+
+    scene_s = np.zeros((n, p, p))
+    scene_r = np.zeros((n, p, p))
+
+    # Transients: science only.
+    sel = rows[is_["host_sn"] | is_["hostless"]]
+    _deposit(scene_s, sel, d["_x0"][sel], d["_y0"][sel], setup.flux(d["mag"][sel]))
+    # Variable stars: the reference flux in both, the change in the science.
+    sel = rows[is_["variable_star"]]
+    f_sci = setup.flux(d["mag"][sel])
+    f_ref = setup.flux(d["mag"][sel] - d["delta_mag"][sel])
+    _deposit(scene_r, sel, d["_x0"][sel], d["_y0"][sel], f_ref)
+    _deposit(scene_s, sel, d["_x0"][sel], d["_y0"][sel], f_sci)
+    # Static stars: dipole stars (shifted in the science), edge stars, bright stars.
+    shift = d["misalignment"]
+    ang = 2 * np.pi * u["shift_angle"]
+    sx = np.where(is_["dipole"], shift * np.cos(ang), 0.0)
+    sy = np.where(is_["dipole"], shift * np.sin(ang), 0.0)
+    static = d["_star_dipole"] | d["_edge_star"] | is_["bright_star"]
+    sel = rows[static]
+    cx = np.where(is_["dipole"], d["_x0"], d["_src_x"])[sel]
+    cy = np.where(is_["dipole"], d["_y0"], d["_src_y"])[sel]
+    flux = setup.flux(d["mag"][sel])
+    _deposit(scene_r, sel, cx, cy, flux)
+    _deposit(scene_s, sel, cx + sx[sel], cy + sy[sel], flux)
+    # Diffraction spikes of bright stars (both images): along the star's row and column.
+    sel = rows[is_["bright_star"]]
+    if len(sel):
+        xr = np.clip(np.rint(d["_src_x"][sel]).astype(np.int64), 0, p - 1)
+        yr = np.clip(np.rint(d["_src_y"][sel]).astype(np.int64), 0, p - 1)
+        amp = 2e-3 * setup.flux(d["mag"][sel])[:, None]
+        length = 6.0 / setup.pixel_scale
+        along_x = np.abs(yy[None, :] - xr[:, None])
+        along_y = np.abs(yy[None, :] - yr[:, None])
+        spike_x = np.where(along_x > 0, amp * np.exp(-along_x / length), 0.0)
+        spike_y = np.where(along_y > 0, amp * np.exp(-along_y / length), 0.0)
+        for scene in (scene_s, scene_r):
+            scene[sel[:, None], yr[:, None], yy[None, :]] += spike_x
+            scene[sel[:, None], yy[None, :], xr[:, None]] += spike_y
+
+    # Galaxies: SN hosts (offset), dipole galaxies (shifted in the science), psf_mismatch.
+    sel = rows[is_["host_sn"] | d["_compact"]]
+    if len(sel):
+        gx = np.where(is_["host_sn"], d["_src_x"], d["_x0"])[sel]
+        gy = np.where(is_["host_sn"], d["_src_y"], d["_y0"])[sel]
+        args = (d["host_mag"][sel], d["host_R_sersic"][sel])
+        args += (d["_host_n"][sel], d["_host_q"][sel], d["_host_phi"][sel])
+        gal = _sersic(setup, gx, gy, *args)
+        scene_r[sel] += gal
+        moved = is_["dipole"][sel]
+        scene_s[sel[~moved]] += gal[~moved]
+        if moved.any():
+            m = sel[moved]
+            scene_s[m] += _sersic(
+                setup, gx[moved] + sx[m], gy[moved] + sy[m], *(a[moved] for a in args)
+            )
+
+    fourier = _Fourier(p)
+    t_s, t_r = d["_t_s"], d["_t_r"]
+    img_s = fourier.irfft(fourier.rfft(scene_s) * fourier.gauss(t_s))
+    img_r = fourier.irfft(fourier.rfft(scene_r) * fourier.gauss(t_r))
+    del scene_s, scene_r
+
+    # Cosmic rays: a sharp track (nearest pixel, no PSF) in the science.
+    sel = rows[is_["cosmic_ray"]]
+    if len(sel):
+        samples = 16
+        length = _uniform(u["cr_length"][sel], 0.0, 6.0)
+        ca = np.pi * u["cr_angle"][sel]
+        frac = np.linspace(-0.5, 0.5, samples)[None, :]
+        tx = d["_x0"][sel, None] + frac * (length * np.cos(ca))[:, None]
+        ty = d["_y0"][sel, None] + frac * (length * np.sin(ca))[:, None]
+        charge = _uniform(u["cr_amplitude"][sel], 10.0, 100.0) * sig_s * np.maximum(length, 1.0)
+        ix = np.clip(np.rint(tx).astype(np.int64), 0, p - 1)
+        iy = np.clip(np.rint(ty).astype(np.int64), 0, p - 1)
+        np.add.at(
+            img_s,
+            (np.repeat(sel, samples), iy.ravel(), ix.ravel()),
+            np.repeat(charge / samples, samples),
+        )
+
+    # Edge: the science CCD ends inside the stamp; amplifier glow along the edge.
+    sel_edge = rows[is_["edge"]]
+    beyond = None
+    if len(sel_edge):
+        side = np.minimum((4 * u["edge_side"][sel_edge]).astype(np.int64), 3)
+        width = np.rint(_uniform(u["edge_width"][sel_edge], 0.15, 0.4) * H).astype(np.int64)
+        width = np.maximum(width, 2)
+        # Signed distance (pixels) into the data from the edge line, per pixel.
+        edge_lo = pad + width  # first data pixel from the low side
+        edge_hi = pad + H - 1 - width  # last data pixel from the high side
+        coord = np.where(side[:, None, None] % 2 == 0, yy[None, None, :], yy[None, :, None])
+        lo_side = side < 2
+        dist = np.where(
+            lo_side[:, None, None],
+            coord - edge_lo[:, None, None],
+            edge_hi[:, None, None] - coord,
+        ).astype(np.float64)
+        beyond = dist < 0
+        glow = _uniform(u["glow_amplitude"][sel_edge], 5.0, 50.0) * sig_s
+        scale = _uniform(u["glow_scale"][sel_edge], 1.0, 4.0)
+        img_s[sel_edge] += np.where(
+            beyond, 0.0, glow[:, None, None] * np.exp(-dist / scale[:, None, None])
+        )
+
+    var_s = sky_var + np.maximum(img_s, 0.0)
+    var_r = (sky_var + np.maximum(img_r, 0.0)) / setup.reference_depth
+    if noise_seed is not None:
+        noise = np.random.default_rng(noise_seed).standard_normal((n, 2, p, p))
+        sci = img_s + np.sqrt(var_s) * noise[:, 0]
+        ref = img_r + np.sqrt(var_r) * noise[:, 1]
+        del noise
+    else:
+        sci, ref = img_s, img_r
+    del img_s, img_r
+
+    # Saturation: the science's excess charge bleeds along the peak's column; both clip.
+    level = setup.saturation - setup.sky_counts
+    excess = np.maximum(sci - level, 0.0).sum(axis=(1, 2))
+    bleed = np.ceil(excess / level / 2).astype(np.int64)
+    sel = rows[bleed > 0]
+    if len(sel):
+        peak = np.argmax(sci[sel].reshape(len(sel), -1), axis=1)
+        py, px = peak // p, peak % p
+        trail = np.abs(yy[None, :] - py[:, None]) <= bleed[sel, None]
+        idx = (sel[:, None], yy[None, :], px[:, None])
+        sci[idx] = np.where(trail, level, sci[idx])
+    np.minimum(sci, level, out=sci)
+    np.minimum(ref, level, out=ref)
+
+    # Bad pixels (science): hot pixels near the centre, or a hot/cold (partial) column.
+    bad = is_["bad_pixel"]
+    hot_rows = rows[bad & (u["variant"] < 0.5)]
+    if len(hot_rows):
+        hot = d["_hot"][hot_rows]
+        count = 1 + np.minimum((_HOT_PIXELS * u["bad_amplitude"][hot_rows]), 3).astype(np.int64)
+        for k in range(_HOT_PIXELS):
+            use = count > k
+            r = hot_rows[use]
+            hx = np.rint(d["_x0"][r] + 4 * hot[use, k, 0] - 2).astype(np.int64)
+            hy = np.rint(d["_y0"][r] + 4 * hot[use, k, 1] - 2).astype(np.int64)
+            np.add.at(sci, (r, hy, hx), _uniform(hot[use, k, 2], 20.0, 200.0) * sig_s)
+    col_rows = rows[bad & (u["variant"] >= 0.5)]
+    if len(col_rows):
+        cx = np.rint(d["_x0"][col_rows] + 6 * d["_hot"][col_rows, 0, 0] - 3).astype(np.int64)
+        start = np.where(
+            u["bad_start"][col_rows] < 0.5,
+            0,
+            pad + np.floor(H * d["_hot"][col_rows, 0, 1]).astype(np.int64),
+        )
+        value = _uniform(u["bad_amplitude"][col_rows], 5.0, 30.0) * sig_s
+        value = np.where(u["sign"][col_rows] < 0.25, -value, value)
+        on = yy[None, :] >= start[:, None]
+        sci[col_rows[:, None], yy[None, :], cx[:, None]] += np.where(on, value[:, None], 0.0)
+
+    if len(sel_edge):
+        sci[sel_edge] = np.where(beyond, 0.0, sci[sel_edge])
+        var_s[sel_edge] = np.where(beyond, 0.0, var_s[sel_edge])
+
+    # PSF matching: convolve the sharper image to the broader one's PSF.
+    t_a = np.maximum(t_r - t_s, 0.0)  # on the science
+    t_b = np.maximum(t_s - t_r, 0.0)  # on the reference
+    wrong = is_["psf_mismatch"]
+    if wrong.any():
+        t_wrong = np.maximum(d["_mismatch"] ** 2 * np.maximum(t_s, t_r) - np.minimum(t_s, t_r), 0.0)
+        t_a = np.where(wrong & (t_r > t_s), t_wrong, t_a)
+        t_b = np.where(wrong & (t_r <= t_s), t_wrong, t_b)
+    diff = fourier.irfft(
+        fourier.rfft(sci) * fourier.gauss(t_a) - fourier.rfft(ref) * fourier.gauss(t_b)
+    )
+    crop = (slice(None), slice(pad, pad + H), slice(pad, pad + H))
+    planes = {"science": sci[crop], "reference": ref[crop], "difference": diff[crop]}
+    if "snr" in setup.channels:
+        var_d = fourier.irfft(
+            fourier.rfft(var_s) * fourier.gauss_squared(t_a)
+            + fourier.rfft(var_r) * fourier.gauss_squared(t_b)
+        )[crop]
+        planes["snr"] = planes["difference"] / np.sqrt(np.maximum(var_d, 1e-12 * sky_var))
+    images = np.stack([planes[c] for c in setup.channels], axis=1).astype(np.float32)
+    if len(sel_edge):
+        images[sel_edge] = np.where(
+            beyond[:, None, pad : pad + H, pad : pad + H], 0.0, images[sel_edge]
+        )
+    return images
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API.
+
+_PUBLIC_COLUMNS = (
+    "index",
+    "kind",
+    "label",
+    "mag",
+    "delta_mag",
+    "host_mag",
+    "host_R_sersic",
+    "offset",
+    "misalignment",
+    "fwhm_science",
+    "fwhm_reference",
+    "sigma_difference",
+    "snr",
+)
+
+
+def simulate_block(
+    setup, section, seed: int, block: int, start: int, stop: int, noise: bool = True
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Rows ``[start, stop)`` (global indices) of random block ``block``.
+
+    The whole block is drawn and rendered (a row never depends on which rows are asked for)
+    and cut to ``[start, stop)``.
+
+    Parameters
+    ----------
+    setup : str or TransientSetup
+        A name in :data:`SETUPS` or a set-up.
+    section : mapping
+        The ``transients`` config section (merged over :data:`DEFAULTS` here; its ``setup``
+        is ignored in favour of ``setup``).
+    seed, block : int
+    start, stop : int
+        Global row range inside the block.
+    noise : bool
+        Add noise (``simulate.noise``).
+
+    Returns
+    -------
+    images : ndarray, shape (stop - start, channels, H, W), float32
+    columns : dict of str -> ndarray
+        ``index`` (int64), ``kind`` (str objects), ``label`` (int8) and float64 parameters.
+    """
+    setup = _get_setup(setup)
+    section = resolve_section({**dict(section or {}), "setup": setup.name})
+    first = block * BLOCK_SIZE
+    if not first <= start < stop <= first + BLOCK_SIZE:
+        raise ValueError(f"rows [{start}, {stop}) are not inside block {block}")
+    params_rng, noise_seed = block_rng(seed, block)
+    drawn = _draw(setup, section, params_rng, BLOCK_SIZE)
+    drawn["index"] = np.arange(first, first + BLOCK_SIZE, dtype=np.int64)
+    images = _render(setup, drawn, noise_seed if noise else None)
+    lo, hi = start - first, stop - first
+    return images[lo:hi], {k: drawn[k][lo:hi] for k in _PUBLIC_COLUMNS}
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything needed to render any shard (picklable for worker processes)."""
+
+    setup: TransientSetup
+    section: dict
+    seed: int
+    n: int
+    shard_size: int
+    noise: bool
+    config_hash: str
+
+    @property
+    def n_shards(self) -> int:
+        return math.ceil(self.n / self.shard_size)
+
+    def shard_rows(self, shard: int) -> tuple[int, int]:
+        if not 0 <= shard < self.n_shards:
+            raise ConfigError(f"shard {shard} is out of range (0..{self.n_shards - 1})")
+        start = shard * self.shard_size
+        return start, min(start + self.shard_size, self.n)
+
+    def metadata(self, shard: int) -> dict:
+        s = self.setup
+        start, stop = self.shard_rows(shard)
+        sigma = {
+            "science": s.science_sigma,
+            "reference": s.reference_sigma,
+            "difference": float(s.difference_sigma(s.seeing_science[1], s.seeing_reference[1])),
+            "snr": 1.0,
+        }
+        return {
+            "skyscan_version": skyscan.__version__,
+            "case": "transients",
+            "survey": s.name,
+            "bands": list(s.channels),
+            "shape": [len(s.channels), s.stamp_size, s.stamp_size],
+            "pixel_scale": s.pixel_scale,
+            "units": IMAGE_UNITS,
+            "background_sigma": [float(sigma[c]) for c in s.channels],
+            "zero_point": s.zero_point,
+            "exposure_time": s.exposure_time,
+            "saturation": s.saturation,
+            "limiting_mag": s.limiting_mag,
+            "filter": s.band,
+            "noise": self.noise,
+            "kinds": self.section["kinds"],
+            "mag_bins": self.section["mag_bins"],
+            "seed": self.seed,
+            "shard": shard,
+            "rows": [start, stop],
+            "config_hash": self.config_hash,
+        }
+
+
+def _plan(config: Mapping) -> _Plan:
+    sim = config["simulate"]
+    section = resolve_section(config.get("transients", {}))
+    setup = _get_setup(section["setup"])
+    identity = {
+        "case": "transients",
+        "seed": config["seed"],
+        "setup": dataclasses.asdict(setup),
+        "kinds": section["kinds"],
+        "mag_min": section["mag_min"],
+        "noise": sim["noise"],
+        "shard_size": sim["shard_size"],
+        "skyscan_version": skyscan.__version__,
+        # numpy draws the noise and scipy transforms: their versions may change the bytes
+        "numpy_version": np.__version__,
+        "scipy_version": scipy.__version__,
+    }
+    return _Plan(
+        setup=setup,
+        section=section,
+        seed=int(config["seed"]),
+        n=int(sim["n"]),
+        shard_size=int(sim["shard_size"]),
+        noise=bool(sim["noise"]),
+        config_hash=config_hash(identity),
+    )
+
+
+def _table(plan: _Plan, images: np.ndarray, cols: dict[str, np.ndarray]) -> pa.Table:
+    n = len(cols["index"])
+    names = ["index", "shard", "seed", "kind", "label"]
+    arrays = [
+        pa.array(cols["index"]),
+        pa.array((cols["index"] // plan.shard_size).astype(np.int32)),
+        pa.array(np.full(n, plan.seed, dtype=np.int64)),
+        pa.array(cols["kind"].astype(str)).dictionary_encode(),
+        pa.array(cols["label"]),
+    ]
+    for name in sorted(k for k in cols if k not in names):
+        names.append(name)
+        arrays.append(pa.array(cols[name]))
+    names.append("image")
+    arrays.append(images_to_array(images))
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def _simulate_rows(plan: _Plan, start: int, stop: int, progress=None):
+    images = np.empty(
+        (stop - start, len(plan.setup.channels), plan.setup.stamp_size, plan.setup.stamp_size),
+        dtype=np.float32,
+    )
+    parts = []
+    for block in range(start // BLOCK_SIZE, (stop - 1) // BLOCK_SIZE + 1):
+        lo = max(start, block * BLOCK_SIZE)
+        hi = min(stop, (block + 1) * BLOCK_SIZE)
+        img, cols = simulate_block(
+            plan.setup, plan.section, plan.seed, block, lo, hi, noise=plan.noise
+        )
+        images[lo - start : hi - start] = img
+        parts.append(cols)
+        if progress is not None:
+            progress(hi - lo)
+    return images, {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def shard_path(out_dir: str | Path, shard: int) -> Path:
+    """File name of shard ``shard`` in ``out_dir``."""
+    return Path(out_dir) / f"shard-{shard:05d}.parquet"
+
+
+def _write_shard(plan: _Plan, shard: int, out_dir, progress=None) -> Path:
+    path = shard_path(out_dir, shard)
+    start, stop = plan.shard_rows(shard)
+    expected = {"config_hash": plan.config_hash, "rows": stop - start, "shard": shard}
+    if shard_is_complete(path, expected):
+        log.info("%s is complete; skipped", path)
+        if progress is not None:
+            progress(stop - start)
+        return path
+    images, cols = _simulate_rows(plan, start, stop, progress)
+    write_table_atomic(_table(plan, images, cols), path, plan.metadata(shard))
+    log.info("wrote %s (%d detections)", path, stop - start)
+    return path
+
+
+def _worker_shard(plan: _Plan, shard: int, out_dir: str) -> str:
+    return str(_write_shard(plan, shard, out_dir))
+
+
+def run_transient_simulation(
+    config: Mapping, out_dir, shards=None, workers: int = 1, show_progress: bool = False
+) -> list[Path]:
+    """Simulate detections into Parquet shards ``shard-{k:05d}.parquet`` of ``out_dir``.
+
+    Parameters
+    ----------
+    config : mapping
+        The validated skyscan config: ``seed``, ``simulate.n``, ``simulate.shard_size``,
+        ``simulate.noise`` and the ``transients`` section (merged over :data:`DEFAULTS`).
+    out_dir : str or Path
+    shards : iterable of int, optional
+        Which shards to write (default all).  Complete shards of the same config are skipped.
+    workers : int
+        Processes (one shard each at a time; spawned); 1 writes in this process.
+    show_progress : bool
+
+    Returns
+    -------
+    list of Path
+        The shards, in the order asked for.
+    """
+    from tqdm import tqdm
+
+    plan = _plan(config)
+    shards = list(range(plan.n_shards)) if shards is None else list(shards)
+    for s in shards:
+        plan.shard_rows(s)  # validates the index
+    total = sum(b - a for a, b in map(plan.shard_rows, shards))
+    bar = tqdm(
+        total=total, unit="det", desc="simulate", disable=not show_progress, dynamic_ncols=True
+    )
+    paths: dict[int, Path] = {}
+    try:
+        if workers <= 1 or len(shards) <= 1:
+            for s in shards:
+                paths[s] = _write_shard(plan, s, out_dir, progress=bar.update)
+        else:
+            import multiprocessing as mp
+
+            ctx = mp.get_context("spawn")  # the parent may hold torch threads
+            with ProcessPoolExecutor(min(workers, len(shards)), mp_context=ctx) as pool:
+                futures = {pool.submit(_worker_shard, plan, s, str(out_dir)): s for s in shards}
+                for fut in as_completed(futures):
+                    s = futures[fut]
+                    paths[s] = Path(fut.result())
+                    bar.update(plan.shard_rows(s)[1] - plan.shard_rows(s)[0])
+    finally:
+        bar.close()
+    return [paths[s] for s in shards]
