@@ -21,6 +21,10 @@ COMMANDS = {
     "tiles": ("skyscan.cli.tiles", "render survey tiles (FITS + WCS) with injected lenses"),
     "search": ("skyscan.cli.search", "score catalog positions on FITS tiles, per HEALPix pixel"),
     "skymaps": ("skyscan.cli.skymaps", "HEALPix maps of a search and injection-recovery"),
+    "make-alerts": (
+        "skyscan.cli.make_alerts",
+        "write demonstration alert packets of simulated detections (transients)",
+    ),
     "score-alerts": (
         "skyscan.cli.score_alerts",
         "score ZTF alerts (Avro, Parquet, FITS triplets) with a real/bogus model",

@@ -144,6 +144,26 @@ class Case:
         """The case's headline figure (a completeness in a selection) as a JSON-able dict."""
         return {}
 
+    def extra_metrics(
+        self,
+        columns: Mapping[str, np.ndarray],
+        labels: np.ndarray,
+        logits: np.ndarray,
+        thresholds: Mapping[str, float | None],
+    ) -> dict:
+        """Case-specific figures added to metrics.json (default none).
+
+        Parameters
+        ----------
+        columns : mapping
+            The test split's metadata columns.
+        labels, logits : ndarray
+        thresholds : mapping
+            Named logit thresholds (``validation``: the card's; ``score_0.5``: logit 0); a
+            value may be None when the card has no threshold.
+        """
+        return {}
+
     def comparison_table(self, metrics: Mapping) -> str:
         """Markdown table of the evaluation's figures beside the published ones."""
         return ""

@@ -116,6 +116,8 @@ def evaluate(card_path, dataset_dir, out_dir, config: dict) -> dict:
             "score_0.5": M.rates_at(labels, logits, 0.0),
         },
     }
+    thresholds = {"validation": card.threshold.get("logit"), "score_0.5": 0.0}
+    metrics.update(case.extra_metrics(columns, labels, logits, thresholds))
     scores = meta.select(case.score_columns(meta.column_names))
     scores = scores.append_column("logit", pa.array(logits.astype(np.float64)))
     scores = scores.append_column("score", pa.array(sigmoid(logits)))

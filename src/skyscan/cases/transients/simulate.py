@@ -919,9 +919,15 @@ class _Plan:
         }
 
 
+def simulation_section(config: Mapping) -> dict:
+    """The simulator's keys of the config's ``transients`` section (the rest, e.g. the
+    evaluation's ``snr_bins`` or the demo ``alerts``, does not change a triplet)."""
+    return {k: v for k, v in dict(config.get("transients") or {}).items() if k in DEFAULTS}
+
+
 def _plan(config: Mapping) -> _Plan:
     sim = config["simulate"]
-    section = resolve_section(config.get("transients", {}))
+    section = resolve_section(simulation_section(config))
     setup = _get_setup(section["setup"])
     identity = {
         "case": "transients",
