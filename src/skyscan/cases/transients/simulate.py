@@ -919,10 +919,16 @@ class _Plan:
         }
 
 
+#: Keys of the ``transients`` section that are not the simulator's (any other unknown key is
+#: still an error)
+NOT_SIMULATION_KEYS = ("snr_bins", "alerts")
+
+
 def simulation_section(config: Mapping) -> dict:
     """The simulator's keys of the config's ``transients`` section (the rest, e.g. the
     evaluation's ``snr_bins`` or the demo ``alerts``, does not change a triplet)."""
-    return {k: v for k, v in dict(config.get("transients") or {}).items() if k in DEFAULTS}
+    section = dict(config.get("transients") or {})
+    return {k: v for k, v in section.items() if k not in NOT_SIMULATION_KEYS}
 
 
 def _plan(config: Mapping) -> _Plan:
