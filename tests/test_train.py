@@ -109,6 +109,11 @@ def test_evaluation_products(trained):
         assert (trained.evaluation / name).stat().st_size > (5000 if ".png" in name else 300), name
     grid = metrics["completeness_grid"]
     assert sum(map(sum, grid["counts"])) == metrics["n_positive"]
+    for row_c, row_n, row_ci in zip(
+        grid["completeness"], grid["counts"], grid["completeness_ci95"], strict=True
+    ):
+        for c, n, ci in zip(row_c, row_n, row_ci, strict=True):
+            assert (ci is None) == (n == 0) and (ci is None or ci[0] <= c <= ci[1])
     assert metrics["headline"]["n_lenses"] <= metrics["n_positive"]
     assert metrics["tpr0"] <= metrics["tpr10"] <= 1
     assert set(metrics["false_positive_rate_by_kind"]) == {"no_source"}

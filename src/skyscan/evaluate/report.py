@@ -100,6 +100,13 @@ def evaluate(card_path, dataset_dir, out_dir, config: dict) -> dict:
                 [None if not np.isfinite(v) else float(v) for v in row] for row in grid
             ],
             "counts": counts.tolist(),
+            "completeness_ci95": [
+                [
+                    M.wilson_interval(int(round(c * n)), int(n)) if n else None
+                    for c, n in zip(row_c, row_n, strict=True)
+                ]
+                for row_c, row_n in zip(grid, counts, strict=True)
+            ],
         },
         "headline": case.headline(strata, passed),
         "false_positive_rate_by_kind": per_kind,

@@ -200,7 +200,9 @@ def injection_recovery(
     truth = pq.read_table(truth_path).to_pydict()
     by_id = {i: k for k, i in enumerate(truth["id"])}
     record = {
-        k: v for k, v in metrics["completeness_grid"].items() if k not in ("completeness", "counts")
+        k: v
+        for k, v in metrics["completeness_grid"].items()
+        if k not in ("completeness", "counts", "completeness_ci95")
     }
     threshold = metrics["operating_point"]["logit_threshold"]
     rows = np.array([by_id[i] for i in cand["id"]], dtype=np.int64)
