@@ -207,7 +207,7 @@ ROWS = [
         "config-unknown-case",
         lambda t, s: ["simulate", "--config", _config(t, "case: nope\n")],
         2,
-        r"config key 'case': unknown case 'nope' \(allowed: lenses\)",
+        r"config key 'case': unknown case 'nope' \(allowed: lenses, transients\)",
     ),
     (
         "config-unknown-model",

@@ -231,7 +231,6 @@ def test_set_up_depths_give_their_limits(name):
         ({"kinds": {"hostless": -1}}, "transients.kinds.hostless"),
         ({"kinds": {"hostless": 0}}, "transients.kinds"),
         ({"mag_min": 20.0}, "transients.mag_min"),
-        ({"mag_bins": [18, 17]}, "transients.mag_bins"),
         ({"magmin": 15}, "transients.magmin"),
     ],
 )

@@ -31,6 +31,14 @@ def test_transient_case_is_registered_with_its_section():
     assert config["transients"]["alerts"]["n"] == 300
 
 
+def test_unsorted_bins_name_the_key():
+    from skyscan.core.errors import ConfigError
+
+    meta = {"mag": np.array([18.0]), "snr": np.array([9.0])}
+    with pytest.raises(ConfigError, match="'transients.mag_bins': bin edges must increase"):
+        get_case("transients").strata(meta, {"mag_bins": [18, 17], "snr_bins": [0, 5]})
+
+
 def test_triplet_picture_puts_the_three_channels_side_by_side():
     stamp = np.random.default_rng(0).normal(0, 1, (3, 21, 21)).astype(np.float32)
     stamp[2, 10, 10] = 50.0
@@ -67,6 +75,7 @@ def test_transients_ztf_config_runs_rule_all(tmp_path):
     metrics = json.loads((results / "evaluation" / "metrics.json").read_text())
     assert metrics["case"] == "transients" and metrics["model"] == "skyscan-vgg6"
     assert metrics["completeness_grid"]["mag_bins"] == [15, 17, 18, 19, 20, 21]
+    assert metrics["completeness_grid"]["snr_bins"] == [0, 5, 10, 20, 1000000]
     for block in ("score_0.5", "validation"):
         rates = metrics["at_thresholds"][block]
         assert rates["n_positive"] + rates["n_negative"] == metrics["n_test"]

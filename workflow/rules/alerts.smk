@@ -10,7 +10,7 @@ ALERT_SCORES = f"{ALERTS_DIR}/scores.parquet"
 rule make_alerts:
     """Alert packets (ZTF field names) of detections simulated after the training rows."""
     input:
-        config=f"{RESULTS}/configs/simulate.json",
+        config=f"{RESULTS}/configs/alerts.json",
     output:
         alerts=DEMO_ALERTS,
         truth=f"{ALERTS_DIR}/demo_truth.parquet",

@@ -74,20 +74,24 @@ PYTHON = "python" if _uses_conda() else sys.executable
 SKYSCAN = f"PYTHONPATH={SRC}${{PYTHONPATH:+:$PYTHONPATH}} {PYTHON} -m skyscan.cli"
 
 
-def stage_config_text(keys):
-    """The config subset one stage depends on, as canonical JSON (a param, so edits rerun it)."""
-    return json.dumps({k: config[k] for k in keys}, sort_keys=True, indent=1)
+def stage_config_text(stage):
+    """The config subset one stage depends on, as canonical JSON (a param, so edits rerun it):
+    its shared keys and the part of the case's own section it reads."""
+    data = {k: config[k] for k in STAGE_KEYS[stage]}
+    if CASE.config_schema:
+        data[CASE.name] = CASE.stage_settings(config, stage)
+    return json.dumps(data, sort_keys=True, indent=1)
 
 
-# The config keys each stage reads: only edits to these rerun the stage.  A case with its own
-# section (config[CASE.name]) adds it to the stages that read it.
-CASE_KEYS = [CASE.name] if CASE.config_schema else []
+# The config keys each stage reads: only edits to these rerun the stage (a case with its own
+# section adds the part each stage reads: stage_config_text).
 STAGE_KEYS = {
-    "simulate": ["seed", "case", "survey", "surveys", "bands", "simulate", *CASE_KEYS],
+    "simulate": ["seed", "case", "survey", "surveys", "bands", "simulate"],
     "dataset": ["seed", "case", "dataset"],
     "train": ["seed", "train"],
-    "evaluate": ["evaluate", *CASE_KEYS],
+    "evaluate": ["evaluate"],
     "tiles": ["seed", "survey", "surveys", "bands", "simulate", "tiles"],
     "search": ["search"],
     "skymaps": ["search", "skymaps"],
+    "alerts": ["seed", "case", "simulate"],
 }

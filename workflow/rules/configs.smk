@@ -7,7 +7,7 @@ rule stage_config:
     output:
         f"{RESULTS}/configs/{{stage}}.json",
     params:
-        text=lambda wc: stage_config_text(STAGE_KEYS[wc.stage]),
+        text=lambda wc: stage_config_text(wc.stage),
     log:
         f"{LOGS}/stage_config/{{stage}}.log",
     threads: 1

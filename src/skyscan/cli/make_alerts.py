@@ -43,6 +43,8 @@ def _run(args) -> int:
     config = load_config(args.config)
     if config["case"] != "transients":
         raise ConfigError("config key 'case': make-alerts needs the transients case", key="case")
+    if not str(args.out).endswith((".avro", ".parquet")):
+        raise UsageError(f"--out must end in .avro or .parquet, got {args.out}")
     if args.n is not None and args.n < 1:
         raise UsageError(f"--n must be >= 1, got {args.n}")
     from skyscan.cases.transients.demo import make_demo_alerts

@@ -40,7 +40,17 @@ def _run(args) -> int:
 
     if args.per_kind < 1:
         raise UsageError(f"--per-kind must be >= 1, got {args.per_kind}")
+    from skyscan.core.errors import MismatchError
+    from skyscan.data.shards import read_metadata
+
     case = get_case(load_config(args.config)["case"])
+    shard_case = read_metadata(args.shards[0]).get("case")
+    if shard_case is not None and shard_case != case.name:
+        raise MismatchError(
+            f"{args.shards[0]}: a shard of case {shard_case!r}; pass --config with "
+            f"case: {shard_case}",
+            path=args.shards[0],
+        )
     path = case.preview(args.shards, args.out, per_kind=args.per_kind)
     print(path)
     return 0

@@ -181,6 +181,11 @@ class Case:
         """The case's own config section with its defaults (empty if it has none)."""
         return dict(config.get(self.name, {})) if self.config_schema else {}
 
+    def stage_settings(self, config: Mapping, stage: str) -> dict:
+        """The part of the case's section that workflow stage ``stage`` reads (the whole
+        section by default): only edits to it rerun that stage."""
+        return self.settings(config)
+
     def caption(self, row: Mapping[str, Any], score: float) -> str:
         """The text under a stamp in a gallery (``row``: its metadata)."""
         return f"{row.get('kind', '')} p={score:.3f}"

@@ -146,7 +146,8 @@ def rates_at(labels, scores, threshold: float) -> dict:
         ``threshold``, ``n_positive``, ``n_negative``, ``tpr``, ``fnr``, ``fpr``,
         ``accuracy``, and ``<rate>_ci95`` for each rate.
     """
-    labels, scores = _check(labels, scores)
+    labels = np.asarray(labels).astype(np.int8).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
     above = scores > threshold
     pos, neg = labels == 1, labels == 0
     tp, fp = int((above & pos).sum()), int((above & neg).sum())
@@ -159,6 +160,6 @@ def rates_at(labels, scores, threshold: float) -> dict:
         ("fpr", fp, n_neg),
         ("accuracy", correct, n_pos + n_neg),
     ):
-        out[name] = k / n
+        out[name] = k / n if n else None
         out[f"{name}_ci95"] = wilson_interval(k, n)
     return out

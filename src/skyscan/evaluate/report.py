@@ -70,7 +70,7 @@ def evaluate(card_path, dataset_dir, out_dir, config: dict) -> dict:
     positive = labels == 1
     columns = {c: meta.column(c).to_numpy(zero_copy_only=False) for c in meta.column_names}
     strata = case.strata(
-        {c: v[positive] for c, v in columns.items()}, {**case.settings(config), **ec}
+        {c: v[positive] for c, v in columns.items()}, {**ec, **case.settings(config)}
     )
     fpr, tpr, _ = M.roc_curve(labels, logits)
     auroc = M.auroc(labels, logits)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from skyscan.core.case import Case, Strata
+from skyscan.core.errors import ConfigError
 
 __all__ = ["TransientCase", "CASE", "PUBLISHED", "REAL_KINDS", "BOGUS_KINDS"]
 
@@ -135,6 +136,15 @@ class TransientCase(Case):
         ("missed_real", "bottom_positives", "lowest-scoring real detections"),
     )
 
+    def stage_settings(self, config: Mapping, stage: str) -> dict:
+        """simulate: the simulator's keys; evaluate: the strata's bins; alerts: everything."""
+        section = self.settings(config)
+        if stage == "simulate":
+            return {k: v for k, v in section.items() if k not in ("mag_bins", "snr_bins", "alerts")}
+        if stage == "evaluate":
+            return {k: section[k] for k in ("mag_bins", "snr_bins") if k in section}
+        return section
+
     def score_columns(self, names) -> list[str]:
         """Identity, magnitude, S/N and seeing beside each score."""
         keep = ("index", "kind", "label", "mag", "snr", "fwhm_science", "host_mag")
@@ -144,6 +154,12 @@ class TransientCase(Case):
         """Transient magnitude x difference-image S/N."""
         mag_bins = list(spec.get("mag_bins", CONFIG_SCHEMA["properties"]["mag_bins"]["default"]))
         snr_bins = list(spec.get("snr_bins", CONFIG_SCHEMA["properties"]["snr_bins"]["default"]))
+        for key, bins in (("mag_bins", mag_bins), ("snr_bins", snr_bins)):
+            if any(b <= a for a, b in zip(bins[:-1], bins[1:], strict=True)):
+                raise ConfigError(
+                    f"config key 'transients.{key}': bin edges must increase, got {bins}",
+                    key=f"transients.{key}",
+                )
         return Strata(
             row_values=np.asarray(meta["mag"], dtype=float),
             col_values=np.asarray(meta["snr"], dtype=float),
@@ -182,7 +198,7 @@ class TransientCase(Case):
         """skyscan's rates at score 0.5 and at the validation threshold beside the papers."""
 
         def rate(block, name):
-            if not block:
+            if not block or block.get(name) is None:
                 return "n/a"
             lo, hi = block[f"{name}_ci95"] or (float("nan"), float("nan"))
             n = block["n_positive"] if name in ("fnr", "tpr") else block["n_negative"]

@@ -921,7 +921,7 @@ class _Plan:
 
 #: Keys of the ``transients`` section that are not the simulator's (any other unknown key is
 #: still an error)
-NOT_SIMULATION_KEYS = ("snr_bins", "alerts")
+NOT_SIMULATION_KEYS = ("mag_bins", "snr_bins", "alerts")
 
 
 def simulation_section(config: Mapping) -> dict:
