@@ -145,6 +145,21 @@ def test_resume_from_last_checkpoint(trained, tmp_path):
     assert min(step for _, step in second) >= max(step for _, step in first)
 
 
+def test_changed_training_does_not_resume_old_checkpoints(trained, tmp_path):
+    """A checkpoint of another training (here: another learning rate) is not resumed."""
+    import csv
+
+    from skyscan.train.run import train
+
+    shutil.copytree(trained.model, tmp_path / "model")
+    other = json.loads(json.dumps(trained.config))
+    other["train"].update(epochs=1, learning_rate=5e-4)
+    train(other, trained.dataset, tmp_path / "model")
+    with open(tmp_path / "model" / "logs" / "version_1" / "metrics.csv") as fh:
+        epochs = {int(r["epoch"]) for r in csv.DictReader(fh)}
+    assert epochs == {0}  # trained afresh for its one epoch, not resumed at epoch 6
+
+
 def test_model_that_does_not_match_the_data(trained, tmp_path):
     from skyscan.evaluate.report import evaluate
     from skyscan.evaluate.scoring import score_split

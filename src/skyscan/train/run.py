@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from skyscan.config import config_hash
+from skyscan.core.atomic import write_json_atomic
 from skyscan.core.errors import ConfigError, InputFileError, ResourceError
 from skyscan.models import count_macs, count_parameters, model_names
 
@@ -43,6 +44,46 @@ def _epoch_log_callback():
             self._report(trainer)
 
     return EpochLog()
+
+
+def _training_identity(config: dict, dataset_dir) -> dict:
+    """What a checkpoint must have been trained on to be resumed: the training settings
+    (all but ``epochs``, which a resumed run may raise) and the dataset's content."""
+    manifest = json.loads((Path(dataset_dir) / "manifest.json").read_text())
+    train_config = {k: v for k, v in config["train"].items() if k != "epochs"}
+    return {
+        "train": config_hash({"seed": config["seed"], "train": train_config}),
+        "dataset": config_hash(
+            {
+                "dataset": manifest.get("dataset_config_hash"),
+                "sources": [s.get("config_hash") for s in manifest.get("sources", [])],
+                "splits": manifest.get("splits"),
+            }
+        ),
+    }
+
+
+def _resumable(ckpt_dir: Path, identity: dict) -> bool:
+    """True if ``ckpt_dir`` holds a last checkpoint of the same training; otherwise clear the
+    stale checkpoints (a changed config or dataset trains afresh) and record ``identity``."""
+    stamp = ckpt_dir / "identity.json"
+    last = ckpt_dir / "last.ckpt"
+    try:
+        same = json.loads(stamp.read_text()) == identity
+    except (OSError, ValueError):
+        same = False
+    if same and last.is_file():
+        return True
+    stale = [p for p in (last, ckpt_dir / "best.ckpt") if p.is_file()]
+    if stale:
+        log.warning(
+            "%s: checkpoints of another training (config or dataset changed): starting afresh",
+            ckpt_dir,
+        )
+        for path in stale:
+            path.unlink()
+    write_json_atomic(stamp, identity)
+    return False
 
 
 def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: int = 1) -> dict:
@@ -136,12 +177,14 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
         enable_model_summary=False,
     )
     last = ckpt_dir / "last.ckpt"
-    resume = str(last) if last.is_file() else None
+    resume = str(last) if _resumable(ckpt_dir, _training_identity(config, dataset_dir)) else None
     if resume:
         log.info("resuming from %s", resume)
     trainer.fit(module, dm, ckpt_path=resume)
 
-    best_path = best_cb.best_model_path or str(last)
+    best_path = best_cb.best_model_path
+    if not best_path or not Path(best_path).is_file():  # e.g. the folder was moved
+        best_path = str(ckpt_dir / "best.ckpt") if (ckpt_dir / "best.ckpt").is_file() else str(last)
     best = Classifier.load_from_checkpoint(best_path, map_location="cpu")
     net = best.net.eval()
     test_images = dm.datasets["test"]
