@@ -18,6 +18,7 @@ so a crash never leaves a half-written shard under the final name.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from skyscan.core.atomic import write_parquet_atomic
-from skyscan.core.errors import InputFileError
+from skyscan.core.errors import ConfigError, InputFileError
 
 __all__ = [
     "images_to_array",
@@ -35,6 +36,8 @@ __all__ = [
     "read_metadata",
     "read_images",
     "shard_is_complete",
+    "shard_count",
+    "shard_rows",
     "ShardError",
 ]
 
@@ -65,6 +68,20 @@ def array_to_images(column, shape) -> np.ndarray:
         column.buffers()[1], dtype="<f4", offset=column.offset * size, count=len(column) * size // 4
     )
     return data.reshape((len(column), *shape))
+
+
+def shard_count(n: int, shard_size: int) -> int:
+    """Number of shards of ``shard_size`` rows holding ``n`` rows (the last may be short)."""
+    return math.ceil(n / shard_size)
+
+
+def shard_rows(n: int, shard_size: int, shard: int) -> tuple[int, int]:
+    """Global row range ``[start, stop)`` of shard ``shard``; out of range is a ConfigError."""
+    count = shard_count(n, shard_size)
+    if not 0 <= shard < count:
+        raise ConfigError(f"shard {shard} is out of range (0..{count - 1})")
+    start = shard * shard_size
+    return start, min(start + shard_size, n)
 
 
 def write_table_atomic(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,13 @@ import pyarrow as pa
 
 import skyscan
 from skyscan.config import config_hash
-from skyscan.data.shards import images_to_array, shard_is_complete, write_table_atomic
+from skyscan.data.shards import (
+    images_to_array,
+    shard_count,
+    shard_is_complete,
+    shard_rows,
+    write_table_atomic,
+)
 from skyscan.sim.population import BLOCK_SIZE, Population, block_rng
 from skyscan.sim.render import Observation, render
 from skyscan.sim.survey import ConfigError, get_bands, get_survey
@@ -86,14 +91,11 @@ class SimulationPlan:
 
     @property
     def n_shards(self) -> int:
-        return math.ceil(self.n / self.shard_size)
+        return shard_count(self.n, self.shard_size)
 
     def shard_rows(self, shard: int) -> tuple[int, int]:
         """Global row range ``[start, stop)`` of a shard."""
-        if not 0 <= shard < self.n_shards:
-            raise ConfigError(f"shard {shard} is out of range (0..{self.n_shards - 1})")
-        start = shard * self.shard_size
-        return start, min(start + self.shard_size, self.n)
+        return shard_rows(self.n, self.shard_size, shard)
 
     def metadata(self, shard: int) -> dict:
         """Schema metadata of a shard."""

@@ -89,7 +89,13 @@ from scipy import special
 import skyscan
 from skyscan.config import config_hash
 from skyscan.core.errors import ConfigError
-from skyscan.data.shards import images_to_array, shard_is_complete, write_table_atomic
+from skyscan.data.shards import (
+    images_to_array,
+    shard_count,
+    shard_is_complete,
+    shard_rows,
+    write_table_atomic,
+)
 from skyscan.sim import BLOCK_SIZE, block_rng, fwhm_to_sigma, sersic_b_n, sersic_total_flux
 
 __all__ = [
@@ -878,13 +884,10 @@ class _Plan:
 
     @property
     def n_shards(self) -> int:
-        return math.ceil(self.n / self.shard_size)
+        return shard_count(self.n, self.shard_size)
 
     def shard_rows(self, shard: int) -> tuple[int, int]:
-        if not 0 <= shard < self.n_shards:
-            raise ConfigError(f"shard {shard} is out of range (0..{self.n_shards - 1})")
-        start = shard * self.shard_size
-        return start, min(start + self.shard_size, self.n)
+        return shard_rows(self.n, self.shard_size, shard)
 
     def metadata(self, shard: int) -> dict:
         s = self.setup
