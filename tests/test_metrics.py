@@ -70,3 +70,17 @@ def test_wilson_interval_and_rates():
     assert (r["tpr"], r["fnr"], r["fpr"]) == pytest.approx((2 / 3, 1 / 3, 1 / 4))
     assert r["accuracy"] == pytest.approx(5 / 7)
     assert r["tpr_ci95"][0] < r["tpr"] < r["tpr_ci95"][1]
+
+
+def test_temperature_scaling_recovers_a_known_temperature():
+    from skyscan.evaluate.metrics import expected_calibration_error, fit_temperature
+
+    rng = np.random.default_rng(1)
+    true_logit = rng.normal(0, 2.0, 20000)
+    labels = (rng.random(20000) < 1 / (1 + np.exp(-true_logit))).astype(int)
+    overconfident = 3.0 * true_logit  # a model three times too sure of itself
+    t = fit_temperature(labels, overconfident)
+    assert t == pytest.approx(3.0, rel=0.05)
+    before = expected_calibration_error(labels, 1 / (1 + np.exp(-overconfident)))
+    after = expected_calibration_error(labels, 1 / (1 + np.exp(-overconfident / t)))
+    assert after < 0.02 < before

@@ -71,6 +71,9 @@ def test_threshold_is_chosen_on_validation(trained):
     labels = meta.column("label").to_numpy()
     assert threshold["n_negatives"] == int((labels == 0).sum())
     assert threshold["logit"] == pytest.approx(threshold_at_fpr(labels, logits, 0.01))
+    calibration = trained.card.calibration
+    assert calibration["fitted_on"] == "val" and 0.05 < calibration["temperature"] < 50
+    assert calibration["ece_val_after"] <= calibration["ece_val_before"] + 0.02
     # at most 1% of the validation negatives lie above it
     assert (logits[labels == 0] > threshold["logit"]).mean() <= 0.01
 

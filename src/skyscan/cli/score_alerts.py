@@ -24,7 +24,7 @@ def parser() -> argparse.ArgumentParser:
             "packets, broker Parquet with struct or flattened columns, or folders of "
             "NAME_sci/_ref/_diff.fits[.gz] triplets), score them with an exported real/bogus "
             "model and write OUT (Parquet: candid, objectId, ra, dec, magpsf, jd, logit, "
-            "score = sigmoid(logit) (not calibrated), ZTF's rb and drb, flags, edge, "
+            "score (the card's calibrated probability), ZTF's rb and drb, flags, edge, "
             "nan_pixels, source) and OUT_failures.json (alerts that could not be decoded, "
             "with the reason). Cutouts smaller than the model's stamps (CCD edge) are "
             "zero-padded and flagged."

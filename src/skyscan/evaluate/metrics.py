@@ -163,3 +163,33 @@ def rates_at(labels, scores, threshold: float) -> dict:
         out[name] = k / n if n else None
         out[f"{name}_ci95"] = wilson_interval(k, n)
     return out
+
+
+def fit_temperature(labels, logits) -> float:
+    """Temperature scaling (Guo et al. 2017): the ``T`` that minimises the log loss of
+    ``sigmoid(logit / T)`` on held-out data (the validation split), searched in [0.05, 50]."""
+    from scipy.optimize import minimize_scalar
+
+    labels, logits = _check(labels, logits)
+
+    def log_loss(log_t):
+        z = logits / np.exp(log_t)
+        # log(1 + e^-z) for positives, log(1 + e^z) for negatives, computed stably
+        return float(np.mean(np.logaddexp(0.0, np.where(labels == 1, -z, z))))
+
+    result = minimize_scalar(log_loss, bounds=(np.log(0.05), np.log(50.0)), method="bounded")
+    return float(np.exp(result.x))
+
+
+def expected_calibration_error(labels, probabilities, bins: int = 15) -> float:
+    """Expected calibration error: the count-weighted mean |accuracy - confidence| of the
+    predicted positive-class probability in ``bins`` equal-width bins."""
+    labels = np.asarray(labels, dtype=np.float64).ravel()
+    p = np.asarray(probabilities, dtype=np.float64).ravel()
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        sel = which == b
+        if sel.any():
+            total += sel.sum() * abs(labels[sel].mean() - p[sel].mean())
+    return float(total / len(p))

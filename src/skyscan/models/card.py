@@ -56,6 +56,10 @@ class ModelCard:
     threshold : dict
         The operating threshold: ``logit``, the target ``fpr``, the ``split`` it was chosen
         on and the number of negatives there (``n_negatives``).
+    calibration : dict
+        Temperature scaling fitted on the validation split: ``temperature`` (probability =
+        sigmoid(logit / temperature)), ``fitted_on`` and the expected calibration errors
+        before and after; empty for an uncalibrated model.
     training : dict
         ``config_hash`` (of seed + train section), dataset, epochs, best checkpoint, ...
     files : dict
@@ -75,6 +79,7 @@ class ModelCard:
     preprocessing: dict
     survey: str | None = None
     threshold: dict = field(default_factory=dict)
+    calibration: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
     parameters: int = 0
@@ -108,6 +113,14 @@ class ModelCard:
                 path=source,
             )
         return cls(**data)
+
+    def probability(self, logits):
+        """Calibrated probability of the positive class for ``logits`` (float64): sigmoid of
+        ``logit / temperature``, or of the logit if the card has no calibration."""
+        import numpy as np
+
+        t = float(self.calibration.get("temperature", 1.0)) if self.calibration else 1.0
+        return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64) / t))
 
     def replace(self, **changes: Any) -> ModelCard:
         """A copy with ``changes``."""

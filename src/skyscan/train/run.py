@@ -120,7 +120,12 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from skyscan.evaluate.metrics import auroc, tpr_at_fpr
+    from skyscan.evaluate.metrics import (
+        auroc,
+        expected_calibration_error,
+        fit_temperature,
+        tpr_at_fpr,
+    )
     from skyscan.evaluate.scoring import score_split
     from skyscan.models.card import CARD_NAME, ModelCard, load_model
     from skyscan.train.datamodule import StampDataModule
@@ -224,10 +229,22 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
     val_logits, val_meta = score_split(model, card, dataset_dir, "val")
     val_labels = val_meta.column("label").to_numpy()
     _, threshold = tpr_at_fpr(val_labels, val_logits, tc["threshold_fpr"])
+    temperature = fit_temperature(val_labels, val_logits)
+    calibration = {
+        "method": "temperature",
+        "temperature": temperature,
+        "fitted_on": "val",
+        "ece_val_before": expected_calibration_error(val_labels, card.probability(val_logits)),
+        "ece_val_after": expected_calibration_error(
+            val_labels,
+            card.replace(calibration={"temperature": temperature}).probability(val_logits),
+        ),
+    }
     logits, meta = score_split(model, card, dataset_dir, "test")
     labels = meta.column("label").to_numpy()
     tpr, _ = tpr_at_fpr(labels, logits, 0.01)
     card = card.replace(
+        calibration=calibration,
         threshold={
             "logit": float(threshold),
             "fpr": tc["threshold_fpr"],

@@ -7,8 +7,9 @@ noise is 0).  Stamps are fitted to the card's ``input_shape`` (:func:`~.alerts.f
 preprocessed with :func:`skyscan.data.preprocess.preprocess` and the card's ``preprocessing``,
 and scored in batches.
 
-``score`` is ``sigmoid(logit)``, not a calibrated probability (calibration is a later
-issue's).
+``score`` is the card's calibrated probability, ``sigmoid(logit / T)`` with the temperature
+``T`` fitted on the validation split at training (:meth:`ModelCard.probability`; plain
+``sigmoid(logit)`` for a card without calibration).
 """
 
 from __future__ import annotations
@@ -102,10 +103,6 @@ def failures_path(out: str | Path) -> Path:
     return out.with_name(f"{out.stem}_failures.json")
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return np.exp(-np.logaddexp(0.0, -x))
-
-
 def score_alerts(
     card_path: str | Path,
     inputs: Sequence[str | Path],
@@ -126,7 +123,7 @@ def score_alerts(
     out : str or Path
         The scores' Parquet file, columns :data:`OUTPUT_COLUMNS`, one row per scored alert in
         input order: ``candid`` (int64), ``objectId``, ``ra``, ``dec``, ``jd`` (float64),
-        ``magpsf`` (float32), ``logit`` and ``score`` = sigmoid(logit) (float64, uncalibrated),
+        ``magpsf`` (float32), ``logit`` and ``score`` = the card's calibrated probability (float64),
         ZTF's ``rb`` and ``drb`` (float32, null when absent), ``flags`` (int32 bits
         FLAG_EDGE 1, FLAG_NAN 2, FLAG_CROPPED 4), ``edge`` (bool), ``nan_pixels`` (int32) and
         ``source`` (the file the alert came from).
@@ -236,14 +233,19 @@ def score_alerts(
         "nan_pixels": pa.int32(),
         "source": pa.string(),
     }
-    columns["score"] = _sigmoid(logits)
+    columns["score"] = card.probability(logits)
     columns["objectId"] = [None if v is None else str(v) for v in columns["objectId"]]
     table = pa.table({k: pa.array(columns[k], types[k]) for k in OUTPUT_COLUMNS})
     table = table.replace_schema_metadata(
         {
             "skyscan.model_card": str(card_path),
             "skyscan.model": card.name,
-            "skyscan.score": "sigmoid(logit), not calibrated",
+            "skyscan.score": (
+                f"sigmoid(logit / {card.calibration['temperature']:.4g}), temperature fitted on "
+                "the validation split"
+                if card.calibration
+                else "sigmoid(logit), not calibrated"
+            ),
         }
     )
     write_parquet_atomic(table, out)
