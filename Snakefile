@@ -9,7 +9,11 @@ from snakemake.utils import min_version
 min_version("8.0")
 
 
-configfile: "config.yaml"
+# The embedded default config.yaml, unless --configfile names one: a config file is the whole
+# config (keys it leaves out take the schema's defaults), never merged into config.yaml, so a
+# map such as simulate.kinds that lists two kinds gets exactly those two.
+if not workflow.config_settings.configfiles:
+    workflow.configfile("config.yaml")
 
 
 include: "workflow/rules/common.smk"

@@ -111,3 +111,23 @@ def test_every_shipped_config_dry_runs(config, tmp_path):
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def test_a_config_file_is_not_merged_into_the_default(tmp_path):
+    """--configfile is the whole config: a kinds map of two kinds gets exactly those two,
+    not the default config.yaml's six (keys left out take the schema's defaults)."""
+    import json
+
+    results = tmp_path / "results"
+    path = tmp_path / "two.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {"results": str(results), "simulate": {"n": 100, "kinds": {"lens": 1, "no_source": 1}}}
+        )
+    )
+    target = str(results / "configs" / "simulate.json")
+    result = snakemake(target, "--cores", "1", "--configfile", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = json.loads(Path(target).read_text())
+    assert written["simulate"]["kinds"] == {"lens": 1, "no_source": 1}
+    assert written["simulate"]["shard_size"] == 1000  # the schema's default, not config.yaml's
