@@ -35,8 +35,6 @@ from skyscan.models import get_model
 from skyscan.models.card import ModelCard, load_model
 from skyscan.train.export import export_model
 
-pytest.importorskip("fastavro")
-
 CHANNELS = ("science", "reference", "difference")
 RB = [0.91, 0.12, None, 0.5, 0.75]
 DRB = [0.99, 0.03, 0.4, None, 0.8]

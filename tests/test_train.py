@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from skyscan.core.errors import InputFileError, MismatchError
-from skyscan.models.card import ModelCard, load_model, read_card
+from skyscan.models.card import load_model, read_card
 from skyscan.train.datamodule import StampDataModule, dihedral_augment
 
 pytest.importorskip("lightning")
@@ -178,4 +178,3 @@ def test_model_that_does_not_match_the_data(trained, tmp_path):
         score_split(lambda x: x, bigger, trained.dataset, "test")
     with pytest.raises(InputFileError, match="model card .*missing.json does not exist"):
         evaluate(tmp_path / "missing.json", trained.dataset, tmp_path, trained.config)
-    assert isinstance(card, ModelCard)

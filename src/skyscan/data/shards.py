@@ -36,6 +36,7 @@ __all__ = [
     "read_metadata",
     "read_images",
     "shard_is_complete",
+    "first_per_kind",
     "shard_count",
     "shard_rows",
     "ShardError",
@@ -168,6 +169,33 @@ def read_images(path: str | Path, columns=None) -> tuple[np.ndarray, pa.Table, d
     except ShardError as exc:
         raise ShardError(f"{path}: {exc}") from None
     return images, table.drop(["image"]), meta
+
+
+def first_per_kind(shards, kinds, per_kind: int) -> tuple[dict[str, list], dict]:
+    """Up to ``per_kind`` ``(image, row)`` pairs of each of ``kinds``, read from ``shards`` in
+    order until every kind has enough (for previews).
+
+    Returns
+    -------
+    picked : dict
+        kind -> list of ``(image (bands, H, W), row dict)``.
+    metadata : dict
+        The last shard's metadata.
+    """
+    picked: dict[str, list] = {k: [] for k in kinds}
+    meta = None
+    for shard in shards:
+        images, table, meta = read_images(shard)
+        for image, row in zip(images, table.to_pylist(), strict=True):
+            if row["kind"] not in picked:
+                raise ShardError(f"{shard}: kind {row['kind']!r} is not one of {', '.join(picked)}")
+            if len(picked[row["kind"]]) < per_kind:
+                picked[row["kind"]].append((image, row))
+        if all(len(v) >= per_kind for v in picked.values()):
+            break
+    if meta is None:
+        raise ShardError("no shard given to preview")
+    return picked, meta
 
 
 def shard_is_complete(path: str | Path, expected: Mapping[str, object]) -> bool:

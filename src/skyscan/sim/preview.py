@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skyscan.data.shards import ShardError, read_images
+from skyscan.data.shards import first_per_kind
 from skyscan.sim.population import KINDS
 from skyscan.viz import color_composite, save_grid
 
@@ -41,18 +41,7 @@ def write_preview(shards, out: str | Path, per_kind: int = 4) -> Path:
     """
     if per_kind < 1:
         raise ValueError(f"per_kind must be >= 1, got {per_kind}")
-    picked: dict[str, list] = {k: [] for k in KINDS}
-    meta = None
-    for shard in shards:
-        images, table, meta = read_images(shard)
-        rows = table.to_pylist()
-        for image, row in zip(images, rows, strict=True):
-            if len(picked[row["kind"]]) < per_kind:
-                picked[row["kind"]].append((image, row))
-        if all(len(v) >= per_kind for v in picked.values()):
-            break
-    if meta is None:
-        raise ShardError("no shard given to preview")
+    picked, meta = first_per_kind(shards, KINDS, per_kind)
     bands = list(meta["bands"])
     snr_band = "g" if "g" in bands else bands[0]
     pictures, labels, titles = [], [], []
@@ -66,7 +55,7 @@ def write_preview(shards, out: str | Path, per_kind: int = 4) -> Path:
                 pictures.append(color_composite(image, bands))
                 labels.append(_label(row, snr_band))
             else:
-                pictures.append(np.zeros((*images.shape[-2:], 3), dtype=np.uint8))
+                pictures.append(np.zeros((*meta["shape"][-2:], 3), dtype=np.uint8))
                 labels.append("")
     depth = "noise-free" if not meta.get("noise", True) else "noisy"
     title = (

@@ -22,8 +22,17 @@ import numpy as np
 from skyscan.core.case import Case, Strata
 from skyscan.core.errors import ConfigError
 
-__all__ = ["TransientCase", "CASE", "PUBLISHED", "REAL_KINDS", "BOGUS_KINDS"]
+__all__ = [
+    "TransientCase",
+    "CASE",
+    "PUBLISHED",
+    "REAL_KINDS",
+    "BOGUS_KINDS",
+    "DEFAULT_KIND_FRACTIONS",
+]
 
+#: The kinds and their default fractions, here (not in the simulator, which imports torch
+#: through skyscan.sim) because the registry loads this module whenever a config is read.
 REAL_KINDS = ("host_sn", "hostless", "variable_star")
 BOGUS_KINDS = ("dipole", "cosmic_ray", "bad_pixel", "bright_star", "psf_mismatch", "edge")
 
@@ -41,7 +50,7 @@ PUBLISHED = {
     },
 }
 
-_KIND_FRACTIONS = {
+DEFAULT_KIND_FRACTIONS = {
     "host_sn": 0.25,
     "hostless": 0.15,
     "variable_star": 0.1,
@@ -71,7 +80,7 @@ CONFIG_SCHEMA = {
             "type": "object",
             "additionalProperties": False,
             "properties": {k: {"type": "number", "minimum": 0} for k in REAL_KINDS + BOGUS_KINDS},
-            "default": dict(_KIND_FRACTIONS),
+            "default": dict(DEFAULT_KIND_FRACTIONS),
         },
         "mag_min": {
             "description": "Brightest transient magnitude (AB); the faintest is the set-up's "
@@ -256,18 +265,10 @@ class TransientCase(Case):
 
     def preview(self, shards, out, per_kind: int = 4):
         """Triplets of every kind, labelled with kind and magnitude."""
-        from skyscan.data.shards import read_images
+        from skyscan.data.shards import first_per_kind
         from skyscan.viz import save_grid
 
-        picked: dict[str, list] = {k: [] for k in self.kinds}
-        meta = None
-        for shard in shards:
-            images, table, meta = read_images(shard)
-            for image, row in zip(images, table.to_pylist(), strict=True):
-                if len(picked[row["kind"]]) < per_kind:
-                    picked[row["kind"]].append((image, row))
-            if all(len(v) >= per_kind for v in picked.values()):
-                break
+        picked, meta = first_per_kind(shards, self.kinds, per_kind)
         pictures, labels, titles = [], [], []
         for kind in self.kinds:
             if not picked[kind]:

@@ -87,6 +87,7 @@ from scipy import fft as sfft
 from scipy import special
 
 import skyscan
+from skyscan.cases.transients import BOGUS_KINDS, DEFAULT_KIND_FRACTIONS, REAL_KINDS
 from skyscan.config import config_hash
 from skyscan.core.errors import ConfigError
 from skyscan.data.shards import (
@@ -117,8 +118,6 @@ log = logging.getLogger(__name__)
 #: Units of the pixels: background-subtracted photo-electrons in one science exposure.
 IMAGE_UNITS = "counts"
 
-REAL_KINDS = ("host_sn", "hostless", "variable_star")
-BOGUS_KINDS = ("dipole", "cosmic_ray", "bad_pixel", "bright_star", "psf_mismatch", "edge")
 KINDS = REAL_KINDS + BOGUS_KINDS
 
 #: Defaults of the ``transients`` config section.  A ``kinds`` given there replaces this one
@@ -126,17 +125,7 @@ KINDS = REAL_KINDS + BOGUS_KINDS
 #: half-magnitude bins from ``mag_min`` to the set-up's limit + 0.5.
 DEFAULTS = {
     "setup": "ztf",
-    "kinds": {
-        "host_sn": 0.25,
-        "hostless": 0.15,
-        "variable_star": 0.10,
-        "dipole": 0.12,
-        "cosmic_ray": 0.10,
-        "bad_pixel": 0.08,
-        "bright_star": 0.07,
-        "psf_mismatch": 0.07,
-        "edge": 0.06,
-    },
+    "kinds": dict(DEFAULT_KIND_FRACTIONS),
     "mag_min": 15.0,
     "mag_bins": None,
 }
