@@ -46,7 +46,7 @@ def test_splits_are_disjoint_complete_and_independent_of_sharding(sims, tmp_path
 
 
 def test_preprocessing_is_noise_scaling_and_clipping(sims, tmp_path):
-    build_dataset(sims, tmp_path, _config(clip_sigma=50))
+    build_dataset(sims, tmp_path, _config(stretch="clip", clip_sigma=50))
     images, meta, spec = load_split(tmp_path, "val")
     raw_images, raw_table, raw_meta = read_images(sims[0])
     sigma = np.array(raw_meta["background_sigma"], dtype=np.float32)
@@ -56,6 +56,26 @@ def test_preprocessing_is_noise_scaling_and_clipping(sims, tmp_path):
     np.testing.assert_allclose(images[0], expected, rtol=1e-6)
     assert spec["clip"] == 50 and spec["scale"] == raw_meta["background_sigma"]
     assert json.loads((tmp_path / "preprocessing.json").read_text()) == spec
+
+
+def test_asinh_stretch_keeps_bright_pixels_distinct_and_inverts(sims, tmp_path):
+    """The default stretch: asinh(x / (a sigma)), checked against numpy; the brightest
+    pixels keep their order (a clip at 50 sigma would make them equal) and invert() gives
+    back e-/s to float32 precision."""
+    from skyscan.data.preprocess import invert
+
+    build_dataset(sims, tmp_path, _config(asinh_softening=2.0))
+    images, meta, spec = load_split(tmp_path, "val")
+    assert spec["method"] == "noise-scaled-asinh" and spec["softening"] == 2.0
+    raw_images, raw_table, raw_meta = read_images(sims[0])
+    sigma = np.array(raw_meta["background_sigma"], dtype=np.float32)
+    row = raw_table.column("index").to_pylist().index(meta.column("index")[0].as_py())
+    raw = raw_images[row]
+    np.testing.assert_allclose(images[0], np.arcsinh(raw / (2 * sigma[:, None, None])), rtol=1e-5)
+    bright = raw / sigma[:, None, None] > 50
+    if bright.sum() > 1:
+        assert len(np.unique(images[0][bright])) == bright.sum()
+    np.testing.assert_allclose(invert(images[0], spec), raw, rtol=1e-4, atol=1e-6)
 
 
 def test_class_balance(sims, tmp_path):

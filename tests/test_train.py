@@ -48,7 +48,7 @@ def test_export_and_card(trained):
     assert card.case == "lenses" and card.model == "fast"
     assert card.bands == ["g", "r", "i"] and card.input_shape == [3, 33, 33]
     assert card.pixel_scale == pytest.approx(0.2) and card.survey == "lsst"
-    assert card.preprocessing["method"] == "noise-scaled-clip"
+    assert card.preprocessing["method"] == "noise-scaled-asinh"
     check = card.export_check
     assert check["torchscript_max_abs_diff"] <= 1e-4 and check["onnx_max_abs_diff"] <= 1e-4
     # the exported model gives the logits the evaluation recorded
@@ -105,6 +105,7 @@ def test_evaluation_products(trained):
         "roc.png",
         "completeness.png",
         "scores_by_kind.png",
+        "reliability.png",
         "false_positives.png",
         "missed_lenses.png",
         "comparison.md",
@@ -121,7 +122,10 @@ def test_evaluation_products(trained):
     assert metrics["tpr0"] <= metrics["tpr10"] <= 1
     assert set(metrics["false_positive_rate_by_kind"]) == {"no_source"}
     table = (trained.evaluation / "comparison.md").read_text()
-    assert f"| AUROC | {metrics['auroc']:.3f} |" in table
+    lo, hi = metrics["auroc_ci95"]
+    assert lo <= metrics["auroc"] <= hi
+    assert f"| AUROC | {metrics['auroc']:.3f} [{lo:.3f}, {hi:.3f}] |" in table
+    assert "Not like for like" in table and "bands ['g', 'r', 'i']" in table
     assert list(trained.evaluation.glob(".*.tmp")) == []
 
 
@@ -178,3 +182,77 @@ def test_model_that_does_not_match_the_data(trained, tmp_path):
         score_split(lambda x: x, bigger, trained.dataset, "test")
     with pytest.raises(InputFileError, match="model card .*missing.json does not exist"):
         evaluate(tmp_path / "missing.json", trained.dataset, tmp_path, trained.config)
+
+
+def test_evaluation_is_honest(trained):
+    """Threshold from validation, every rate with its interval, rates the split cannot
+    support left out with the reason, purity and calibration reported."""
+    from skyscan.evaluate.metrics import threshold_at_fpr, wilson_interval
+    from skyscan.evaluate.scoring import score_split
+
+    metrics = trained.metrics
+    op = metrics["operating_point"]
+    assert op["chosen_on"] == "val" and op["target_fpr"] == trained.config["evaluate"]["fpr"]
+    model, card = load_model(trained.model / "model_card.json")
+    logits, meta = score_split(model, card, trained.dataset, "val")
+    val_labels = meta.column("label").to_numpy()
+    assert op["logit_threshold"] == threshold_at_fpr(val_labels, logits, op["target_fpr"])
+    assert metrics["n_val_negative"] == int((val_labels == 0).sum())
+    for rate in ("tpr", "fpr"):
+        lo, hi = op[f"{rate}_ci95"]
+        assert lo <= op[rate] <= hi
+    n_neg = metrics["n_negative"]
+    assert op["fpr_ci95"] == wilson_interval(round(op["fpr"] * n_neg), n_neg)
+    # about 90 test non-lenses: too few for any of the three rates (10 false positives each)
+    assert set(metrics["tpr_at_fpr"]) == {"0.01", "0.001", "0.0001"}
+    assert n_neg < 1000 and metrics["tpr_at_fpr"]["0.01"] is None
+    assert f"the split has {n_neg:,}" in metrics["tpr_at_fpr_reason"]["0.01"]
+    head = metrics["headline"]
+    if head["completeness"] is not None:
+        assert head["completeness_ci95"][0] <= head["completeness"] <= head["completeness_ci95"][1]
+    purity = metrics["purity"]
+    assert purity["prevalence"] == 1e-3
+    assert purity["purity"] is None or purity["purity_ci95"][0] <= purity["purity"] <= 1
+    cal = metrics["calibration"]
+    assert cal["fitted_on"] == "val" and cal["temperature"] > 0
+    assert 0 <= cal["ece_test_after"] <= 1 and 0 <= cal["ece_test_before"] <= 1
+    scores = pq.read_table(trained.evaluation / "scores.parquet")
+    np.testing.assert_allclose(
+        scores.column("score").to_numpy(), card.probability(scores.column("logit").to_numpy())
+    )
+
+
+def test_test_time_augmentation_is_the_mean_over_the_eight_symmetries(trained, tmp_path):
+    from skyscan.models.card import DihedralAverage
+
+    model, card = load_model(trained.model / "model_card.json")
+    images = torch.from_numpy(np.load(trained.dataset / "test" / "images.npy")[:8])
+    tta = DihedralAverage(model)
+    with torch.inference_mode():
+        views = [images.rot90(k, dims=(-2, -1)) for k in range(4)]
+        views += [v.flip(-1) for v in views]
+        expected = torch.stack([model(v) for v in views]).mean(0)
+        np.testing.assert_allclose(tta(images).numpy(), expected.numpy(), atol=1e-5)
+        # ... and so cannot depend on the stamp's orientation
+        turned = tta(images.rot90(1, dims=(-2, -1)).flip(-2)).numpy()
+        np.testing.assert_allclose(turned, tta(images).numpy(), atol=1e-5)
+    # the card says how to score, and load_model applies it
+    shutil.copytree(trained.model, tmp_path / "model")
+    card.replace(scoring={"tta": "dihedral8"}).write(tmp_path / "model" / "model_card.json")
+    loaded, _ = load_model(tmp_path / "model" / "model_card.json")
+    assert isinstance(loaded, DihedralAverage)
+    card.replace(scoring={"tta": "sixteen"}).write(tmp_path / "model" / "model_card.json")
+    with pytest.raises(InputFileError, match="unknown scoring.tta 'sixteen'"):
+        load_model(tmp_path / "model" / "model_card.json")
+
+
+def test_early_stopping_counts_epochs(trained, tmp_path):
+    """With patience 1 and a learning rate too high to keep improving, training stops
+    before its 40 epochs, and the card says when."""
+    from skyscan.train.run import train
+
+    config = json.loads(json.dumps(trained.config))
+    config["train"].update(epochs=40, patience=1, learning_rate=0.05)
+    card = train(config, trained.dataset, tmp_path / "model")
+    assert card.training["stopped_early"] is True
+    assert 2 <= card.training["epochs_run"] < 40

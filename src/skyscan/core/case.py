@@ -86,7 +86,7 @@ class Case:
         ("missed_positives", "bottom_positives", "lowest-scoring positives"),
     )
     #: plots the evaluation writes besides the galleries (file stems)
-    base_plots: ClassVar[tuple[str, ...]] = ("roc", "completeness", "scores_by_kind")
+    base_plots: ClassVar[tuple[str, ...]] = ("roc", "completeness", "scores_by_kind", "reliability")
     #: optional stages after the evaluation that the workflow runs for this case:
     #: "search" (survey tiles, HEALPix search, sky maps), "alerts" (score alert packets)
     stages: ClassVar[tuple[str, ...]] = ()

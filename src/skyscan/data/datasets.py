@@ -143,7 +143,14 @@ def build_dataset(
     for key in ("bands", "shape", "pixel_scale", "background_sigma"):
         _check_same(metas, key)
     meta0 = metas[0][1]
-    spec = make_spec(meta0["bands"], meta0["background_sigma"], ds["clip_sigma"], meta0["shape"])
+    spec = make_spec(
+        meta0["bands"],
+        meta0["background_sigma"],
+        ds["clip_sigma"],
+        meta0["shape"],
+        stretch=ds["stretch"],
+        softening=ds["asinh_softening"],
+    )
 
     # Pass 1: scalar columns and a finite check of every image, shard by shard.
     tables, good_masks, rejected = [], [], {}

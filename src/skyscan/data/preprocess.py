@@ -1,8 +1,17 @@
-"""The preprocessing shared by training and inference (CMU DeepLens's recipe).
+"""The preprocessing shared by training and inference.
 
-Each band is divided by its background noise sigma and clipped at +-``clip`` sigma.  The
-specification is a small JSON-able dict written next to every dataset and into every model
-card, so that the search applies exactly the transform the model was trained on.
+Each band is divided by its background noise sigma, then stretched:
+
+``noise-scaled-asinh`` (default)
+    ``asinh(x / a)`` with ``a`` the softening in background sigma: linear within a few sigma
+    of the sky, logarithmic above, so a bright arc stays distinct from its bright host
+    instead of saturating (Lupton et al. 1999's stretch, per band).
+``noise-scaled-clip``
+    CMU DeepLens's recipe: clipped at +-``clip`` sigma.  At coadd depth bright arcs saturate
+    the clip, and such lenses were found far less often than faint ones.
+
+The specification is a small JSON-able dict written next to every dataset and into every
+model card, so that the search applies exactly the transform the model was trained on.
 """
 
 from __future__ import annotations
@@ -14,12 +23,20 @@ import torch
 
 from skyscan.core.errors import MismatchError
 
-__all__ = ["make_spec", "preprocess", "check_compatible"]
+__all__ = ["make_spec", "preprocess", "invert", "check_compatible", "METHODS"]
 
-METHOD = "noise-scaled-clip"
+#: Stretch name in the config (``dataset.stretch``) -> method name in the spec.
+METHODS = {"asinh": "noise-scaled-asinh", "clip": "noise-scaled-clip"}
 
 
-def make_spec(bands: Sequence[str], background_sigma: Sequence[float], clip: float, shape) -> dict:
+def make_spec(
+    bands: Sequence[str],
+    background_sigma: Sequence[float],
+    clip: float,
+    shape,
+    stretch: str = "clip",
+    softening: float = 3.0,
+) -> dict:
     """A preprocessing specification.
 
     Parameters
@@ -28,18 +45,26 @@ def make_spec(bands: Sequence[str], background_sigma: Sequence[float], clip: flo
     background_sigma : sequence of float
         Per-band background noise in the images' units (e-/s per pixel).
     clip : float
-        Clip at +-clip after scaling.
+        For ``stretch="clip"``: clip at +-clip after scaling.
     shape : sequence of int
         ``(bands, H, W)`` of the inputs.
+    stretch : {"clip", "asinh"}
+    softening : float
+        For ``stretch="asinh"``: the softening ``a`` in background sigma.
     """
-    return {
-        "method": METHOD,
+    if stretch not in METHODS:
+        raise ValueError(f"unknown stretch {stretch!r} (allowed: {', '.join(METHODS)})")
+    spec = {
+        "method": METHODS[stretch],
         "bands": list(bands),
         "scale": [float(s) for s in background_sigma],
-        "clip": float(clip),
-        "shape": [int(v) for v in shape],
-        "input_units": "e-/s per pixel",
     }
+    if stretch == "clip":
+        spec["clip"] = float(clip)
+    else:
+        spec["softening"] = float(softening)
+    spec.update(shape=[int(v) for v in shape], input_units="e-/s per pixel")
+    return spec
 
 
 def preprocess(images, spec: Mapping):
@@ -48,17 +73,33 @@ def preprocess(images, spec: Mapping):
     NaN pixels become 0 (the background level) so a masked pixel cannot poison a batch;
     callers that care flag such cutouts before (the dataset builder drops them).
     """
-    if spec.get("method") != METHOD:
-        raise MismatchError(f"unknown preprocessing method {spec.get('method')!r}")
+    method = spec.get("method")
+    if method not in METHODS.values():
+        raise MismatchError(f"unknown preprocessing method {method!r}")
     scale = np.asarray(spec["scale"], dtype=np.float32)
-    clip = float(spec["clip"])
+    if method == METHODS["asinh"]:
+        scale = scale * np.float32(spec["softening"])
     if isinstance(images, torch.Tensor):
         s = torch.as_tensor(scale, device=images.device)[None, :, None, None]
         out = torch.nan_to_num(images.float() / s, nan=0.0)
-        return out.clamp_(-clip, clip)
+        if method == METHODS["asinh"]:
+            return torch.asinh_(out)
+        return out.clamp_(-float(spec["clip"]), float(spec["clip"]))
     out = np.asarray(images, dtype=np.float32) / scale[None, :, None, None]
     np.nan_to_num(out, copy=False, nan=0.0)
-    return np.clip(out, -clip, clip, out=out)
+    if method == METHODS["asinh"]:
+        return np.arcsinh(out, out=out)
+    return np.clip(out, -float(spec["clip"]), float(spec["clip"]), out=out)
+
+
+def invert(images, spec: Mapping) -> np.ndarray:
+    """Back to e-/s per pixel from preprocessed ``(..., bands, H, W)`` images (for pictures;
+    clipped pixels stay at the clip)."""
+    out = np.asarray(images, dtype=np.float32)
+    scale = np.asarray(spec["scale"], dtype=np.float32)[:, None, None]
+    if spec.get("method") == METHODS["asinh"]:
+        return np.sinh(out) * scale * np.float32(spec["softening"])
+    return out * scale
 
 
 def check_compatible(spec: Mapping, bands: Sequence[str], shape, what: str) -> None:

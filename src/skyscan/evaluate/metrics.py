@@ -15,6 +15,14 @@ __all__ = [
     "tpr_at_fpr",
     "tpr_before_false_positives",
     "completeness_grid",
+    "wilson_interval",
+    "rates_at",
+    "auroc_bootstrap_interval",
+    "tpr_at_fpr_table",
+    "purity_at_prevalence",
+    "reliability_curve",
+    "fit_temperature",
+    "expected_calibration_error",
 ]
 
 
@@ -193,3 +201,125 @@ def expected_calibration_error(labels, probabilities, bins: int = 15) -> float:
         if sel.any():
             total += sel.sum() * abs(labels[sel].mean() - p[sel].mean())
     return float(total / len(p))
+
+
+def auroc_bootstrap_interval(
+    labels, scores, n_resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> list[float]:
+    """Percentile bootstrap interval of the AUROC, resampling positives and negatives
+    separately (so every resample has both classes and the class sizes of the data).
+
+    The AUROC of a resample is the Mann-Whitney statistic from mid-ranks, so ties count one
+    half as in :func:`auroc`.  Deterministic for a given ``seed``.
+    """
+    from scipy.stats import rankdata
+
+    labels, scores = _check(labels, scores)
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    rng = np.random.default_rng(seed)
+    n_pos, n_neg = len(pos), len(neg)
+    values = np.empty(n_resamples)
+    for k in range(n_resamples):
+        p = pos[rng.integers(0, n_pos, n_pos)]
+        q = neg[rng.integers(0, n_neg, n_neg)]
+        ranks = rankdata(np.concatenate([p, q]))
+        values[k] = (ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    tail = (1 - level) / 2
+    lo, hi = np.quantile(values, [tail, 1 - tail])
+    return [float(lo), float(hi)]
+
+
+def tpr_at_fpr_table(labels, scores, fprs=(0.01, 0.001, 0.0001), min_false_positives: int = 10):
+    """TPR at each false-positive rate on one split, with Wilson intervals.
+
+    A rate is only quoted when the split has at least ``min_false_positives / fpr``
+    non-lenses (10 false positives at the threshold); otherwise its value is None with the
+    reason.
+
+    Returns
+    -------
+    values, intervals, reasons : dict
+        Keyed by the rate written as in ``"0.01"``.
+    """
+    labels, scores = _check(labels, scores)
+    n_neg = int(np.sum(labels == 0))
+    n_pos = int(np.sum(labels == 1))
+    values, intervals, reasons = {}, {}, {}
+    for f in fprs:
+        key = f"{f:g}"
+        need = int(np.ceil(min_false_positives / f - 1e-9))
+        if n_neg < need:
+            values[key] = None
+            intervals[key] = None
+            reasons[key] = (
+                f"needs at least {need:,} test negatives ({min_false_positives} false "
+                f"positives at FPR {f:g}); the split has {n_neg:,}"
+            )
+            continue
+        tpr, _ = tpr_at_fpr(labels, scores, f)
+        values[key] = tpr
+        intervals[key] = wilson_interval(int(round(tpr * n_pos)), n_pos)
+    return values, intervals, reasons
+
+
+def purity_at_prevalence(tpr: float, fpr: float, tpr_ci95, fpr_ci95, prevalence: float) -> dict:
+    """Purity (precision) of a search at a true prevalence of positives, from its rates.
+
+    ``purity = p TPR / (p TPR + (1 - p) FPR)``.  The interval combines the ends of the
+    rates' 95% intervals (lowest TPR with highest FPR, and the reverse): conservative, as
+    the two are measured on disjoint samples.
+
+    Returns
+    -------
+    dict
+        ``prevalence``, ``purity``, ``purity_ci95`` and ``per_1000_selected`` (expected
+        true positives among 1,000 objects above threshold).
+    """
+
+    def purity(t, f):
+        num = prevalence * t
+        den = num + (1 - prevalence) * f
+        return float(num / den) if den > 0 else None
+
+    value = purity(tpr, fpr)
+    interval = None
+    if tpr_ci95 is not None and fpr_ci95 is not None:
+        lo, hi = purity(tpr_ci95[0], fpr_ci95[1]), purity(tpr_ci95[1], fpr_ci95[0])
+        interval = [0.0 if lo is None else lo, 1.0 if hi is None else hi]
+    return {
+        "prevalence": float(prevalence),
+        "purity": value,
+        "purity_ci95": interval,
+        "per_1000_selected": None if value is None else round(1000 * value, 1),
+    }
+
+
+def reliability_curve(labels, probabilities, bins: int = 15):
+    """Observed positive fraction against mean predicted probability, per equal-width bin.
+
+    Returns
+    -------
+    list of dict
+        One entry per non-empty bin: ``low``, ``high``, ``n``, ``mean_probability``,
+        ``positive_fraction`` and its Wilson ``positive_fraction_ci95``.
+    """
+    labels = np.asarray(labels, dtype=np.int64).ravel()
+    p = np.asarray(probabilities, dtype=np.float64).ravel()
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    out = []
+    for b in range(bins):
+        sel = which == b
+        n = int(sel.sum())
+        if n:
+            k = int(labels[sel].sum())
+            out.append(
+                {
+                    "low": b / bins,
+                    "high": (b + 1) / bins,
+                    "n": n,
+                    "mean_probability": float(p[sel].mean()),
+                    "positive_fraction": k / n,
+                    "positive_fraction_ci95": wilson_interval(k, n),
+                }
+            )
+    return out

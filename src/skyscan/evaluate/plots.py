@@ -1,4 +1,5 @@
-"""Evaluation plots (matplotlib, Agg): ROC, completeness heat map, score histograms."""
+"""Evaluation plots (matplotlib, Agg): ROC, completeness heat map, score histograms,
+reliability diagram."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 
 from skyscan.core.atomic import save_figure_atomic
 
-__all__ = ["plot_roc", "plot_completeness", "plot_score_histograms"]
+__all__ = ["plot_roc", "plot_completeness", "plot_score_histograms", "plot_reliability"]
 
 
 def _pyplot():
@@ -133,6 +134,47 @@ def plot_score_histograms(scores, kinds, threshold: float, path, positive_kinds=
     ax.set_ylabel("density")
     ax.set_title("test-split scores by kind", fontsize=10)
     ax.legend(fontsize=7, loc="upper center")
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
+
+
+def plot_reliability(curves: dict, path, title: str = ""):
+    """Reliability diagram: observed positive fraction (Wilson 95% bars) against the mean
+    predicted probability, one line per curve (e.g. before and after calibration).
+
+    Parameters
+    ----------
+    curves : dict
+        Label -> output of :func:`skyscan.evaluate.metrics.reliability_curve`.
+    path : str or Path
+        PNG to write (atomically).
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.6, 4.4), layout="constrained")
+    ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--", label="perfect calibration")
+    for k, (label, bins) in enumerate(curves.items()):
+        x = np.array([b["mean_probability"] for b in bins])
+        y = np.array([b["positive_fraction"] for b in bins])
+        ci = np.array([b["positive_fraction_ci95"] for b in bins]).reshape(-1, 2)
+        ax.errorbar(
+            x + 0.004 * k,
+            y,
+            yerr=[np.maximum(y - ci[:, 0], 0), np.maximum(ci[:, 1] - y, 0)],
+            fmt="o-",
+            ms=3,
+            lw=1,
+            capsize=2,
+            color=f"C{k}",
+            label=label,
+        )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("predicted probability (bin mean)")
+    ax.set_ylabel("observed fraction of positives")
+    ax.set_title(title or "reliability on the test split", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(alpha=0.3)
     out = _save(fig, path)
     plt.close(fig)
     return out

@@ -29,8 +29,9 @@ def evaluate(card_path, dataset_dir, out_dir, config: dict) -> dict:
     """Score the test split with an exported model and write the evaluation products.
 
     Writes ``metrics.json``, ``scores.parquet``, ``roc.png``, ``completeness.png``,
-    ``scores_by_kind.png``, the case's galleries (``false_positives.png``, ...) and
-    ``comparison.md`` into ``out_dir``, each atomically.
+    ``scores_by_kind.png``, ``reliability.png``, the case's galleries
+    (``false_positives.png``, ...) and ``comparison.md`` into ``out_dir``, each atomically.
+    The operating threshold is chosen on the ``val`` split and reported on ``test``.
 
     Parameters
     ----------
@@ -68,32 +69,78 @@ def evaluate(card_path, dataset_dir, out_dir, config: dict) -> dict:
     logits, meta = score_split(model, card, dataset_dir, "test")
     labels = meta.column("label").to_numpy().astype(np.int8)
     positive = labels == 1
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     columns = {c: meta.column(c).to_numpy(zero_copy_only=False) for c in meta.column_names}
     strata = case.strata(
         {c: v[positive] for c, v in columns.items()}, {**ec, **case.settings(config)}
     )
+    # The operating threshold is chosen on the validation split at evaluate.fpr and every
+    # rate at it is measured on the test split: the test split never picks its own threshold.
+    val_logits, val_meta = score_split(model, card, dataset_dir, "val")
+    val_labels = val_meta.column("label").to_numpy().astype(np.int8)
+    threshold = M.threshold_at_fpr(val_labels, val_logits, ec["fpr"])
+    at_op = M.rates_at(labels, logits, threshold)
+    passed = logits[positive] > threshold
+
     fpr, tpr, _ = M.roc_curve(labels, logits)
     auroc = M.auroc(labels, logits)
-    tpr1, _ = M.tpr_at_fpr(labels, logits, 0.01)
-    tpr_op, threshold = M.tpr_at_fpr(labels, logits, ec["fpr"])
-    passed = logits[positive] > threshold
+    tpr_map, tpr_map_ci, tpr_map_reason = M.tpr_at_fpr_table(labels, logits)
     grid, counts = M.completeness_grid(
         strata.row_values, strata.col_values, passed, strata.row_bins, strata.col_bins
     )
+    hits = np.rint(np.nan_to_num(grid) * counts).astype(int)
     kinds = np.asarray(meta.column("kind").to_pylist())
-    per_kind = {
-        k: float((logits[(kinds == k)] > threshold).mean()) for k in sorted(set(kinds[~positive]))
-    }
+    per_kind, per_kind_ci = {}, {}
+    for k in sorted(set(kinds[~positive])):
+        above = logits[kinds == k] > threshold
+        per_kind[k] = float(above.mean())
+        per_kind_ci[k] = M.wilson_interval(int(above.sum()), len(above))
+    headline = case.headline(strata, passed)
+    if headline.get("n_lenses") is not None and headline.get("completeness") is not None:
+        k = int(round(headline["completeness"] * headline["n_lenses"]))
+        headline["completeness_ci95"] = M.wilson_interval(k, headline["n_lenses"])
+    probability = card.probability(logits)
+    raw_probability = sigmoid(logits)
     metrics = {
         "model": card.name,
         "case": case.name,
+        "setup": {
+            "survey": card.survey,
+            "bands": list(card.bands),
+            "exposures": config.get("simulate", {}).get("exposures"),
+            "negative_kinds": sorted(set(kinds[~positive])),
+            "preprocessing": card.preprocessing.get("method"),
+            "tta": card.scoring.get("tta") if card.scoring else None,
+        },
         "n_test": int(len(labels)),
-        "n_positive": int(positive.sum()),
+        "n_positive": n_pos,
+        "n_negative": n_neg,
+        "n_val_negative": int(np.sum(val_labels == 0)),
         "auroc": auroc,
-        "tpr_at_fpr_1pct": tpr1,
+        "auroc_ci95": M.auroc_bootstrap_interval(
+            labels, logits, n_resamples=ec["bootstrap_resamples"], seed=int(config["seed"])
+        ),
+        # Read off the test split's own ROC curve (a property of the curve, not an
+        # operating point): quoted only with at least 10 false positives at the rate.
+        "tpr_at_fpr": tpr_map,
+        "tpr_at_fpr_ci95": tpr_map_ci,
+        "tpr_at_fpr_reason": tpr_map_reason,
+        "tpr_at_fpr_1pct": tpr_map["0.01"],
+        "tpr_at_fpr_1pct_ci95": tpr_map_ci["0.01"],
         "tpr0": M.tpr_before_false_positives(labels, logits, 1),
         "tpr10": M.tpr_before_false_positives(labels, logits, 10),
-        "operating_point": {"fpr": ec["fpr"], "tpr": tpr_op, "logit_threshold": threshold},
+        "operating_point": {
+            "chosen_on": "val",
+            "target_fpr": ec["fpr"],
+            "logit_threshold": threshold,
+            "probability_threshold": float(card.probability(np.array([threshold]))[0]),
+            **{k: at_op[k] for k in ("tpr", "tpr_ci95", "fpr", "fpr_ci95")},
+            "n_positive": n_pos,
+            "n_negative": n_neg,
+        },
+        "purity": M.purity_at_prevalence(
+            at_op["tpr"], at_op["fpr"], at_op["tpr_ci95"], at_op["fpr_ci95"], ec["prevalence"]
+        ),
         "completeness_grid": {
             **strata.record,
             "completeness": [
@@ -101,17 +148,20 @@ def evaluate(card_path, dataset_dir, out_dir, config: dict) -> dict:
             ],
             "counts": counts.tolist(),
             "completeness_ci95": [
-                [
-                    M.wilson_interval(int(round(c * n)), int(n)) if n else None
-                    for c, n in zip(row_c, row_n, strict=True)
-                ]
-                for row_c, row_n in zip(grid, counts, strict=True)
+                [M.wilson_interval(int(k), int(n)) for k, n in zip(rk, rn, strict=True)]
+                for rk, rn in zip(hits, counts, strict=True)
             ],
         },
-        "headline": case.headline(strata, passed),
+        "headline": headline,
         "false_positive_rate_by_kind": per_kind,
-        # Rates at the card's threshold (chosen on validation) and at score 0.5 (logit 0, as
-        # the real/bogus papers report), with Wilson 95% intervals.
+        "false_positive_rate_by_kind_ci95": per_kind_ci,
+        "calibration": {
+            **(card.calibration or {"method": None}),
+            "ece_test_before": M.expected_calibration_error(labels, raw_probability),
+            "ece_test_after": M.expected_calibration_error(labels, probability),
+        },
+        # Rates at the card's threshold (the deployed one, chosen on validation at
+        # train.threshold_fpr) and at score 0.5 (logit 0, as the real/bogus papers report).
         "at_thresholds": {
             "validation": {
                 **M.rates_at(labels, logits, card.threshold["logit"]),
@@ -127,18 +177,17 @@ def evaluate(card_path, dataset_dir, out_dir, config: dict) -> dict:
     metrics.update(case.extra_metrics(columns, labels, logits, thresholds))
     scores = meta.select(case.score_columns(meta.column_names))
     scores = scores.append_column("logit", pa.array(logits.astype(np.float64)))
-    scores = scores.append_column("score", pa.array(sigmoid(logits)))
+    scores = scores.append_column("score", pa.array(probability.astype(np.float64)))
     write_parquet_atomic(scores, out_dir / "scores.parquet", compression="zstd")
 
-    prob = sigmoid(logits)
     plots.plot_roc(
         fpr,
         tpr,
         auroc,
         out_dir / "roc.png",
-        ec["fpr"],
-        tpr_op,
-        title=f"{card.name} on {len(labels)} test cutouts",
+        at_op["fpr"],
+        at_op["tpr"],
+        title=f"{card.name} on {len(labels)} test cutouts ({n_neg} {case.negatives})",
         positives=case.positives,
         negatives=case.negatives,
     )
@@ -152,27 +201,44 @@ def evaluate(card_path, dataset_dir, out_dir, config: dict) -> dict:
         negatives=case.negatives,
     )
     plots.plot_score_histograms(
-        prob,
+        probability,
         kinds,
-        float(sigmoid(threshold)),
+        float(card.probability(np.array([threshold]))[0]),
         out_dir / "scores_by_kind.png",
         positive_kinds=case.positive_kinds,
         fpr=ec["fpr"],
     )
+    t = card.calibration.get("temperature") if card.calibration else None
+    plots.plot_reliability(
+        {
+            "sigmoid(logit)": M.reliability_curve(labels, raw_probability),
+            **(
+                {
+                    f"calibrated (T = {t:.2f}, fitted on val)": M.reliability_curve(
+                        labels, probability
+                    )
+                }
+                if t
+                else {}
+            ),
+        },
+        out_dir / "reliability.png",
+        title=f"reliability on {len(labels)} test cutouts",
+    )
     images, _, spec = load_split(dataset_dir, "test")
-    _galleries(case, images, spec, columns, logits, positive, ec["gallery"], out_dir)
+    _galleries(case, images, spec, columns, logits, probability, positive, ec["gallery"], out_dir)
 
     write_text_atomic(out_dir / "comparison.md", case.comparison_table(metrics))
     write_json_atomic(out_dir / "metrics.json", metrics)
     return metrics
 
 
-def _galleries(case, images, spec, columns, logits, positive, n, out_dir: Path) -> None:
+def _galleries(case, images, spec, columns, logits, prob, positive, n, out_dir: Path) -> None:
+    """The case's galleries, captioned with the calibrated probability."""
+    from skyscan.data.preprocess import invert
     from skyscan.viz import color_composite, save_grid
 
     bands = spec["bands"]
-    scale = np.asarray(spec["scale"], dtype=np.float32)[:, None, None]
-    prob = sigmoid(logits)
     names = list(columns)
 
     def caption(r):
@@ -189,7 +255,7 @@ def _galleries(case, images, spec, columns, logits, positive, n, out_dir: Path) 
             raise ValueError(f"case {case.name!r}: unknown gallery selection {which!r}")
         pics = []
         for r in rows:
-            stamp = np.asarray(images[r]) * scale
+            stamp = invert(images[r], spec)
             picture = case.picture(stamp, bands)
             pics.append(color_composite(stamp, bands) if picture is None else picture)
         if pics:

@@ -68,6 +68,11 @@ class ModelCard:
         Size and cost of the network.
     survey : str or None
         The survey set-up of the training stamps.
+    scoring : dict
+        How the exported network is applied: ``{"tta": "dihedral8"}`` averages its logits
+        over the 8 flips and quarter-turns of each stamp (test-time augmentation); empty for
+        one pass.  :func:`load_model` applies it, so thresholds, evaluation and search all
+        score the same way.
     """
 
     name: str
@@ -80,6 +85,7 @@ class ModelCard:
     survey: str | None = None
     threshold: dict = field(default_factory=dict)
     calibration: dict = field(default_factory=dict)
+    scoring: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
     parameters: int = 0
@@ -171,4 +177,41 @@ def load_model(card_path: str | Path):
         raise InputFileError(
             f"{path}: cannot load the TorchScript model ({exc})", path=path
         ) from None
-    return model.eval(), card
+    model = model.eval()
+    tta = card.scoring.get("tta") if card.scoring else None
+    if tta == "dihedral8":
+        model = DihedralAverage(model)
+    elif tta is not None:
+        raise InputFileError(f"{card_path}: unknown scoring.tta {tta!r}", path=card_path)
+    return model, card
+
+
+class DihedralAverage:
+    """Test-time augmentation: the mean logit of a model over the 8 symmetries of the square
+    (identity, three quarter-turns, and their mirror images).
+
+    Lens and transient stamps have no preferred orientation, so the network's answer should
+    not depend on one; averaging removes what it learned about orientation by chance.
+
+    Parameters
+    ----------
+    model : callable
+        ``(N, C, H, W)`` tensor -> ``(N,)`` logits.
+    """
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, x):
+        total = None
+        for flip in (False, True):
+            y = x.flip(-1) if flip else x
+            for turns in range(4):
+                out = self.model(y.rot90(turns, dims=(-2, -1))).float()
+                total = out if total is None else total + out
+        return total / 8.0
+
+    def eval(self):
+        """For symmetry with torch modules."""
+        self.model.eval()
+        return self

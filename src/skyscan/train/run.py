@@ -168,6 +168,14 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
     last_cb = ModelCheckpoint(
         dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False
     )
+    callbacks = [best_cb, last_cb, _epoch_log_callback()]
+    if tc["patience"] is not None:
+        from lightning.pytorch.callbacks import EarlyStopping
+
+        # Counted in epochs without improvement, so the stopping epoch is reproducible.
+        callbacks.append(
+            EarlyStopping(monitor="val_auroc", mode="max", patience=tc["patience"], min_delta=0.0)
+        )
     trainer = L.Trainer(
         max_epochs=tc["epochs"],
         enable_progress_bar=sys.stderr.isatty(),
@@ -175,7 +183,7 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
         devices=1,
         precision="bf16-mixed" if gpu else "32-true",
         deterministic="warn",
-        callbacks=[best_cb, last_cb, _epoch_log_callback()],
+        callbacks=callbacks,
         # One CSV per run (logs/version_N): a resumed run adds its epochs beside the first.
         logger=CSVLogger(out_dir, name="logs"),
         log_every_n_steps=10,
@@ -217,6 +225,8 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
             "config_hash": config_hash({"seed": config["seed"], "train": tc}),
             "dataset": str(dataset_dir),
             "epochs": tc["epochs"],
+            "epochs_run": int(trainer.current_epoch),
+            "stopped_early": bool(trainer.current_epoch < tc["epochs"]),
             "best_checkpoint": Path(best_path).name,
             "best_val_auroc": float(best_cb.best_model_score)
             if best_cb.best_model_score is not None
@@ -224,6 +234,9 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
         },
     )
     card = export_model(net, batch, out_dir, card)
+    if tc["tta"]:
+        card = card.replace(scoring={"tta": "dihedral8"})
+        card.write(out_dir / CARD_NAME)
     model, _ = load_model(out_dir / CARD_NAME)
     # The operating threshold is chosen on the validation split, never on the test split.
     val_logits, val_meta = score_split(model, card, dataset_dir, "val")

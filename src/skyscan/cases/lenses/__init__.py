@@ -87,41 +87,112 @@ class LensCase(Case):
         }
 
     def comparison_table(self, metrics: Mapping) -> str:
-        """Markdown table of skyscan's figures beside the published CMU DeepLens ones."""
+        """Markdown table of skyscan's figures (with 95% intervals and sample sizes) beside
+        the published CMU DeepLens ones, and whether the set-up is like for like."""
         head = metrics["headline"]
         lfc = DEEPLENS_PUBLISHED["lfc_ground"]
+        op = metrics.get("operating_point", {})
 
-        def fmt(v):
-            return "n/a" if v is None else f"{v:.3f}"
+        def fmt(v, ci=None):
+            if v is None:
+                return "n/a"
+            return f"{v:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
+        target = op.get("target_fpr", 0.01)
         rows = [
             (
-                'Completeness at 99% rejection, θE > 1.4" and S/N > 20',
-                f"{fmt(head['completeness'])} ({head['n_lenses']} lenses)",
+                f'Completeness at {100 * (1 - target):g}% rejection, θE > 1.4" and S/N > 20',
+                f"{fmt(head['completeness'], head.get('completeness_ci95'))} "
+                f"({head['n_lenses']} lenses)",
                 "0.90 (Lanusse et al. 2018, LSST g-band sims)",
             ),
-            ("AUROC", fmt(metrics["auroc"]), f"{lfc['auroc']} (LFC ground, Metcalf et al. 2019)"),
-            ("TPR at 1% FPR", fmt(metrics["tpr_at_fpr_1pct"]), "-"),
+            (
+                "AUROC",
+                fmt(metrics["auroc"], metrics.get("auroc_ci95")),
+                f"{lfc['auroc']} (LFC ground, Metcalf et al. 2019)",
+            ),
+        ]
+        tpr_map = metrics.get("tpr_at_fpr") or {"0.01": metrics.get("tpr_at_fpr_1pct")}
+        for key, value in tpr_map.items():
+            ci = (metrics.get("tpr_at_fpr_ci95") or {}).get(key)
+            reason = (metrics.get("tpr_at_fpr_reason") or {}).get(key)
+            rows.append(
+                (
+                    f"TPR at FPR {key}",
+                    fmt(value, ci) if value is not None else f"n/a ({reason})" if reason else "n/a",
+                    "-",
+                )
+            )
+        rows += [
             ("TPR0", fmt(metrics["tpr0"]), f"{lfc['tpr0']} (LFC ground)"),
             ("TPR10", fmt(metrics["tpr10"]), f"{lfc['tpr10']} (LFC ground)"),
         ]
+        if op:
+            rows.append(
+                (
+                    "Operating point (threshold chosen on validation, rates on test)",
+                    f"TPR {fmt(op.get('tpr'), op.get('tpr_ci95'))}, "
+                    f"FPR {fmt(op.get('fpr'), op.get('fpr_ci95'))}",
+                    "-",
+                )
+            )
+        purity = metrics.get("purity")
+        if purity and purity.get("purity") is not None:
+            rows.append(
+                (
+                    f"Purity at prevalence {purity['prevalence']:g}",
+                    f"{fmt(purity['purity'], purity.get('purity_ci95'))} "
+                    f"(~{purity['per_1000_selected']:g} real per 1,000 selected)",
+                    "-",
+                )
+            )
+        n_neg = metrics.get("n_negative", metrics["n_test"] - metrics["n_positive"])
         lines = [
-            f"| metric | skyscan ({metrics['model']}, {metrics['n_test']} test cutouts) "
-            "| CMU DeepLens (published) |",
+            f"| metric | skyscan ({metrics['model']}, {metrics['n_test']} test cutouts: "
+            f"{metrics['n_positive']} lenses, {n_neg} non-lenses) | CMU DeepLens (published) |",
             "|---|---|---|",
         ] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
+        lines += ["", "Brackets: 95% intervals (Wilson; AUROC by bootstrap).", ""]
+        lines.append(self.like_for_like(metrics.get("setup")))
         lines.append("")
         lines.append(
-            "The published figures come from other simulations (LSST-like g band; the Lens "
-            "Finding Challenge's 100,000 ground-based cutouts): compare trends, not third "
-            "decimals. TPR0 and TPR10 depend on the test-set size (they count single false "
-            "positives)."
+            "The Lens Finding Challenge figures come from other simulations (100,000 "
+            "ground-based cutouts): compare trends, not third decimals. TPR0 and TPR10 depend "
+            "on the test-set size (they count single false positives)."
         )
         return "\n".join(lines) + "\n"
 
+    @staticmethod
+    def like_for_like(setup: Mapping | None) -> str:
+        """Whether a run's set-up matches Lanusse et al. 2018's headline figure (single LSST
+        g-band exposures; non-lenses are galaxies without a lensed source), and if not, how
+        it differs."""
+        if not setup:
+            return "Set-up not recorded: the comparison with Lanusse et al. 2018 is indicative."
+        differences = []
+        if list(setup.get("bands") or []) != ["g"]:
+            differences.append(f"bands {setup.get('bands')} (paper: g only)")
+        if setup.get("exposures") not in ("single", 1):
+            differences.append(f"exposures {setup.get('exposures')!r} (paper: single visits)")
+        if setup.get("survey") not in (None, "lsst"):
+            differences.append(f"survey {setup.get('survey')} (paper: LSST)")
+        harder = sorted(set(setup.get("negative_kinds") or []) - {"no_source"})
+        if harder:
+            differences.append(
+                f"non-lenses include {', '.join(harder)} besides galaxies without a source "
+                "(paper: galaxies without a lensed source only)"
+            )
+        if not differences:
+            return (
+                "**Like for like** with Lanusse et al. 2018's headline: single-exposure LSST "
+                "g-band stamps, non-lenses are the same deflector population without a "
+                "source (the paper's own simulation details are not public)."
+            )
+        return "**Not like for like** with Lanusse et al. 2018: " + "; ".join(differences) + "."
+
     def caption(self, row: Mapping[str, Any], score: float) -> str:
         """Kind and score; the Einstein radius under a lens."""
-        text = f"{row['kind']} p={score:.3f}"
+        text = f"{row['kind']} P={score:.3f}"
         if row.get("label") == 1 and row.get("theta_E") is not None:
             text += f'\nθE={row["theta_E"]:.2f}"'
         return text
