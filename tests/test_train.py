@@ -39,6 +39,23 @@ def test_augmentation_keeps_labels_and_content(trained):
     assert torch.equal(same_labels, labels)
 
 
+def test_zoom_augmentation_magnifies_about_the_centre():
+    """A factor z maps the stamp's pixel offsets r from the centre to r / z: a point source
+    at 8 px from the centre lands at 8 / 0.8 = 10 px (to a pixel, bilinear), and z = 1 is
+    the identity."""
+    from skyscan.train.datamodule import zoom_augment
+
+    images = torch.zeros(1, 1, 41, 41)
+    images[0, 0, 20, 28] = 1.0
+    same = zoom_augment(images, 1.0, 1.0)
+    torch.testing.assert_close(same, images, atol=1e-6, rtol=0)
+    zoomed = zoom_augment(images, 0.8, 0.8)
+    row, col = divmod(int(zoomed[0, 0].argmax()), 41)
+    assert row == 20 and abs(col - 30) <= 1
+    out = zoom_augment(torch.randn(16, 3, 33, 33), 0.9, 1.0, torch.Generator().manual_seed(1))
+    assert out.shape == (16, 3, 33, 33) and torch.isfinite(out).all()
+
+
 def test_export_and_card(trained):
     model_dir = trained.model
     for name in ("model.ts", "model.onnx", "checkpoints/best.ckpt", "checkpoints/last.ckpt"):

@@ -109,7 +109,70 @@ def validate_config(config: Mapping) -> dict:
             f"(allowed: {', '.join(case.default_registry.names())})",
             key="case",
         )
+    the_case = case.default_registry.get(instance["case"])
+    check_cross_keys(instance, the_case)
+    the_case.check_config(instance)
     return instance
+
+
+#: Fewest systems a split should expect: fewer cannot hold both classes reliably.
+MIN_SPLIT_ROWS = 20
+
+
+def check_cross_keys(config: Mapping, the_case) -> None:
+    """Checks between keys that the schema cannot express, so that a config either runs
+    ``rule all`` or fails at load time naming the key: models that suit the case, splits that
+    get systems, and (for a case with a search) tiles and a catalogue in simulated bands.
+
+    Raises
+    ------
+    ConfigError
+        Naming the first offending key.
+    """
+    model = config["train"]["model"]
+    if the_case.models and model not in the_case.models:
+        raise ConfigError(
+            f"config key 'train.model': {model!r} is not a model for case "
+            f"{the_case.name!r} (allowed: {', '.join(the_case.models)})",
+            key="train.model",
+        )
+    splits = config["dataset"]["splits"]
+    total = sum(splits.values())
+    n = config["simulate"]["n"]
+    for name, fraction in splits.items():
+        if n * fraction / total < MIN_SPLIT_ROWS:
+            raise ConfigError(
+                f"config key 'simulate.n': {n} systems give split {name!r} about "
+                f"{n * fraction / total:.0f} (dataset.splits.{name} = {fraction:g}); "
+                f"need at least {MIN_SPLIT_ROWS}",
+                key="simulate.n",
+            )
+    bands = list(config["bands"])
+    if "search" not in the_case.stages:
+        return
+    tiles = config["tiles"]
+    catalog = tiles["catalog"]
+    for key, used in (("band", [catalog["band"]]), ("color", catalog.get("color") or [])):
+        missing = [b for b in used if b not in bands]
+        if missing:
+            raise ConfigError(
+                f"config key 'tiles.catalog.{key}': band(s) {missing} are not simulated "
+                f"(bands: {bands})",
+                key=f"tiles.catalog.{key}",
+            )
+    if tiles["overlap"] >= tiles["size"]:
+        raise ConfigError(
+            f"config key 'tiles.overlap': {tiles['overlap']} pixels must be less than "
+            f"tiles.size ({tiles['size']})",
+            key="tiles.overlap",
+        )
+    stamp = config["simulate"]["stamp_size"]
+    if stamp > tiles["overlap"] + 1 and tiles["grid"] != [1, 1]:
+        raise ConfigError(
+            f"config key 'tiles.overlap': {tiles['overlap']} pixels is less than a cutout "
+            f"(simulate.stamp_size {stamp}): objects between tiles would be cut",
+            key="tiles.overlap",
+        )
 
 
 def load_config(path: str | Path | None = None, overrides: Mapping | None = None) -> dict:

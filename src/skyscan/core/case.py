@@ -93,6 +93,15 @@ class Case:
     #: JSON schema (as a dict) of the case's own config section, ``config[name]``; None if
     #: the case has no settings of its own
     config_schema: ClassVar[dict | None] = None
+    #: the registry names of the models that classify this case's stamps (``train.model``);
+    #: empty accepts any registered model
+    models: ClassVar[tuple[str, ...]] = ()
+
+    def check_config(self, config: Mapping) -> None:
+        """Cross-key checks of a schema-valid config that only this case can make (e.g. that
+        the band binning its completeness is simulated); raise
+        :class:`~skyscan.core.errors.ConfigError` naming the key.  Runs at load time, so it
+        must be quick and import nothing heavy."""
 
     @property
     def kinds(self) -> tuple[str, ...]:

@@ -150,11 +150,7 @@ def make_tiles(config: Mapping, out_dir: str | Path) -> dict:
     survey = get_survey(config["survey"], config.get("surveys"))
     bands = get_bands(survey, config["bands"])
     names = [b.name for b in bands]
-    if (
-        tc["catalog"]["band"] not in names
-        or tc["catalog"]["color"][0] not in names
-        or tc["catalog"]["color"][1] not in names
-    ):
+    if tc["catalog"]["band"] not in names or not set(tc["catalog"]["color"] or []) <= set(names):
         raise ConfigError(
             f"config key 'tiles.catalog': band {tc['catalog']['band']!r} and colour "
             f"{tc['catalog']['color']} must use the simulated bands {names}"
@@ -364,12 +360,15 @@ def _truth_rows(kind, params, result, px, py, bands):
 
 
 def _select(truth, cuts):
-    """The input catalog: galaxies brighter than the magnitude cut and redder than the colour."""
+    """The input catalog: galaxies brighter than the magnitude cut and redder than the colour
+    cut (no colour cut when ``color`` is null, e.g. for a single band)."""
     kind = np.asarray(truth.column("kind").to_pylist())
     mag = truth.column(f"mag_{cuts['band']}").to_numpy()
-    a, b = cuts["color"]
-    color = truth.column(f"mag_{a}").to_numpy() - truth.column(f"mag_{b}").to_numpy()
-    keep = (kind != "star") & (mag < cuts["max_mag"]) & (color > cuts["min_color"])
+    keep = (kind != "star") & (mag < cuts["max_mag"])
+    if cuts.get("color"):
+        a, b = cuts["color"]
+        color = truth.column(f"mag_{a}").to_numpy() - truth.column(f"mag_{b}").to_numpy()
+        keep &= color > cuts["min_color"]
     picked = truth.filter(pa.array(keep))
     return picked.select(["id", "ra", "dec", "tile", f"mag_{cuts['band']}"])
 

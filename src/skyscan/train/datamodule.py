@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from skyscan.data.datasets import load_split
 
-__all__ = ["CutoutDataset", "StampDataModule", "dihedral_augment"]
+__all__ = ["CutoutDataset", "StampDataModule", "dihedral_augment", "zoom_augment"]
 
 
 class CutoutDataset(Dataset):
@@ -69,6 +69,23 @@ def dihedral_augment(images: torch.Tensor, generator: torch.Generator | None = N
             x = torch.flip(x, dims=(-1,))
         out[mask] = torch.rot90(x, k % 4, dims=(-2, -1))
     return out
+
+
+def zoom_augment(
+    images: torch.Tensor, low: float, high: float, generator: torch.Generator | None = None
+):
+    """Zoom each ``(N, C, H, W)`` cutout about its centre by a factor drawn uniformly in
+    ``[low, high]`` (CMU DeepLens's ``zoom_range``): a factor z samples the central z-th of
+    the stamp onto the whole grid (bilinear), so z < 1 magnifies and no border is invented."""
+    import torch.nn.functional as F
+
+    n = images.shape[0]
+    z = torch.empty(n).uniform_(low, high, generator=generator).to(images.device, images.dtype)
+    theta = torch.zeros(n, 2, 3, device=images.device, dtype=images.dtype)
+    theta[:, 0, 0] = z
+    theta[:, 1, 1] = z
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 class StampDataModule(L.LightningDataModule):

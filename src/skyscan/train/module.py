@@ -9,7 +9,7 @@ from torch import nn
 
 from skyscan.evaluate.metrics import auroc
 from skyscan.models import get_model
-from skyscan.train.datamodule import dihedral_augment
+from skyscan.train.datamodule import dihedral_augment, zoom_augment
 
 __all__ = ["Classifier"]
 
@@ -27,6 +27,8 @@ class Classifier(L.LightningModule):
         Adam, with the rate multiplied by ``lr_factor`` every ``lr_step_epochs`` epochs.
     augment : bool
         Random dihedral transforms of training batches.
+    zoom : pair of float, optional
+        Random zoom of training batches by a factor in ``[low, high]`` (DeepLens: 0.9-1.0).
     """
 
     def __init__(
@@ -38,6 +40,7 @@ class Classifier(L.LightningModule):
         lr_factor: float = 0.1,
         weight_decay: float = 0.0,
         augment: bool = True,
+        zoom: tuple[float, float] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -54,6 +57,8 @@ class Classifier(L.LightningModule):
         trainer = self._trainer  # None outside a Trainer (the property would raise)
         if trainer is not None and trainer.training and self.hparams.augment:
             images = dihedral_augment(images)
+            if self.hparams.zoom is not None:
+                images = zoom_augment(images, *self.hparams.zoom)
         if images.is_cuda:
             images = images.contiguous(memory_format=torch.channels_last)
         return images, labels

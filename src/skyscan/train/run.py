@@ -147,6 +147,7 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
         lr_factor=tc["lr_factor"],
         weight_decay=tc["weight_decay"],
         augment=tc["augment"],
+        zoom=tuple(tc["zoom"]) if tc["zoom"] else None,
     )
     gpu = tc["accelerator"] != "cpu" and torch.cuda.is_available()
     if tc["accelerator"] == "gpu" and not gpu:

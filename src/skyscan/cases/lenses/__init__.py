@@ -41,10 +41,21 @@ class LensCase(Case):
     positive_kinds = ("lens",)
     negative_kinds = ("no_source", "companion", "ring", "spiral", "star_blend")
     stages = ("search",)
+    models = ("fast", "deeplens")
     galleries = (
         ("false_positives", "top_negatives", "highest-scoring non-lenses (false positives)"),
         ("missed_lenses", "bottom_positives", "lowest-scoring lenses"),
     )
+
+    def check_config(self, config: Mapping) -> None:
+        """The completeness is binned in a simulated band's S/N (``evaluate.snr_band``)."""
+        band = config["evaluate"]["snr_band"]
+        if band not in config["bands"]:
+            raise ConfigError(
+                f"config key 'evaluate.snr_band': {band!r} is not a simulated band "
+                f"(bands: {', '.join(config['bands'])})",
+                key="evaluate.snr_band",
+            )
 
     def score_columns(self, names) -> list[str]:
         """Metadata columns kept beside each score: identity, theta_E, magnification, S/N."""

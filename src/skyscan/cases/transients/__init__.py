@@ -139,6 +139,7 @@ class TransientCase(Case):
     positive_kinds = REAL_KINDS
     negative_kinds = BOGUS_KINDS
     stages = ("alerts",)
+    models = ("vgg6", "deephits")
     config_schema = CONFIG_SCHEMA
     galleries = (
         ("false_positives", "top_negatives", "highest-scoring bogus detections"),
