@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-from conftest import ONLY_LENSES, draw_params, lsst_bands  # noqa: E402
+from conftest import NO_NEIGHBOURS, ONLY_LENSES, draw_params, lsst_bands  # noqa: E402
 
 from skyscan.config import load_config  # noqa: E402
 from skyscan.sim.lenstronomy_interop import lenstronomy_image_model, lenstronomy_kwargs  # noqa: E402
@@ -84,7 +84,7 @@ def main(argv=None):
     torch.set_num_threads(1)
     compiles = [False] if args.no_compile else [False, True]
 
-    params = draw_params(args.n, seed=11, kinds=ONLY_LENSES)
+    params = draw_params(args.n, seed=11, kinds=ONLY_LENSES, neighbours=NO_NEIGHBOURS)
     print(
         f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"1 thread; LSST g,r,i 45x45, lens systems (SIE+shear, Sersic lens light + source)"

@@ -17,13 +17,22 @@ def _single_thread():
     torch.set_num_threads(1)
 
 
-def draw_params(n: int, seed: int = 1, kinds=None, bands=("g", "r", "i"), priors=None):
-    """Draw ``n`` systems from the default population (optionally only some kinds)."""
+#: Line-of-sight neighbours off, for tests of one system's light alone.
+NO_NEIGHBOURS = {"field": 0, "star": 0}
+
+
+def draw_params(
+    n: int, seed: int = 1, kinds=None, bands=("g", "r", "i"), priors=None, neighbours=None
+):
+    """Draw ``n`` systems from the default population (optionally only some kinds) for
+    45-pixel LSST stamps; ``neighbours`` replaces ``simulate.neighbours`` (default: on)."""
     sim = {"kinds": kinds or ONLY_LENSES}
     if priors:
         sim["priors"] = priors
+    if neighbours is not None:
+        sim["neighbours"] = neighbours
     config = load_config(None, {"simulate": sim, "bands": list(bands)})
-    pop = Population(config["simulate"], list(bands))
+    pop = Population(config["simulate"], list(bands), pixel_scale=0.2)
     params_rng, _ = block_rng(seed, 0)
     return pop.draw(params_rng, n)
 

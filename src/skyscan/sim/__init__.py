@@ -1,10 +1,12 @@
-"""Strong-lens and galaxy simulation: profiles, PSF, surveys, populations, batched renderer.
+"""Strong-lens and galaxy simulation: profiles, PSF, surveys, populations, the field, batched
+renderer.
 
 The names below are the simulator's public API, what other packages (survey tiles, later
 science cases) use; the submodules are its internals (``pyproject.toml`` holds the
 import-linter contract that keeps ``skyscan.tiles`` to this API).
 """
 
+from skyscan.sim.field import field_galaxies, field_stars, magnitude_counts
 from skyscan.sim.population import BLOCK_SIZE, KINDS, Population, block_rng
 from skyscan.sim.profiles import phi_q_to_ellipticity, sersic_b_n, sersic_total_flux
 from skyscan.sim.psf import fwhm_to_sigma, psf_kernel_radius
@@ -20,9 +22,12 @@ __all__ = [
     "Survey",
     "add_noise",
     "block_rng",
+    "field_galaxies",
+    "field_stars",
     "fwhm_to_sigma",
     "get_bands",
     "get_survey",
+    "magnitude_counts",
     "phi_q_to_ellipticity",
     "psf_kernel_radius",
     "render",

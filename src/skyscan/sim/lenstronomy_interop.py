@@ -1,9 +1,12 @@
 """Re-render any simulated row with lenstronomy (optional dependency: ``pip install lenstronomy``).
 
 Columns follow lenstronomy's names, so a row maps one to one onto its keyword arguments:
-``['SIE', 'SHEAR']`` for the mass and ``['SERSIC_ELLIPSE']`` for the deflector light and the
-source, amplitudes converted from magnitudes by lenstronomy's own ``magnitude2cps`` and
-``total_flux``.  The tests use this as the independent reference for skyscan's renderer.
+``['SIE', 'SHEAR']`` for the mass and ``['SERSIC_ELLIPSE']`` for the deflector light, the
+source and each line-of-sight neighbour galaxy (more unlensed light profiles), amplitudes
+converted from magnitudes by lenstronomy's own ``magnitude2cps`` and ``total_flux``.  The tests
+use this as the independent reference for skyscan's renderer.  Stars are not mapped: lenstronomy
+draws a point source by shifting a PSF kernel, which differs from skyscan's analytic PSF
+sampled at pixel centres by percents, so a row with a neighbour star is refused.
 
 Examples
 --------
@@ -22,7 +25,12 @@ import numpy as np
 
 from skyscan.sim.survey import Band
 
-__all__ = ["lenstronomy_kwargs", "lenstronomy_image_model", "lenstronomy_image"]
+__all__ = [
+    "lenstronomy_kwargs",
+    "lenstronomy_image_model",
+    "lenstronomy_image",
+    "neighbour_galaxies",
+]
 
 
 def lenstronomy_kwargs(row: Mapping[str, float], band: Band):
@@ -38,7 +46,9 @@ def lenstronomy_kwargs(row: Mapping[str, float], band: Band):
     Returns
     -------
     kwargs_lens, kwargs_source, kwargs_lens_light : list of dict
-        For ``LensModel(['SIE', 'SHEAR'])`` and two ``LightModel(['SERSIC_ELLIPSE'])``.
+        For ``LensModel(['SIE', 'SHEAR'])``, ``LightModel(['SERSIC_ELLIPSE'])`` and a
+        ``LightModel`` of ``SERSIC_ELLIPSE`` profiles: the deflector's, then the row's
+        neighbour galaxies' (:func:`neighbour_galaxies` of them).
     """
     from lenstronomy.LightModel.light_model import LightModel
     from lenstronomy.Util import data_util
@@ -54,13 +64,37 @@ def lenstronomy_kwargs(row: Mapping[str, float], band: Band):
         kw["amp"] = cps / light.total_flux([dict(kw, amp=1.0)])[0]
         return [kw]
 
+    star = row.get(f"neighbour_star_mag_{band.name}")
+    if star is not None and np.isfinite(float(star)):
+        raise ValueError("a row with a neighbour star has no lenstronomy equivalent here")
     mass = {k: float(row[k]) for k in ("theta_E", "e1", "e2", "center_x", "center_y")}
     shear = {k: float(row[k]) for k in ("gamma1", "gamma2")}
-    return [mass, shear], sersic("source"), sersic("lens")
+    lens_light = sersic("lens")
+    for name in _neighbours(row, band):
+        lens_light += sersic(name)
+    return [mass, shear], sersic("source"), lens_light
 
 
-def lenstronomy_image_model(band: Band, stamp_size: int = 45, supersampling: int = 3):
-    """lenstronomy ``ImageModel`` on skyscan's pixel grid with the band's Gaussian PSF.
+def _neighbours(row: Mapping[str, float], band: Band) -> list[str]:
+    """Prefixes of the row's filled neighbour-galaxy slots."""
+    out, k = [], 1
+    while f"neighbour{k}_mag_{band.name}" in row:
+        if np.isfinite(float(row[f"neighbour{k}_mag_{band.name}"])):
+            out.append(f"neighbour{k}")
+        k += 1
+    return out
+
+
+def neighbour_galaxies(row: Mapping[str, float], band: Band) -> int:
+    """Number of line-of-sight neighbour galaxies of the row (extra deflector-light profiles)."""
+    return len(_neighbours(row, band))
+
+
+def lenstronomy_image_model(
+    band: Band, stamp_size: int = 45, supersampling: int = 3, neighbours: int = 0
+):
+    """lenstronomy ``ImageModel`` on skyscan's pixel grid with the band's Gaussian PSF, with
+    ``neighbours`` line-of-sight galaxies besides the deflector's light.
 
     Pixel ``[j, i]`` is centred on ``((i - (n-1)/2) pix, (j - (n-1)/2) pix)`` as in skyscan.
     """
@@ -81,13 +115,12 @@ def lenstronomy_image_model(band: Band, stamp_size: int = 45, supersampling: int
         transform_pix2angle=np.diag([pix, pix]),
     )
     psf = PSF(psf_type="GAUSSIAN", fwhm=band.seeing, truncation=5, pixel_size=pix)
-    light = LightModel(["SERSIC_ELLIPSE"])
     return ImageModel(
         data,
         psf,
         LensModel(["SIE", "SHEAR"]),
-        light,
-        light,
+        LightModel(["SERSIC_ELLIPSE"]),
+        LightModel(["SERSIC_ELLIPSE"] * (1 + neighbours)),
         kwargs_numerics={"supersampling_factor": supersampling},
     )
 
@@ -96,5 +129,5 @@ def lenstronomy_image(
     row: Mapping[str, float], band: Band, stamp_size: int = 45, supersampling: int = 3
 ) -> np.ndarray:
     """Noise-free image of one lens row in one band, rendered by lenstronomy (e-/s per pixel)."""
-    model = lenstronomy_image_model(band, stamp_size, supersampling)
+    model = lenstronomy_image_model(band, stamp_size, supersampling, neighbour_galaxies(row, band))
     return model.image(*lenstronomy_kwargs(row, band))

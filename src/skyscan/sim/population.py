@@ -16,28 +16,46 @@ Kinds (column ``kind``; ``label`` is 1 for the kinds that carry a lensed light c
 ``companion``
     A deflector with an unlensed Sersic galaxy 1-4" away.
 ``ring``
-    A deflector-like galaxy with a Gaussian ring of blue light (collisional/resonance ring),
-    the classic Einstein-ring impostor.
+    A deflector-like galaxy with a collisional or resonance ring, the classic Einstein-ring
+    impostor made not to be one: radius over the theta_E range, but centred up to 0.4 radii
+    off the galaxy, knotty (2-6 Gaussian knots along it), partial for half of them (an arc of
+    120-320 degrees), and bluer or redder than its host (``ring_colors`` are offsets from the
+    host's colours).
 ``spiral``
     A bulge plus an exponential disk with logarithmic spiral arms.
 ``star_blend``
     A deflector with a bright star close by.
+
+Every kind also has line-of-sight neighbours: field galaxies and stars of
+:mod:`skyscan.sim.field` (the survey tiles' number counts and sizes) at ``simulate.neighbours``
+densities, a Poisson number per stamp in fixed slots (4 galaxies, 1 star), scattered uniformly
+over the stamp outside ``min_distance`` of its centre, and drawn after everything else so the
+other columns do not depend on them.  They are not lensed signal.
+
+Simulation cost (draw + render, default config: g, r, i coadd, 45 px, 3x super-sampling,
+noise and S/N, 1,000 systems, eager, one thread): 0.66 ms per system before the neighbours and
+the new ring, at most 1.0 ms with them (measured on a busier machine, so an upper bound);
+neighbours add ~0.9 Sersic evaluations per stamp and ~60 columns.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Mapping
 
 import numpy as np
-from scipy import special
+from scipy import special, stats
 
+from skyscan.sim import field
 from skyscan.sim.components import COMPONENTS as LIGHT_COMPONENTS
-from skyscan.sim.components import KINDS, carriers, component_names, is_lens
-from skyscan.sim.profiles import phi_q_to_ellipticity
+from skyscan.sim.components import KINDS, carriers, component_names, is_lens, neighbour_slots
+from skyscan.sim.profiles import RING_KNOTS, phi_q_to_ellipticity
 from skyscan.sim.survey import ConfigError
 
 __all__ = ["KINDS", "BLOCK_SIZE", "Prior", "parse_prior", "Population", "block_rng"]
+
+log = logging.getLogger(__name__)
 
 #: Rows per random block; the unit of randomness (not of work).
 BLOCK_SIZE = 250
@@ -183,11 +201,11 @@ class Population:
         Band names, in channel order.
     """
 
-    #: Names of the light components (:data:`skyscan.sim.components.COMPONENTS`), each with its
-    #: ``<name>_mag`` and ``<name>_colors`` priors.
-    COMPONENTS = component_names()
+    #: Names of the light components (:data:`skyscan.sim.components.COMPONENTS`) with their
+    #: ``<name>_mag`` and ``<name>_colors`` priors (the neighbour slots have none).
+    COMPONENTS = component_names(neighbours=False)
 
-    def __init__(self, sim_config: Mapping, bands):
+    def __init__(self, sim_config: Mapping, bands, pixel_scale: float | None = None):
         self.bands = list(bands)
         kinds = dict(sim_config["kinds"])
         total = sum(kinds.get(k, 0.0) for k in KINDS)
@@ -211,18 +229,83 @@ class Population:
                 chains,
                 {c: parse_prior(f"{key}.{c}", spec[c]) for c in used},
             )
+        self.relative = {
+            c.name: c.colors_relative_to
+            for c in LIGHT_COMPONENTS
+            if c.colors_relative_to is not None and c.name in self.COMPONENTS
+        }
+        self._setup_neighbours(sim_config.get("neighbours") or {}, sim_config, pixel_scale)
 
-    def _mags(self, rng, comp: str, n: int) -> dict[str, np.ndarray]:
+    def _setup_neighbours(self, cfg: Mapping, sim_config: Mapping, pixel_scale) -> None:
+        """The neighbour slots in use and the Poisson means of their counts per stamp."""
+        density = {k: float(cfg.get(k, 0.0)) for k in ("field", "star")}
+        self.min_distance = float(cfg.get("min_distance", 0.0))
+        slots = neighbour_slots()
+        # No slots (no columns, no draws) when a density is 0: the columns say what was drawn.
+        # Names, not components: the population travels to worker processes by pickle.
+        galaxies = [c.name for c in slots if c.convolved]
+        self.neighbour_galaxies = galaxies if density["field"] else []
+        self.neighbour_stars = [c.name for c in slots if not c.convolved] if density["star"] else []
+        self.neighbour_mean = {"field": 0.0, "star": 0.0}
+        self.half_side = 0.0
+        if not any(density.values()):
+            return
+        if pixel_scale is None:
+            raise ValueError("Population: neighbours (simulate.neighbours) need the pixel scale")
+        self.half_side = sim_config["stamp_size"] * pixel_scale / 2
+        if not self.min_distance < self.half_side:
+            raise ConfigError(
+                f"config key 'simulate.neighbours.min_distance': {self.min_distance:g} arcsec "
+                f"must be below half the stamp side ({self.half_side:g} arcsec)"
+            )
+        # The densities hold where neighbours may fall: the stamp less the central disc.
+        area = ((2 * self.half_side) ** 2 - np.pi * self.min_distance**2) / 3600.0
+        for kind, slots in (("field", self.neighbour_galaxies), ("star", self.neighbour_stars)):
+            mean = density[kind] * area
+            self.neighbour_mean[kind] = mean
+            lost = stats.poisson.sf(len(slots), mean)
+            if slots and lost > 0.01:  # counts are capped at the slots
+                log.warning(
+                    "simulate.neighbours.%s: %.2f per stamp on average but %d slot(s): "
+                    "%.1f%% of stamps have more than fit (a smaller stamp or density avoids it)",
+                    kind,
+                    mean,
+                    len(slots),
+                    100 * lost,
+                )
+
+    def _mags(self, rng, comp: str, n: int, host=None) -> dict[str, np.ndarray]:
+        """Magnitudes of ``comp`` per band: its reference-band prior plus its colours, plus
+        the host's colours (from the drawn columns ``host``) for a component whose colours
+        are offsets from another's."""
         ref = self.priors[f"{comp}_mag"].draw(rng, n)
         chains, priors = self.colors[comp]
         colors = {name: priors[name].draw(rng, n) for name in priors}
+        relative = self.relative.get(comp)
         out = {}
         for band in self.bands:
             mag = ref.copy()
             for name, sign in chains[band]:
                 mag = mag + sign * colors[name]
+            if relative is not None:
+                mag = mag + (
+                    host[f"{relative}_mag_{band}"] - host[f"{relative}_mag_{self.reference}"]
+                )
             out[f"{comp}_mag_{band}"] = mag
         return out
+
+    def _neighbours(self, rng, n: int) -> dict[str, np.ndarray]:
+        """Line-of-sight field galaxies and stars scattered over the stamp: every slot drawn
+        for every row (fixed order), unused slots NaN."""
+        cols: dict[str, np.ndarray] = {}
+        for kind, slots in (("field", self.neighbour_galaxies), ("star", self.neighbour_stars)):
+            count = rng.poisson(self.neighbour_mean[kind], n)
+            draw = field.field_galaxies if kind == "field" else field.field_stars
+            for k, name in enumerate(slots):
+                x, y = field.scatter(rng, n, self.half_side, self.min_distance)
+                for key, value in draw(rng, n, self.bands, x, y).items():
+                    cols[f"{name}_{key}"] = np.where(k < count, value, np.nan)
+        return cols
 
     def draw(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         """Draw ``n`` systems: a dict of column name -> array (float64, ``kind`` as str).
@@ -290,16 +373,33 @@ class Population:
         )
         cols.update(self._mags(rng, "companion", n))
 
-        # Ring around the central galaxy.
+        # Collisional/resonance ring about a centre offset from the central galaxy's: knots of
+        # varied brightness, partial for some, colours offset from the galaxy's (_mags).
         rq = p["ring_q"].draw(rng, n)
         re1, re2 = phi_q_to_ellipticity(np.pi * rng.random(n), rq)
+        radius = p["ring_radius"].draw(rng, n)
+        off = p["ring_offset"].draw(rng, n) * radius
+        ang = 2 * np.pi * rng.random(n)
+        partial = rng.random(n) < p["ring_partial"].draw(rng, n)
+        arc = np.where(partial, p["ring_arc"].draw(rng, n), 360.0)
+        knots = p["ring_knots"].draw(rng, n)
+        contrast = p["ring_knot_contrast"].draw(rng, n)
         cols.update(
-            ring_radius=p["ring_radius"].draw(rng, n),
+            ring_radius=radius,
             ring_width=p["ring_width"].draw(rng, n),
             ring_e1=re1,
             ring_e2=re2,
+            ring_center_x=cx + off * np.cos(ang),
+            ring_center_y=cy + off * np.sin(ang),
+            ring_arc=arc,
+            ring_arc_angle=2 * np.pi * rng.random(n),
+            ring_knot_width=p["ring_knot_width"].draw(rng, n),
         )
-        cols.update(self._mags(rng, "ring", n))
+        for j in range(1, RING_KNOTS + 1):
+            angle, spread = 2 * np.pi * rng.random(n), rng.uniform(0.5, 1.5, n)
+            cols[f"ring_knot{j}_angle"] = angle
+            cols[f"ring_knot{j}_amp"] = np.where(j <= knots, contrast * spread, 0.0)
+        cols.update(self._mags(rng, "ring", n, host=cols))
 
         # Spiral disk around the central galaxy (its bulge).
         dq = p["spiral_q"].draw(rng, n)
@@ -320,6 +420,11 @@ class Population:
         ang = 2 * np.pi * rng.random(n)
         cols.update(star_center_x=cx + dist * np.cos(ang), star_center_y=cy + dist * np.sin(ang))
         cols.update(self._mags(rng, "star", n))
+
+        # Line-of-sight neighbours, drawn last so that the columns above do not move; scattered
+        # about the stamp centre (the target's position), whatever the kind.
+        if self.neighbour_galaxies or self.neighbour_stars:
+            cols.update(self._neighbours(rng, n))
 
         # Blank out what each kind does not have.
         for comp in LIGHT_COMPONENTS:

@@ -35,6 +35,7 @@ __all__ = [
     "sersic_b_n",
     "sersic_total_flux",
     "ring_total_flux",
+    "RING_KNOTS",
     "sie_constants",
     "sersic_constants",
     "ring_constants",
@@ -55,6 +56,12 @@ __all__ = [
 _SERSIC_SMOOTHING = 1e-4  # arcsec; lenstronomy's SersicUtil default
 _SIE_CORE = 1e-10  # arcsec; lenstronomy's SIE s_scale
 _Q_MAX = 0.99999999  # lenstronomy's NIEMajorAxis cap
+
+#: Knot slots of the ring (:func:`ring_constants`); unused slots have amplitude 0.
+RING_KNOTS = 6
+_RING_FIXED = 11  # ring constants before the knot slots
+_RING_ARC_SOFTNESS = 0.1  # radians: a partial ring's ends fade over ~+-10 degrees
+_RING_AZIMUTHS = 4096  # trapezoid nodes of the ring's azimuthal mean
 
 
 def ellipticity_to_phi_q(e1, e2):
@@ -91,11 +98,26 @@ def sersic_total_flux(R_sersic, n_sersic):
     return 2 * np.pi * n * r**2 * np.exp(bn) * bn ** (-2 * n) * special.gamma(2 * n)
 
 
-def ring_total_flux(radius, width):
-    """Total flux of the Gaussian ring ``exp(-(R - radius)^2 / (2 width^2))`` (amp = 1)."""
+def ring_total_flux(
+    radius, width, arc=360.0, arc_angle=0.0, knot_angles=None, knot_amplitudes=None, knot_width=None
+):
+    """Total flux of the unit-amplitude ring of :func:`ring_kernel` (flux units x arcsec^2).
+
+    The profile is radial Gaussian times azimuthal factor, ``f(R) A(theta)``, in the
+    product-average ellipse frame, which preserves area; so the flux is the radial integral
+    ``2 pi (w^2 e^{-R0^2/2w^2} + R0 w sqrt(pi/2) [1 + erf(R0 / sqrt(2) w)])`` of
+    ``exp(-(R - R0)^2 / (2 w^2))`` times the azimuthal mean of ``A``.  That mean has no closed
+    form with a soft arc window, so it is the trapezoid rule on :data:`_RING_AZIMUTHS`
+    angles, exponentially accurate for a smooth periodic function (1e-9 here).
+
+    Parameters
+    ----------
+    radius, width, arc, arc_angle, knot_angles, knot_amplitudes, knot_width
+        As for :func:`ring_constants`; the defaults give a plain, full Gaussian ring.
+    """
     r0 = np.asarray(radius, dtype=np.float64)
     w = np.asarray(width, dtype=np.float64)
-    return (
+    radial = (
         2
         * np.pi
         * (
@@ -103,6 +125,15 @@ def ring_total_flux(radius, width):
             + r0 * w * np.sqrt(np.pi / 2) * (1 + special.erf(r0 / (np.sqrt(2) * w)))
         )
     )
+    c = np.stack(
+        ring_constants(
+            r0, w, 0.0, 0.0, 0.0, 0.0, arc, arc_angle, knot_angles, knot_amplitudes, knot_width
+        ),
+        axis=-1,
+    ).reshape(-1, _RING_FIXED + 3 * RING_KNOTS)
+    theta = 2 * np.pi * np.arange(_RING_AZIMUTHS) / _RING_AZIMUTHS
+    mean = _ring_azimuth(np, np.cos(theta)[None], np.sin(theta)[None], c).mean(axis=1)
+    return radial * mean.reshape(np.shape(radial))
 
 
 def _table(columns, like: torch.Tensor) -> torch.Tensor:
@@ -167,12 +198,71 @@ def sersic_constants(R_sersic, n_sersic, e1, e2, center_x, center_y):
     ]
 
 
-def ring_constants(radius, width, e1, e2, center_x, center_y):
-    """Ring constants: the ellipse map, ``radius``, ``width``."""
-    return ellipse_constants(e1, e2, center_x, center_y) + [
-        np.asarray(radius, np.float64),
+def ring_constants(
+    radius,
+    width,
+    e1,
+    e2,
+    center_x,
+    center_y,
+    arc=360.0,
+    arc_angle=0.0,
+    knot_angles=None,
+    knot_amplitudes=None,
+    knot_width=None,
+):
+    """Ring constants: the ellipse map, ``radius``, ``width``, the arc window (``cos``,
+    ``sin`` of its direction, half its arc in radians), the knots' ``kappa`` and, per knot slot,
+    ``cos``, ``sin`` of its angle and its amplitude.
+
+    Parameters
+    ----------
+    radius, width : array_like, shape (B,)
+        Ring radius and Gaussian radial sigma (arcsec, product-average radius).
+    e1, e2, center_x, center_y : array_like, shape (B,)
+        Ellipticity and centre of the ring.
+    arc : array_like, shape (B,)
+        Azimuthal coverage in degrees; 360 (or more) is a full ring.  A partial ring fades out
+        over ~10 degrees at each end (:data:`_RING_ARC_SOFTNESS`).
+    arc_angle : array_like, shape (B,)
+        Direction of the middle of the arc, radians from the ellipse frame's x axis.
+    knot_angles, knot_amplitudes : array_like, shape (B, k), k <= RING_KNOTS, optional
+        Knot directions (radians, ellipse frame) and peak brightness over the smooth ring
+        (0 for an unused slot).  Default: no knots.
+    knot_width : array_like, shape (B,), optional
+        Gaussian sigma of the knots along the ring, arcsec (sets ``kappa = (radius /
+        knot_width)^2`` of their von Mises azimuthal profile).
+    """
+    r0 = np.asarray(radius, np.float64)
+    shape = np.broadcast(r0, width, e1, e2, center_x, center_y, arc, arc_angle).shape
+    arc = np.broadcast_to(np.asarray(arc, np.float64), shape)
+    arc_angle = np.broadcast_to(np.asarray(arc_angle, np.float64), shape)
+    # A full ring gets a half-arc so wide that the window is exactly 1 in float32.
+    half_arc = np.where(arc >= 360.0, 1e4, np.deg2rad(np.minimum(arc, 360.0)) / 2)
+    angles = np.zeros((*shape, RING_KNOTS))
+    amps = np.zeros((*shape, RING_KNOTS))
+    if knot_amplitudes is not None:
+        k = np.shape(knot_amplitudes)[-1]
+        if k > RING_KNOTS:
+            raise ValueError(f"at most {RING_KNOTS} ring knots, got {k}")
+        angles[..., :k] = knot_angles
+        amps[..., :k] = knot_amplitudes
+    if knot_width is None:
+        kappa = np.ones(shape)
+    else:
+        kappa = (r0 / np.asarray(knot_width, np.float64)) ** 2
+    knots = []
+    for j in range(RING_KNOTS):
+        knots += [np.cos(angles[..., j]), np.sin(angles[..., j]), amps[..., j]]
+    cols = ellipse_constants(e1, e2, center_x, center_y) + [
+        r0,
         np.asarray(width, np.float64),
+        np.cos(arc_angle),
+        np.sin(arc_angle),
+        half_arc,
+        kappa,
     ]
+    return [np.broadcast_to(np.asarray(v, np.float64), shape) for v in cols + knots]
 
 
 def spiral_constants(R_sersic, e1, e2, center_x, center_y, arms, pitch_deg, amplitude, phase):
@@ -248,11 +338,32 @@ def lensed_sersic_kernel(x, y, c_mass, c_light, roots: int | None = None):
     return sersic_kernel(x - ax, y - ay, c_light, roots)
 
 
+def _ring_azimuth(xp, cos_t, sin_t, c):
+    """Azimuthal factor of the ring: arc window times (1 + knots).  ``xp`` is ``torch`` or
+    ``numpy``, so the kernel and its flux normalisation share one formula."""
+    # Angular distance from the arc's middle, so the ends are equally soft whatever the arc.
+    dist = xp.arccos(xp.clip(cos_t * c[:, 7:8] + sin_t * c[:, 8:9], -1.0, 1.0))
+    window = 1 / (1 + xp.exp((dist - c[:, 9:10]) / _RING_ARC_SOFTNESS))
+    knots = 1.0
+    kappa = c[:, 10:11]
+    for j in range(_RING_FIXED, c.shape[1], 3):
+        cos_d = cos_t * c[:, j : j + 1] + sin_t * c[:, j + 1 : j + 2]
+        knots = knots + c[:, j + 2 : j + 3] * xp.exp(kappa * (cos_d - 1))
+    return window * knots
+
+
 def ring_kernel(x, y, c):
-    """Unit-amplitude Gaussian ring for constants from :func:`ring_constants`."""
+    """Unit-amplitude knotty, possibly partial ring for constants from :func:`ring_constants`.
+
+    ``exp(-(R - R0)^2 / (2 w^2)) W(theta) (1 + sum_j a_j exp(kappa [cos(theta - theta_j) -
+    1]))`` in the ring's product-average ellipse frame: a Gaussian ring, a soft arc window
+    ``W = sigmoid([arc / 2 - |theta - theta_arc|] / 0.1)`` and von Mises knots.
+    """
     xe, ye = _ellipse(x, y, c)
     r = torch.sqrt(xe * xe + ye * ye)
-    return torch.exp(-0.5 * ((r - c[:, 5:6]) / c[:, 6:7]) ** 2)
+    rs = torch.clamp(r, min=1e-6)  # the azimuth is undefined at the centre, where f(R) ~ 0
+    radial = torch.exp(-0.5 * ((r - c[:, 5:6]) / c[:, 6:7]) ** 2)
+    return radial * _ring_azimuth(torch, xe / rs, ye / rs, c)
 
 
 def spiral_kernel(x, y, c):
@@ -306,9 +417,14 @@ def sersic_profile(x, y, R_sersic, n_sersic, e1, e2, center_x, center_y):
     return sersic_kernel(x, y, c)
 
 
-def ring_profile(x, y, radius, width, e1, e2, center_x, center_y):
-    """Gaussian ring ``exp(-(R - radius)^2 / (2 width^2))`` in product-average radius (amp = 1)."""
-    c = _table(ring_constants(radius, width, e1, e2, center_x, center_y), x)
+def ring_profile(x, y, radius, width, e1, e2, center_x, center_y, **shape):
+    """Ring ``exp(-(R - radius)^2 / (2 width^2)) W(theta) (1 + knots)`` (amp = 1).
+
+    ``shape`` takes the keyword arguments ``arc``, ``arc_angle``, ``knot_angles``,
+    ``knot_amplitudes`` and ``knot_width`` of :func:`ring_constants`; without them, a plain
+    Gaussian ring in product-average radius.
+    """
+    c = _table(ring_constants(radius, width, e1, e2, center_x, center_y, **shape), x)
     return ring_kernel(x, y, c)
 
 

@@ -296,8 +296,15 @@ class Scene:
         return np.asarray(self.params[name], dtype=np.float64)[rows]
 
     def rows(self, component: LightComponent) -> np.ndarray:
-        """Indices of the systems that carry ``component``."""
-        return np.flatnonzero(carriers(component, self.kind))
+        """Indices of the systems that carry ``component``; for a neighbour slot, only those
+        where it is filled (finite magnitude), none if the batch lacks its columns."""
+        mask = carriers(component, self.kind)
+        if component.neighbour:
+            key = f"{component.name}_mag_{self.obs.bands[0].name}"
+            if key not in self.params:
+                return np.zeros(0, dtype=np.int64)
+            mask &= np.isfinite(np.asarray(self.params[key], dtype=np.float64))
+        return np.flatnonzero(mask)
 
     def sersic(self, prefix: str, rows: np.ndarray, center=None) -> list[np.ndarray]:
         """Sersic constants of the columns ``<prefix>_R_sersic, _n_sersic, _e1, _e2`` and

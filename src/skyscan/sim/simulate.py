@@ -65,7 +65,7 @@ class SimulationPlan:
         survey = get_survey(config["survey"], config.get("surveys"))
         bands = get_bands(survey, config["bands"])
         obs = Observation(bands, sim["stamp_size"], sim["supersampling"], sim["exposures"])
-        population = Population(sim, config["bands"])
+        population = Population(sim, config["bands"], pixel_scale=obs.pixel_scale)
         device = _resolve_device(sim["device"])
         # Everything the bytes of a shard depend on (not n: a shard's rows do not depend on it).
         identity = {

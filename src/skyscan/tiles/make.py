@@ -83,43 +83,17 @@ def tile_grid(center, grid, size: int, overlap: int, pixel_scale: float) -> list
     return specs
 
 
-def _magnitude_counts(rng, n, lo, hi, slope):
-    """Magnitudes with number counts dN/dm ~ 10^(slope m) between lo and hi."""
-    u = rng.random(n)
-    a, b = 10 ** (slope * lo), 10 ** (slope * hi)
-    return np.log10(a + u * (b - a)) / slope
-
-
 def _field_params(rng, n, bands, x, y):
     """Field galaxies as renderer parameters (kind no_source: a Sersic and nothing else)."""
-    from skyscan.sim import phi_q_to_ellipticity
-
-    mag_i = _magnitude_counts(rng, n, 19.0, 25.5, 0.3)
-    q = np.clip(rng.normal(0.65, 0.2, n), 0.2, 1.0)
-    e1, e2 = phi_q_to_ellipticity(np.pi * rng.random(n), q)
-    color = {"u": 0.9, "g": 0.6, "r": 0.25, "i": 0.0, "z": -0.15, "y": -0.25, "Y": -0.25}
-    tint = rng.normal(0, 0.25, n)
-    p = {
-        "kind": np.full(n, "no_source", dtype=object),
-        "lens_R_sersic": np.clip(
-            np.exp(rng.normal(np.log(0.5), 0.4, n)) * 10 ** (-0.1 * (mag_i - 22)), 0.08, 3.0
-        ),
-        "lens_n_sersic": rng.uniform(0.8, 4.0, n),
-        "lens_e1": e1,
-        "lens_e2": e2,
-        "lens_center_x": x,
-        "lens_center_y": y,
-    }
-    for band in bands:
-        p[f"lens_mag_{band}"] = mag_i + color.get(band, 0.0) * (1 + tint)
+    galaxies = sim.field_galaxies(rng, n, bands, x, y)
+    p = {"kind": np.full(n, "no_source", dtype=object)}
+    p.update({f"lens_{k}": v for k, v in galaxies.items()})
     return p
 
 
 def _star_params(rng, n, bands, x, y):
     """Stars (kind star_blend with an invisible host at mag 99)."""
-    mag_i = _magnitude_counts(rng, n, 16.0, 24.0, 0.15)
-    gi = rng.uniform(0.2, 2.5, n)
-    offsets = {"u": 1.6, "g": 1.0, "r": 0.35, "i": 0.0, "z": -0.15, "y": -0.25, "Y": -0.25}
+    stars = sim.field_stars(rng, n, bands, x, y)
     p = {
         "kind": np.full(n, "star_blend", dtype=object),
         "lens_R_sersic": np.full(n, 0.5),
@@ -128,12 +102,10 @@ def _star_params(rng, n, bands, x, y):
         "lens_e2": np.zeros(n),
         "lens_center_x": x,
         "lens_center_y": y,
-        "star_center_x": x,
-        "star_center_y": y,
     }
+    p.update({f"star_{k}": v for k, v in stars.items()})
     for band in bands:
         p[f"lens_mag_{band}"] = np.full(n, 99.0)
-        p[f"star_mag_{band}"] = mag_i + offsets.get(band, 0.0) * gi
     return p
 
 
@@ -165,6 +137,8 @@ def make_tiles(config: Mapping, out_dir: str | Path) -> dict:
     sim_defl = dict(
         config["simulate"],
         kinds={"no_source": 1, "lens": 0, "companion": 0, "ring": 0, "spiral": 0, "star_blend": 0},
+        # The tile draws its own field objects over the whole tile: none in the stamps too.
+        neighbours={"field": 0, "star": 0, "min_distance": 0.0},
     )
     sim_lens = dict(sim_defl, kinds={**sim_defl["kinds"], "no_source": 0, "lens": 1})
     populations = {"deflector": Population(sim_defl, names), "lens": Population(sim_lens, names)}
