@@ -74,13 +74,18 @@ def _describe(error) -> str:
     return f"{where}: {error.message}"
 
 
-def validate_config(config: Mapping) -> dict:
+def validate_config(config: Mapping, whole: bool = True) -> dict:
     """Validate a config mapping and fill defaults.
 
     Parameters
     ----------
     config : mapping
         The parsed config (e.g. Snakemake's ``config``).  It is not modified.
+    whole : bool
+        The config describes a whole run (the workflow's), so the checks between sections
+        (:func:`check_cross_keys`, the case's) apply to every section, given or defaulted.
+        False for a stage's part of a config (what a rule hands its command): a check then
+        only runs when every section it reads was given.
 
     Returns
     -------
@@ -110,8 +115,9 @@ def validate_config(config: Mapping) -> dict:
             key="case",
         )
     the_case = case.default_registry.get(instance["case"])
-    check_cross_keys(instance, the_case)
-    the_case.check_config(instance)
+    given = None if whole else set(config)
+    check_cross_keys(instance, the_case, given)
+    the_case.check_config(instance, given)
     return instance
 
 
@@ -119,10 +125,25 @@ def validate_config(config: Mapping) -> dict:
 MIN_SPLIT_ROWS = 20
 
 
-def check_cross_keys(config: Mapping, the_case) -> None:
+def sections_given(given: set | None, *sections: str) -> bool:
+    """Whether a cross-key check reading ``sections`` applies: all of them were given, or the
+    config is a whole one (``given`` is None)."""
+    return given is None or all(s in given for s in sections)
+
+
+def check_cross_keys(config: Mapping, the_case, given: set | None = None) -> None:
     """Checks between keys that the schema cannot express, so that a config either runs
     ``rule all`` or fails at load time naming the key: models that suit the case, splits that
     get systems, and (for a case with a search) tiles and a catalogue in simulated bands.
+
+    Parameters
+    ----------
+    config : mapping
+        A schema-valid config with defaults filled.
+    the_case : skyscan.core.case.Case
+    given : set of str, optional
+        The top-level sections given (None: a whole config, check everything); see
+        :func:`sections_given`.
 
     Raises
     ------
@@ -130,7 +151,7 @@ def check_cross_keys(config: Mapping, the_case) -> None:
         Naming the first offending key.
     """
     model = config["train"]["model"]
-    if the_case.models and model not in the_case.models:
+    if sections_given(given, "train") and the_case.models and model not in the_case.models:
         raise ConfigError(
             f"config key 'train.model': {model!r} is not a model for case "
             f"{the_case.name!r} (allowed: {', '.join(the_case.models)})",
@@ -140,7 +161,7 @@ def check_cross_keys(config: Mapping, the_case) -> None:
     total = sum(splits.values())
     n = config["simulate"]["n"]
     for name, fraction in splits.items():
-        if n * fraction / total < MIN_SPLIT_ROWS:
+        if sections_given(given, "simulate", "dataset") and n * fraction / total < MIN_SPLIT_ROWS:
             raise ConfigError(
                 f"config key 'simulate.n': {n} systems give split {name!r} about "
                 f"{n * fraction / total:.0f} (dataset.splits.{name} = {fraction:g}); "
@@ -148,7 +169,7 @@ def check_cross_keys(config: Mapping, the_case) -> None:
                 key="simulate.n",
             )
     bands = list(config["bands"])
-    if "search" not in the_case.stages:
+    if "search" not in the_case.stages or not sections_given(given, "tiles", "bands"):
         return
     tiles = config["tiles"]
     catalog = tiles["catalog"]
@@ -167,7 +188,11 @@ def check_cross_keys(config: Mapping, the_case) -> None:
             key="tiles.overlap",
         )
     stamp = config["simulate"]["stamp_size"]
-    if stamp > tiles["overlap"] + 1 and tiles["grid"] != [1, 1]:
+    if (
+        sections_given(given, "simulate")
+        and stamp > tiles["overlap"] + 1
+        and tiles["grid"] != [1, 1]
+    ):
         raise ConfigError(
             f"config key 'tiles.overlap': {tiles['overlap']} pixels is less than a cutout "
             f"(simulate.stamp_size {stamp}): objects between tiles would be cut",
@@ -204,7 +229,9 @@ def load_config(path: str | Path | None = None, overrides: Mapping | None = None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
     data = _merge(data, overrides or {})
-    return validate_config(data)
+    # A file may be one stage's part of a config (the workflow writes those): sections it
+    # leaves out take their defaults but are not cross-checked against the others.
+    return validate_config(data, whole=False)
 
 
 def _yaml_problem(exc) -> str:

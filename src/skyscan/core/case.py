@@ -97,11 +97,13 @@ class Case:
     #: empty accepts any registered model
     models: ClassVar[tuple[str, ...]] = ()
 
-    def check_config(self, config: Mapping) -> None:
+    def check_config(self, config: Mapping, given: set | None = None) -> None:
         """Cross-key checks of a schema-valid config that only this case can make (e.g. that
         the band binning its completeness is simulated); raise
         :class:`~skyscan.core.errors.ConfigError` naming the key.  Runs at load time, so it
-        must be quick and import nothing heavy."""
+        must be quick and import nothing heavy.  ``given`` is the set of top-level sections
+        given, or None for a whole config: check only what reads given sections
+        (:func:`skyscan.config.sections_given`)."""
 
     @property
     def kinds(self) -> tuple[str, ...]:

@@ -223,6 +223,7 @@ def build_dataset(
             "case": case.name,
             "survey": meta0["survey"],
             "pixel_scale": meta0["pixel_scale"],
+            "exposures": meta0.get("exposures"),
             "dataset_config_hash": config_hash({"seed": seed, "dataset": ds}),
         }
         write_json_atomic(tmp / "preprocessing.json", spec)

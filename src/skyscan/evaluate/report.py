@@ -58,8 +58,9 @@ def evaluate(card_path, dataset_dir, out_dir, config: dict) -> dict:
     model, card = load_model(card_path)
     case = get_case(card.case)
     manifest_path = Path(dataset_dir) / "manifest.json"
-    if manifest_path.is_file():
-        data_case = json.loads(manifest_path.read_text()).get("case")
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    if manifest:
+        data_case = manifest.get("case")
         if data_case is not None and data_case != card.case:
             raise MismatchError(
                 f"{manifest_path}: the dataset is of case {data_case!r}, the model "
@@ -107,7 +108,7 @@ def evaluate(card_path, dataset_dir, out_dir, config: dict) -> dict:
         "setup": {
             "survey": card.survey,
             "bands": list(card.bands),
-            "exposures": config.get("simulate", {}).get("exposures"),
+            "exposures": manifest.get("exposures"),
             "negative_kinds": sorted(set(kinds[~positive])),
             "preprocessing": card.preprocessing.get("method"),
             "tta": card.scoring.get("tta") if card.scoring else None,

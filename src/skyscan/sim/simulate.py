@@ -110,6 +110,7 @@ class SimulationPlan:
             "units": IMAGE_UNITS,
             "zero_points": [b.zero_point for b in obs.bands],
             "background_sigma": [float(v) for v in obs.background_sigma()],
+            "exposures": obs.exposures,
             "exposure_time": [obs.exposure_time(b) for b in obs.bands],
             "psf": [
                 {"type": b.psf_type, "fwhm": b.seeing, "moffat_beta": b.moffat_beta}
