@@ -179,6 +179,36 @@ class Case:
         """Markdown table of the evaluation's figures beside the published ones."""
         return ""
 
+    def detection_snr(self, columns: Mapping[str, np.ndarray]) -> np.ndarray | None:
+        """Each row's S/N at the simulated depth (e.g. in its best band), for the dataset
+        stage's below-detection warning; ``None`` (the default) when the case has none."""
+        return None
+
+    def detectable(
+        self, columns: Mapping[str, np.ndarray], observation: Mapping, criteria: Mapping
+    ) -> np.ndarray:
+        """Mask of the rows the survey could detect (the ``dataset.detectable`` selection).
+
+        Parameters
+        ----------
+        columns : mapping
+            Column name -> array of the simulated rows.
+        observation : mapping
+            A shard's schema metadata (``bands``, ``psf``, ``pixel_scale``, ``survey``...).
+        criteria : mapping
+            The config's ``dataset.detectable`` section.
+
+        Raises
+        ------
+        ConfigError
+            If the case has no detectability selection (the default).
+        """
+        raise ConfigError(
+            f"config key 'dataset.detectable': case {self.name!r} has no detectability "
+            "selection; set it to null",
+            key="dataset.detectable",
+        )
+
     def picture(self, stamp: np.ndarray, bands: Sequence[str]) -> np.ndarray | None:
         """An RGB picture (H, W', 3) uint8 of one ``(channels, H, W)`` stamp for galleries;
         ``None`` (the default) draws the bands as a colour composite (:mod:`skyscan.viz`)."""

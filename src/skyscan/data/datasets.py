@@ -112,6 +112,89 @@ def _check_same(metas: list[tuple[Path, dict]], key: str) -> None:
             )
 
 
+#: Median S/N of the positives below which the dataset stage warns that most of them are
+#: below detection at the simulated depth.
+DETECTION_SNR = 5.0
+
+
+def _select_detectable(case, tables, metas, label, good, criteria) -> tuple[np.ndarray, dict]:
+    """Apply the case's detectability selection to the positives and warn when most
+    positives that enter the dataset are below detection.
+
+    Returns
+    -------
+    keep : ndarray of bool
+        Rows kept by the selection (every negative).
+    record : dict
+        The manifest's ``detectable`` entry (empty without a selection).
+    """
+    keep = np.ones(len(label), dtype=bool)
+    record: dict = {}
+    positive = label == 1
+    columns = None
+    meta0 = metas[0][1]
+    if criteria is not None:
+        for path, meta in metas[1:]:
+            if meta.get("psf") != meta0.get("psf"):
+                raise DatasetError(
+                    f"{path}: psf {meta.get('psf')!r} differs from {meta0.get('psf')!r} "
+                    f"in {metas[0][0]} (dataset.detectable needs one seeing per band)",
+                    path=path,
+                )
+        table = pa.concat_tables(tables)
+        columns = {
+            n: table.column(n).to_numpy(zero_copy_only=False)
+            for n in table.column_names
+            if not pa.types.is_dictionary(table.schema.field(n).type)
+        }
+        passed = np.asarray(case.detectable(columns, meta0, criteria), dtype=bool)
+        keep = ~positive | passed
+        n_sim, n_kept = int((positive & good).sum()), int((positive & good & passed).sum())
+        record = {
+            "criteria": dict(criteria),
+            "survey": meta0.get("survey"),
+            "seeing": {
+                b: p.get("fwhm")
+                for b, p in zip(meta0.get("bands", []), meta0.get("psf") or [], strict=False)
+            },
+            f"{case.positives}_simulated": n_sim,
+            f"{case.positives}_kept": n_kept,
+            f"{case.positives}_dropped": n_sim - n_kept,
+            "kept_fraction": n_kept / n_sim if n_sim else None,
+        }
+        if n_kept == 0:
+            raise DatasetError(
+                f"none of the {n_sim} simulated {case.positives} passes dataset.detectable "
+                f"({criteria}): loosen it, brighten the priors or raise simulate.n"
+            )
+    # The warning: are the positives that enter the dataset mostly below detection?
+    if columns is None:
+        names = [n for n in tables[0].column_names if n.startswith("snr_")]
+        columns = {
+            n: np.concatenate([t.column(n).to_numpy(zero_copy_only=False) for t in tables])
+            for n in names
+        }
+    snr = case.detection_snr(columns)
+    if snr is not None:
+        entering = positive & good & keep & np.isfinite(snr)
+        if entering.any():
+            median = float(np.median(snr[entering]))
+            if criteria is not None:
+                simulated = positive & good & np.isfinite(snr)
+                record["snr_median_simulated"] = float(np.median(snr[simulated]))
+                record["snr_median_kept"] = median
+            if median < DETECTION_SNR:
+                log.warning(
+                    "most %s %s are below detection at this survey's depth (%s): median "
+                    "S/N %.1f in their best band; consider dataset.detectable or brighter priors",
+                    "selected" if criteria is not None else "simulated",
+                    case.positives,
+                    meta0.get("survey"),
+                    median,
+                )
+    return keep, record
+
+
 def build_dataset(
     shards: Sequence[str | Path], out_dir: str | Path, config: Mapping, progress: bool = False
 ) -> dict:
@@ -193,6 +276,10 @@ def build_dataset(
                 path=path,
             )
     good = np.concatenate(good_masks)
+    detectable, detection = _select_detectable(
+        case, tables, metas, label, good, ds.get("detectable")
+    )
+    good &= detectable
     split_of = assign_splits(index, ds["splits"], seed)
 
     members = {}
@@ -205,7 +292,8 @@ def build_dataset(
                 f"split {split!r} is empty: raise simulate.n or dataset.splits.{split}"
             )
         if label[members[split]].min() == label[members[split]].max():
-            raise DatasetError(f"split {split!r} holds a single class: raise simulate.n")
+            hint = " (or loosen dataset.detectable)" if detection else ""
+            raise DatasetError(f"split {split!r} holds a single class: raise simulate.n{hint}")
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -215,6 +303,7 @@ def build_dataset(
         manifest = {
             "splits": counts,
             "rejected_nonfinite": rejected,
+            "detectable": detection or None,
             "preprocessing": spec,
             "sources": [
                 {"path": str(p), "config_hash": m.get("config_hash"), "rows": m.get("rows")}

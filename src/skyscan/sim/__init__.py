@@ -6,6 +6,7 @@ science cases) use; the submodules are its internals (``pyproject.toml`` holds t
 import-linter contract that keeps ``skyscan.tiles`` to this API).
 """
 
+from skyscan.sim.detectability import DETECTABLE_DEFAULTS, best_band_snr, detectable
 from skyscan.sim.field import field_galaxies, field_stars, magnitude_counts
 from skyscan.sim.population import BLOCK_SIZE, KINDS, Population, block_rng
 from skyscan.sim.profiles import phi_q_to_ellipticity, sersic_b_n, sersic_total_flux
@@ -15,13 +16,16 @@ from skyscan.sim.survey import Band, Survey, get_bands, get_survey
 
 __all__ = [
     "BLOCK_SIZE",
+    "DETECTABLE_DEFAULTS",
     "KINDS",
     "Band",
     "Observation",
     "Population",
     "Survey",
     "add_noise",
+    "best_band_snr",
     "block_rng",
+    "detectable",
     "field_galaxies",
     "field_stars",
     "fwhm_to_sigma",

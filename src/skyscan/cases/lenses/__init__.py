@@ -203,6 +203,22 @@ class LensCase(Case):
             )
         return "**Not like for like** with Lanusse et al. 2018: " + "; ".join(differences) + "."
 
+    def detection_snr(self, columns: Mapping[str, np.ndarray]) -> np.ndarray | None:
+        """The lensed source's S/N in its best band (NaN for non-lenses)."""
+        from skyscan.sim import best_band_snr
+
+        if not any(str(c).startswith("snr_") for c in columns):
+            return None
+        return best_band_snr(columns)[0]
+
+    def detectable(self, columns, observation, criteria) -> np.ndarray:
+        """LensPop's selection (Collett 2015) at the simulated survey's depth and seeing:
+        S/N, magnification and resolved images in the best band
+        (:func:`skyscan.sim.detectable`; the seeing is the shards' PSF FWHM)."""
+        from skyscan.sim import detectable
+
+        return detectable(columns, observation, criteria)
+
     def caption(self, row: Mapping[str, Any], score: float) -> str:
         """Kind and score; the Einstein radius under a lens."""
         text = f"{row['kind']} P={score:.3f}"
