@@ -24,9 +24,14 @@ def test_repository_config_is_valid():
 
 def test_partial_override_keeps_other_defaults():
     config = validate_config(
-        {"simulate": {"n": 10, "priors": {"theta_E": {"dist": "uniform", "low": 1.0, "high": 2.0}}}}
+        {
+            "simulate": {
+                "n": 100,
+                "priors": {"theta_E": {"dist": "uniform", "low": 1.0, "high": 2.0}},
+            }
+        }
     )
-    assert config["simulate"]["n"] == 10
+    assert config["simulate"]["n"] == 100
     assert config["simulate"]["priors"]["theta_E"]["low"] == 1.0
     assert config["simulate"]["priors"]["lens_q"]["dist"] == "normal"
 

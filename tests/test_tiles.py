@@ -108,6 +108,12 @@ def test_same_seed_same_pixels(tiles, tmp_path):
 def test_grid_centre_and_bad_catalog_band(tmp_path):
     (spec,) = tile_grid([10.0, -30.0], [1, 1], 100, 0, 0.2)
     assert (spec.ra, spec.dec) == pytest.approx((10.0, -30.0))
-    config = load_config(None, {**SMALL, "bands": ["r", "i"]})
+    # caught when the config is loaded, naming the key ...
+    with pytest.raises(ConfigError, match=r"config key 'tiles.catalog.color': band\(s\) \['g'\]"):
+        load_config(None, {**SMALL, "bands": ["r", "i"]})
+    # ... and by the stage itself, for a config that skipped the load-time checks
+    from skyscan.config import validate_config
+
+    config = validate_config({"bands": ["r", "i"]}, whole=False)  # tiles not given
     with pytest.raises(ConfigError, match="tiles.catalog"):
         make_tiles(config, tmp_path)

@@ -122,7 +122,7 @@ def validate_config(config: Mapping, whole: bool = True) -> dict:
 
 
 #: Fewest systems a split should expect: fewer cannot hold both classes reliably.
-MIN_SPLIT_ROWS = 20
+MIN_SPLIT_ROWS = 10
 
 
 def sections_given(given: set | None, *sections: str) -> bool:

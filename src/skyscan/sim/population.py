@@ -276,9 +276,11 @@ class Population:
 
     def _mags(self, rng, comp: str, n: int, host=None) -> dict[str, np.ndarray]:
         """Magnitudes of ``comp`` per band: its reference-band prior plus its colours, plus
-        the host's colours (from the drawn columns ``host``) for a component whose colours
-        are offsets from another's."""
+        the host's colours for a component whose colours are offsets from another's
+        (``host`` maps the host's name to its reference-band magnitudes, which need not be
+        a simulated band)."""
         ref = self.priors[f"{comp}_mag"].draw(rng, n)
+        self._reference_mags[comp] = ref
         chains, priors = self.colors[comp]
         colors = {name: priors[name].draw(rng, n) for name in priors}
         relative = self.relative.get(comp)
@@ -288,9 +290,7 @@ class Population:
             for name, sign in chains[band]:
                 mag = mag + sign * colors[name]
             if relative is not None:
-                mag = mag + (
-                    host[f"{relative}_mag_{band}"] - host[f"{relative}_mag_{self.reference}"]
-                )
+                mag = mag + (host[f"{relative}_mag_{band}"] - self._reference_mags[relative])
             out[f"{comp}_mag_{band}"] = mag
         return out
 
@@ -314,6 +314,9 @@ class Population:
         components a kind lacks are set to NaN afterwards; the draw is therefore a function of
         the generator state alone.
         """
+        # Reference-band magnitudes of this draw's components, for colours relative to a
+        # host (the reference band need not be simulated).
+        self._reference_mags: dict[str, np.ndarray] = {}
         p = self.priors
         kind_index = np.searchsorted(self.kind_cdf, rng.random(n), side="right")
         kind = np.asarray(KINDS, dtype=object)[np.minimum(kind_index, len(KINDS) - 1)]
