@@ -10,6 +10,7 @@ from astropy.wcs import WCS
 
 from skyscan.config import load_config
 from skyscan.core.case import get_case
+from skyscan.evaluate.metrics import wilson_interval
 from skyscan.skymap.maps import footprint_pixels, injection_recovery, make_maps
 from skyscan.tiles.io import find_tiles, read_tile_wcs
 from skyscan.tiles.make import make_tiles
@@ -94,7 +95,13 @@ def test_maps_recovery_and_fits(tiles, tmp_path):
             "theta_E_bins": [0.5, 1.4, 3.0],
             "snr_bins": [0, 20, 1e6],
         },
-        "operating_point": {"logit_threshold": 1.0, "fpr": 0.01, "tpr": 0.5},
+        "operating_point": {
+            "logit_threshold": 1.0,
+            "fpr": 0.01,
+            "tpr": 0.5,
+            "n_negative": 1000,
+            "target_fpr": 0.01,
+        },
         "headline": {"completeness": 0.5},
     }
     result = injection_recovery(
@@ -115,3 +122,30 @@ def test_maps_recovery_and_fits(tiles, tmp_path):
     )
     for name in ("footprint", "scored", "candidates", "mean_score", "injection_completeness"):
         assert (tmp_path / f"{name}.png").stat().st_size > 5000
+    check = result["false_positive_rate"]
+    n_neg = int((~lenses).sum())
+    assert check["tiles"]["n"] == n_neg and check["test"] == {
+        "k": 10,
+        "n": 1000,
+        "rate": 0.01,
+        "rate_ci95": wilson_interval(10, 1000),
+    }
+    table = (tmp_path / "injection_recovery.md").read_text()
+    assert "false-positive rate (95% interval)" in table and "Fisher exact p" in table
+
+
+def test_false_positive_agreement_by_hand():
+    """Fisher's exact test against scipy's table, and both acceptance conditions."""
+    from skyscan.skymap.maps import false_positive_agreement
+
+    op = {"fpr": 0.01, "n_negative": 2000}  # 20 of 2,000 on the test split
+    same = false_positive_agreement(22, 2000, op)
+    assert same["agree"] is True and same["fisher_p"] > 0.5
+    assert same["upper_over_test"] == pytest.approx(wilson_interval(22, 2000)[1] / 0.01)
+    worse = false_positive_agreement(60, 2000, op)  # 3% on tiles: p ~ 1e-5
+    assert worse["agree"] is False and worse["fisher_p"] < 1e-3
+    assert "do NOT agree" in worse["verdict"]
+    # p > 0.05 but the tiles' interval is too wide (few objects): not accepted
+    few = false_positive_agreement(1, 40, op)
+    assert few["fisher_p"] > 0.05 and few["upper_over_test"] > 2 and few["agree"] is False
+    assert "Only 40 non-lenses" in few["verdict"]

@@ -20,7 +20,7 @@ from skyscan.core.atomic import (
     write_json_atomic,
     write_text_atomic,
 )
-from skyscan.evaluate.metrics import completeness_grid
+from skyscan.evaluate.metrics import completeness_grid, wilson_interval
 from skyscan.skymap.healpix import nside, pixel_area_deg2
 
 __all__ = ["footprint_pixels", "make_maps", "injection_recovery"]
@@ -217,6 +217,14 @@ def injection_recovery(
     )
     injected = int(case.label(truth["kind"], strict=False).sum())
     headline = case.headline(strata, passed[is_pos])
+    if headline.get("completeness") is not None:
+        n_head = next((v for k, v in headline.items() if k.startswith("n_")), None)
+        if n_head:
+            k = int(round(headline["completeness"] * n_head))
+            headline["completeness_ci95"] = wilson_interval(k, n_head)
+    fpr_check = false_positive_agreement(
+        int((passed & ~is_pos).sum()), int((~is_pos).sum()), metrics["operating_point"]
+    )
     result = {
         "threshold": {"logit": threshold, "fpr_on_test_split": metrics["operating_point"]["fpr"]},
         "positives_injected": injected,
@@ -229,6 +237,7 @@ def injection_recovery(
             float((passed & ~is_pos).sum() / area_deg2) if area_deg2 > 0 else None
         ),
         "negatives_scored": int((~is_pos).sum()),
+        "false_positive_rate": fpr_check,
         "completeness_grid": {
             "completeness": [
                 [None if not np.isfinite(v) else float(v) for v in row] for row in grid
@@ -259,12 +268,72 @@ def injection_recovery(
         f"({result['positives_in_catalog']} of {injected} injected) | "
         f"{_fmt(metrics['operating_point']['tpr'])} |",
         f"| false positives | {result['false_positives']} of {result['negatives_scored']} "
-        f"{case.negatives}; {_per_area(result['false_positives_per_deg2'])} | "
-        f"FPR {metrics['operating_point']['fpr']:g} by construction |",
+        f"{case.negatives}; {_per_area(result['false_positives_per_deg2'])} | - |",
+        f"| false-positive rate (95% interval) | {_rate(fpr_check['tiles'])} | "
+        f"{_rate(fpr_check['test'])} |",
+        "",
+        f"Threshold chosen on the validation split (target FPR "
+        f"{metrics['operating_point'].get('target_fpr', 0.01):g}). " + fpr_check["verdict"],
     ]
     write_text_atomic(out_dir / "injection_recovery.md", "\n".join(lines) + "\n")
     write_json_atomic(out_dir / "injection_recovery.json", result)
     return result
+
+
+def false_positive_agreement(fp_tiles: int, n_tiles: int, operating_point: dict) -> dict:
+    """Whether the false-positive rate on the tiles agrees with the test split's, at the same
+    threshold: Fisher's exact test of equal rates (agreement: p > 0.05) and the tiles' 95%
+    upper limit at most twice the test rate.
+
+    Parameters
+    ----------
+    fp_tiles, n_tiles : int
+        Non-lens objects above threshold on the tiles, and scored there.
+    operating_point : dict
+        The evaluation's ``operating_point`` (``fpr``, ``n_negative``).
+
+    Returns
+    -------
+    dict
+        ``tiles`` and ``test`` (each ``k``, ``n``, ``rate``, ``rate_ci95``),
+        ``fisher_p``, ``upper_over_test``, ``agree`` and a one-line ``verdict``.
+    """
+    from scipy.stats import fisher_exact
+
+    n_test = operating_point.get("n_negative")
+    fp_test = None if n_test is None else int(round(operating_point["fpr"] * n_test))
+
+    def block(k, n):
+        if n is None or n == 0:
+            return {"k": k, "n": n, "rate": None, "rate_ci95": None}
+        return {"k": k, "n": n, "rate": k / n, "rate_ci95": wilson_interval(k, n)}
+
+    tiles, test = block(fp_tiles, n_tiles), block(fp_test, n_test)
+    out = {"tiles": tiles, "test": test, "fisher_p": None, "upper_over_test": None}
+    if not n_tiles or not n_test:
+        out.update(agree=None, verdict="Too few non-lenses to compare the rates.")
+        return out
+    p = float(fisher_exact([[fp_tiles, n_tiles - fp_tiles], [fp_test, n_test - fp_test]])[1])
+    ratio = tiles["rate_ci95"][1] / test["rate"] if test["rate"] else None
+    agree = p > 0.05 and ratio is not None and ratio <= 2.0
+    out.update(fisher_p=p, upper_over_test=ratio, agree=agree)
+    ratio_text = "n/a (no false positive on test)" if ratio is None else f"{ratio:.2f}"
+    out["verdict"] = (
+        f"Tiles vs test split: Fisher exact p = {p:.3g} "
+        f"({'no evidence of' if p > 0.05 else 'evidence of'} different rates), tiles' upper "
+        f"95% limit / test rate = {ratio_text} (goal <= 2): "
+        + ("the rates agree." if agree else "the rates do NOT agree.")
+        + (f" Only {n_tiles} non-lenses on the tiles." if n_tiles < 2000 else "")
+    )
+    return out
+
+
+def _rate(block: dict) -> str:
+    if block["rate"] is None:
+        return "n/a"
+    lo, hi = block["rate_ci95"]
+    rate = f"{100 * block['rate']:.2f}% [{100 * lo:.2f}, {100 * hi:.2f}]"
+    return f"{rate} ({block['k']} of {block['n']})"
 
 
 def _per_area(v):
