@@ -149,3 +149,48 @@ def test_false_positive_agreement_by_hand():
     few = false_positive_agreement(1, 40, op)
     assert few["fisher_p"] > 0.05 and few["upper_over_test"] > 2 and few["agree"] is False
     assert "Only 40 non-lenses" in few["verdict"]
+
+
+def test_negatives_sharing_a_cutout_with_an_injected_lens_are_left_out(tmp_path):
+    """A non-lens 2" from an injected lens has the lens's arcs in its cutout: it is counted
+    apart, not as a false positive; one 20" away is a clean negative."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dec0 = 10.0
+    ra = [150.0, 150.0 + 2 / 3600 / np.cos(np.radians(dec0)), 150.0 + 20 / 3600]
+    truth = {
+        "id": [1, 2, 3],
+        "kind": ["lens", "deflector", "deflector"],
+        "ra": ra,
+        "dec": [dec0] * 3,
+        "theta_E": [1.5, np.nan, np.nan],
+        "snr_g": [30.0, np.nan, np.nan],
+    }
+    pq.write_table(pa.table(truth), tmp_path / "truth.parquet")
+    pq.write_table(pa.table({"id": [1, 2, 3], "logit": [5.0, 4.0, 3.0]}), tmp_path / "c.parquet")
+    metrics = {
+        "completeness_grid": {"snr_band": "g", "theta_E_bins": [0.5, 3.0], "snr_bins": [0, 1e6]},
+        "operating_point": {"logit_threshold": 1.0, "fpr": 0.01, "tpr": 0.5, "n_negative": 100},
+        "headline": {"completeness": 0.5},
+    }
+    result = injection_recovery(
+        get_case("lenses"),
+        tmp_path / "c.parquet",
+        tmp_path / "truth.parquet",
+        metrics,
+        0.01,
+        tmp_path,
+        cutout_radius_arcsec=6.4,
+    )
+    check = result["false_positive_rate"]
+    assert check["tiles"]["k"] == 1 and check["tiles"]["n"] == 1
+    assert check["excluded_sharing_a_cutout_with_a_positive"] == {
+        "n": 1,
+        "above_threshold": 1,
+        "radius_arcsec": 6.4,
+    }
+    assert (
+        "Left out of the tiles' rate: 1 non-lenses"
+        in (tmp_path / "injection_recovery.md").read_text()
+    )

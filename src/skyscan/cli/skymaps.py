@@ -90,10 +90,18 @@ def _run(args) -> int:
             metrics,
             summary["footprint_deg2"],
             args.out,
+            cutout_radius_arcsec=_cutout_half_diagonal(card),
         )
     write_json_atomic(Path(args.out) / "skymaps.json", summary)
     print(json.dumps({k: v for k, v in summary.items() if k != "injection_recovery"}, indent=1))
     return 0
+
+
+def _cutout_half_diagonal(card) -> float | None:
+    """Half the diagonal of the model's cutout, in arcsec (None without a pixel scale)."""
+    if not card.pixel_scale:
+        return None
+    return float(card.input_shape[-1]) * float(card.pixel_scale) / 2 * 2**0.5
 
 
 if __name__ == "__main__":
