@@ -201,7 +201,7 @@ def test_every_shipped_config_loads_in_a_second(config):
         ({"bands": ["g"]}, "tiles.catalog.band"),
         ({"bands": ["g", "i"], "evaluate": {"snr_band": "z"}}, "evaluate.snr_band"),
         ({"train": {"model": "vgg6"}}, "train.model"),
-        ({"simulate": {"n": 100}}, "simulate.n"),
+        ({"simulate": {"n": 30}}, "simulate.n"),
         ({"tiles": {"overlap": 20, "grid": [2, 1]}}, "tiles.overlap"),
     ],
 )
