@@ -143,3 +143,12 @@ def test_reliability_curve_of_calibrated_probabilities():
         lo, hi = b["positive_fraction_ci95"]
         assert b["low"] <= b["mean_probability"] < b["high"]
         assert lo - 0.01 <= b["mean_probability"] <= hi + 0.01
+
+
+def test_falls_along_columns_only_beyond_the_intervals():
+    grid = [
+        [[0.1, 0.3], [0.25, 0.5], [0.05, 0.2]],  # third below the second, beyond: a fall
+        [[0.5, 0.7], [0.45, 0.65], None],  # a dip within the intervals: fine
+    ]
+    assert M.falls_along_columns(grid) == [{"row": 0, "from_column": 1, "to_column": 2}]
+    assert M.falls_along_columns([[None, [0.1, 0.2]]]) == []

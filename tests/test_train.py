@@ -136,6 +136,7 @@ def test_evaluation_products(trained):
         for c, n, ci in zip(row_c, row_n, row_ci, strict=True):
             assert (ci is None) == (n == 0) and (ci is None or ci[0] <= c <= ci[1])
     assert metrics["headline"]["n_lenses"] <= metrics["n_positive"]
+    assert isinstance(grid["falls_along_columns"], list)
     assert metrics["tpr0"] <= metrics["tpr10"] <= 1
     assert set(metrics["false_positive_rate_by_kind"]) == {"no_source"}
     table = (trained.evaluation / "comparison.md").read_text()

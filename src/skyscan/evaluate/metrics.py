@@ -17,6 +17,7 @@ __all__ = [
     "completeness_grid",
     "wilson_interval",
     "rates_at",
+    "falls_along_columns",
     "auroc_bootstrap_interval",
     "tpr_at_fpr_table",
     "purity_at_prevalence",
@@ -322,4 +323,30 @@ def reliability_curve(labels, probabilities, bins: int = 15):
                     "positive_fraction_ci95": wilson_interval(k, n),
                 }
             )
+    return out
+
+
+def falls_along_columns(intervals) -> list[dict]:
+    """Where a completeness grid falls significantly along its columns (e.g. as S/N rises):
+    every pair of cells in one row, column ``j`` left of column ``k``, whose 95% intervals do
+    not overlap with ``k`` below ``j``.  Empty cells (None) are skipped.
+
+    Parameters
+    ----------
+    intervals : nested list
+        ``[row][column] -> [low, high]`` or None (``completeness_ci95``).
+
+    Returns
+    -------
+    list of dict
+        ``row``, ``from_column``, ``to_column`` of each significant fall; empty when the
+        completeness does not fall within the intervals.
+    """
+    out = []
+    for r, row in enumerate(intervals):
+        for j, a in enumerate(row):
+            for k in range(j + 1, len(row)):
+                b = row[k]
+                if a is not None and b is not None and b[1] < a[0]:
+                    out.append({"row": r, "from_column": j, "to_column": k})
     return out

@@ -90,6 +90,10 @@ def evaluate(card_path, dataset_dir, out_dir, config: dict) -> dict:
         strata.row_values, strata.col_values, passed, strata.row_bins, strata.col_bins
     )
     hits = np.rint(np.nan_to_num(grid) * counts).astype(int)
+    grid_ci = [
+        [M.wilson_interval(int(k), int(n)) for k, n in zip(rk, rn, strict=True)]
+        for rk, rn in zip(hits, counts, strict=True)
+    ]
     kinds = np.asarray(meta.column("kind").to_pylist())
     per_kind, per_kind_ci = {}, {}
     for k in sorted(set(kinds[~positive])):
@@ -148,10 +152,10 @@ def evaluate(card_path, dataset_dir, out_dir, config: dict) -> dict:
                 [None if not np.isfinite(v) else float(v) for v in row] for row in grid
             ],
             "counts": counts.tolist(),
-            "completeness_ci95": [
-                [M.wilson_interval(int(k), int(n)) for k, n in zip(rk, rn, strict=True)]
-                for rk, rn in zip(hits, counts, strict=True)
-            ],
+            "completeness_ci95": grid_ci,
+            # pairs of cells where the completeness falls along the columns (e.g. as S/N
+            # rises) beyond the intervals: it should not
+            "falls_along_columns": M.falls_along_columns(grid_ci),
         },
         "headline": headline,
         "false_positive_rate_by_kind": per_kind,
