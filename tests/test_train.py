@@ -274,3 +274,40 @@ def test_early_stopping_counts_epochs(trained, tmp_path):
     card = train(config, trained.dataset, tmp_path / "model")
     assert card.training["stopped_early"] is True
     assert 2 <= card.training["epochs_run"] < 40
+
+
+def test_fit_stacker_recovers_known_weights():
+    """Labels drawn from sigmoid(2 z1 + 0.5 z2 - 1): the stacker gets the weights back."""
+    from skyscan.train.run import fit_stacker
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 1.5, (20000, 2))
+    y = (rng.random(20000) < 1 / (1 + np.exp(-(2 * z[:, 0] + 0.5 * z[:, 1] - 1)))).astype(int)
+    weights, bias = fit_stacker(z, y, l2=0.0)
+    np.testing.assert_allclose(weights, [2.0, 0.5], atol=0.1)  # ~3 standard errors
+    assert bias == pytest.approx(-1.0, abs=0.1)
+
+
+def test_ensemble_members_and_stacker(trained, tmp_path):
+    """Two members with their own seeds, a stacker fitted on validation, exported as one
+    network whose logits are the stacked members' logits."""
+    from skyscan.evaluate.scoring import score_split
+    from skyscan.train.run import train
+
+    config = json.loads(json.dumps(trained.config))
+    config["train"].update(epochs=2, ensemble=2)
+    card = train(config, trained.dataset, tmp_path / "model")
+    members = card.training["members"]
+    assert [m["seed"] for m in members] == [config["seed"], config["seed"] + 1]
+    stacker = card.training["stacker"]
+    assert stacker["fitted_on"] == "val" and len(stacker["weights"]) == 2
+    assert card.name == "skyscan-fast-ensemble2" and card.threshold["split"] == "val"
+    assert card.export_check["torchscript_max_abs_diff"] <= 1e-4
+    model, _ = load_model(tmp_path / "model" / "model_card.json")
+    stacked, _ = score_split(model, card, trained.dataset, "test")
+    parts = []
+    for m in members:
+        member, member_card = load_model(tmp_path / "model" / m["folder"] / "model_card.json")
+        parts.append(score_split(member, member_card, trained.dataset, "test")[0])
+    expected = stacker["bias"] + sum(w * z for w, z in zip(stacker["weights"], parts, strict=True))
+    np.testing.assert_allclose(stacked, expected, atol=1e-4)

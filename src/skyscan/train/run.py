@@ -116,18 +116,13 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
             f"(allowed: {', '.join(model_names())})",
             key="train.model",
         )
+    if config["train"]["ensemble"] > 1:
+        return _train_ensemble(config, dataset_dir, Path(out_dir), threads)
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from skyscan.evaluate.metrics import (
-        auroc,
-        expected_calibration_error,
-        fit_temperature,
-        tpr_at_fpr,
-    )
-    from skyscan.evaluate.scoring import score_split
-    from skyscan.models.card import CARD_NAME, ModelCard, load_model
+    from skyscan.models.card import ModelCard
     from skyscan.train.datamodule import StampDataModule
     from skyscan.train.export import export_model
     from skyscan.train.module import Classifier
@@ -235,6 +230,21 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
         },
     )
     card = export_model(net, batch, out_dir, card)
+    return _finish(card, out_dir, dataset_dir, tc)
+
+
+def _finish(card, out_dir: Path, dataset_dir, tc: dict):
+    """Scoring mode, the operating threshold and the temperature (both on the validation
+    split), test metrics, and the card written beside the exported model."""
+    from skyscan.evaluate.metrics import (
+        auroc,
+        expected_calibration_error,
+        fit_temperature,
+        tpr_at_fpr,
+    )
+    from skyscan.evaluate.scoring import score_split
+    from skyscan.models.card import CARD_NAME, load_model
+
     if tc["tta"]:
         card = card.replace(scoring={"tta": "dihedral8"})
         card.write(out_dir / CARD_NAME)
@@ -275,3 +285,105 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
     card.write(out_dir / CARD_NAME)
     log.info("test AUROC %.4f, TPR at 1%% FPR %.3f", card.test_metrics["auroc"], tpr)
     return card
+
+
+class StackedEnsemble(torch.nn.Module):
+    """Members' logits combined by a linear stacker: ``sum_k w_k z_k + b`` (a logistic
+    regression on the members' validation logits), exported as one network."""
+
+    def __init__(self, members, weights, bias: float):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+        self.register_buffer("weights", torch.as_tensor(weights, dtype=torch.float32))
+        self.register_buffer("bias", torch.tensor(float(bias), dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bias.expand(x.shape[0]).clone()
+        for k, member in enumerate(self.members):
+            out = out + self.weights[k] * member(x).float()
+        return out
+
+
+def fit_stacker(member_logits: np.ndarray, labels: np.ndarray, l2: float = 1e-3):
+    """Logistic regression of the labels on the members' logits ``(N, members)``, with a
+    small L2 penalty on the weights (scipy L-BFGS); returns ``(weights, bias)``."""
+    from scipy.optimize import minimize
+
+    z = np.asarray(member_logits, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+
+    def loss(params):
+        w, b = params[:-1], params[-1]
+        t = z @ w + b
+        # log(1 + e^-t) for positives, log(1 + e^t) for negatives, and its gradient
+        value = np.mean(np.logaddexp(0.0, np.where(y == 1, -t, t))) + l2 * w @ w
+        p = 1.0 / (1.0 + np.exp(-t))
+        grad_t = (p - y) / len(y)
+        return value, np.r_[z.T @ grad_t + 2 * l2 * w, grad_t.sum()]
+
+    start = np.r_[np.full(z.shape[1], 1.0 / z.shape[1]), 0.0]
+    result = minimize(loss, start, jac=True, method="L-BFGS-B")
+    return result.x[:-1], float(result.x[-1])
+
+
+def _train_ensemble(config: dict, dataset_dir, out_dir: Path, threads: int):
+    """Train ``train.ensemble`` members (seeds ``seed``, ``seed + 1``, ...; each a complete
+    model in ``members/k``, resumable on its own), fit the stacker on their validation logits
+    and export the stacked network as the model."""
+    import copy
+
+    from skyscan.evaluate.scoring import score_split
+    from skyscan.models.card import load_model
+    from skyscan.train.export import export_model
+    from skyscan.train.module import Classifier
+
+    tc = config["train"]
+    cards, nets = [], []
+    for k in range(tc["ensemble"]):
+        member = copy.deepcopy(config)
+        member["seed"] = int(config["seed"]) + k
+        member["train"].update(ensemble=1, tta=False)
+        folder = out_dir / "members" / str(k)
+        log.info("ensemble member %d of %d (seed %d)", k + 1, tc["ensemble"], member["seed"])
+        cards.append(train(member, dataset_dir, folder, threads))
+        best = folder / "checkpoints" / cards[-1].training["best_checkpoint"]
+        nets.append(Classifier.load_from_checkpoint(best, map_location="cpu").net.eval())
+    logits = []
+    for k in range(len(cards)):
+        model, card = load_model(out_dir / "members" / str(k) / "model_card.json")
+        z, meta = score_split(model, card, dataset_dir, "val")
+        logits.append(z)
+    labels = meta.column("label").to_numpy()
+    weights, bias = fit_stacker(np.stack(logits, axis=1), labels)
+    log.info("stacker fitted on the validation split: weights %s, bias %.3f", weights, bias)
+    net = StackedEnsemble(nets, weights, bias).eval()
+    from skyscan.train.datamodule import CutoutDataset
+
+    test = CutoutDataset(dataset_dir, "test")
+    batch, _ = test.__getitems__(list(range(min(tc["export_batch"], len(test)))))
+    first = cards[0]
+    card = first.replace(
+        name=f"skyscan-{tc['model']}-ensemble{len(cards)}",
+        parameters=sum(c.parameters for c in cards),
+        macs_per_cutout=sum(c.macs_per_cutout for c in cards),
+        training={
+            "config_hash": config_hash({"seed": config["seed"], "train": tc}),
+            "dataset": str(dataset_dir),
+            "members": [
+                {"folder": f"members/{k}", "seed": int(config["seed"]) + k, **c.training}
+                for k, c in enumerate(cards)
+            ],
+            "stacker": {
+                "method": "logistic regression on member logits",
+                "fitted_on": "val",
+                "weights": [float(w) for w in weights],
+                "bias": bias,
+            },
+        },
+        threshold={},
+        calibration={},
+        scoring={},
+        test_metrics={},
+    )
+    card = export_model(net, batch, out_dir, card)
+    return _finish(card, out_dir, dataset_dir, tc)
