@@ -219,8 +219,8 @@ ROWS = [
             _config(t, "train:\n  model: nope\n"),
         ],
         2,
-        r"config key 'train\.model': 'nope' is not a model for case 'lenses' "
-        r"\(allowed: fast, deeplens\)",
+        r"config key 'train\.model': unknown model 'nope' "
+        r"\(allowed: deephits, deeplens, fast, vgg6\)",
     ),
     (
         "preview-corrupt-shard",

@@ -117,7 +117,8 @@ def validate_config(config: Mapping, whole: bool = True) -> dict:
     the_case = case.default_registry.get(instance["case"])
     given = None if whole else set(config)
     check_cross_keys(instance, the_case, given)
-    the_case.check_config(instance, given)
+    if sections_given(given, "case"):  # a part that names no case says nothing of it
+        the_case.check_config(instance, given)
     return instance
 
 
@@ -151,7 +152,7 @@ def check_cross_keys(config: Mapping, the_case, given: set | None = None) -> Non
         Naming the first offending key.
     """
     model = config["train"]["model"]
-    if sections_given(given, "train") and the_case.models and model not in the_case.models:
+    if sections_given(given, "train", "case") and the_case.models and model not in the_case.models:
         raise ConfigError(
             f"config key 'train.model': {model!r} is not a model for case "
             f"{the_case.name!r} (allowed: {', '.join(the_case.models)})",
