@@ -152,3 +152,8 @@ def test_falls_along_columns_only_beyond_the_intervals():
     ]
     assert M.falls_along_columns(grid) == [{"row": 0, "from_column": 1, "to_column": 2}]
     assert M.falls_along_columns([[None, [0.1, 0.2]]]) == []
+
+
+def test_wilson_interval_holds_the_estimate_at_the_ends():
+    for n in (1, 7, 1944, 3040, 10**6):
+        assert M.wilson_interval(n, n)[1] == 1.0 and M.wilson_interval(0, n)[0] == 0.0

@@ -143,7 +143,8 @@ def wilson_interval(k: int, n: int, z: float = 1.959964) -> list[float] | None:
     denom = 1 + z**2 / n
     centre = (p + z**2 / (2 * n)) / denom
     half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
-    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+    # the interval always holds the estimate (rounding can leave 1 - 1e-16 above k = n)
+    return [float(min(p, max(0.0, centre - half))), float(max(p, min(1.0, centre + half)))]
 
 
 def rates_at(labels, scores, threshold: float) -> dict:
