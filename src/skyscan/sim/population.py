@@ -274,13 +274,14 @@ class Population:
                     100 * lost,
                 )
 
-    def _mags(self, rng, comp: str, n: int, host=None) -> dict[str, np.ndarray]:
+    def _mags(self, rng, comp: str, n: int, host=None, reference=None) -> dict[str, np.ndarray]:
         """Magnitudes of ``comp`` per band: its reference-band prior plus its colours, plus
         the host's colours for a component whose colours are offsets from another's
-        (``host`` maps the host's name to its reference-band magnitudes, which need not be
-        a simulated band)."""
+        (``host``: the drawn columns; ``reference``: this draw's reference-band magnitudes
+        by component, which need not be of a simulated band; ``comp``'s are added to it)."""
         ref = self.priors[f"{comp}_mag"].draw(rng, n)
-        self._reference_mags[comp] = ref
+        if reference is not None:
+            reference[comp] = ref
         chains, priors = self.colors[comp]
         colors = {name: priors[name].draw(rng, n) for name in priors}
         relative = self.relative.get(comp)
@@ -290,7 +291,7 @@ class Population:
             for name, sign in chains[band]:
                 mag = mag + sign * colors[name]
             if relative is not None:
-                mag = mag + (host[f"{relative}_mag_{band}"] - self._reference_mags[relative])
+                mag = mag + (host[f"{relative}_mag_{band}"] - reference[relative])
             out[f"{comp}_mag_{band}"] = mag
         return out
 
@@ -316,7 +317,7 @@ class Population:
         """
         # Reference-band magnitudes of this draw's components, for colours relative to a
         # host (the reference band need not be simulated).
-        self._reference_mags: dict[str, np.ndarray] = {}
+        reference: dict[str, np.ndarray] = {}
         p = self.priors
         kind_index = np.searchsorted(self.kind_cdf, rng.random(n), side="right")
         kind = np.asarray(KINDS, dtype=object)[np.minimum(kind_index, len(KINDS) - 1)]
@@ -343,7 +344,7 @@ class Population:
             lens_center_x=cx.copy(),
             lens_center_y=cy.copy(),
         )
-        cols.update(self._mags(rng, "lens", n))
+        cols.update(self._mags(rng, "lens", n, reference=reference))
 
         # Source, offset from the lens centre by a fraction of theta_E.
         sq = p["source_q"].draw(rng, n)
@@ -359,7 +360,7 @@ class Population:
             source_center_x=cx + off * np.cos(ang),
             source_center_y=cy + off * np.sin(ang),
         )
-        cols.update(self._mags(rng, "source", n))
+        cols.update(self._mags(rng, "source", n, reference=reference))
 
         # Companion galaxy (unlensed).
         cq = p["companion_q"].draw(rng, n)
@@ -374,7 +375,7 @@ class Population:
             companion_center_x=cx + dist * np.cos(ang),
             companion_center_y=cy + dist * np.sin(ang),
         )
-        cols.update(self._mags(rng, "companion", n))
+        cols.update(self._mags(rng, "companion", n, reference=reference))
 
         # Collisional/resonance ring about a centre offset from the central galaxy's: knots of
         # varied brightness, partial for some, colours offset from the galaxy's (_mags).
@@ -402,7 +403,7 @@ class Population:
             angle, spread = 2 * np.pi * rng.random(n), rng.uniform(0.5, 1.5, n)
             cols[f"ring_knot{j}_angle"] = angle
             cols[f"ring_knot{j}_amp"] = np.where(j <= knots, contrast * spread, 0.0)
-        cols.update(self._mags(rng, "ring", n, host=cols))
+        cols.update(self._mags(rng, "ring", n, host=cols, reference=reference))
 
         # Spiral disk around the central galaxy (its bulge).
         dq = p["spiral_q"].draw(rng, n)
@@ -416,13 +417,13 @@ class Population:
             spiral_amplitude=p["spiral_amplitude"].draw(rng, n),
             spiral_phase=2 * np.pi * rng.random(n),
         )
-        cols.update(self._mags(rng, "spiral", n))
+        cols.update(self._mags(rng, "spiral", n, reference=reference))
 
         # Star.
         dist = p["star_distance"].draw(rng, n)
         ang = 2 * np.pi * rng.random(n)
         cols.update(star_center_x=cx + dist * np.cos(ang), star_center_y=cy + dist * np.sin(ang))
-        cols.update(self._mags(rng, "star", n))
+        cols.update(self._mags(rng, "star", n, reference=reference))
 
         # Line-of-sight neighbours, drawn last so that the columns above do not move; scattered
         # about the stamp centre (the target's position), whatever the kind.

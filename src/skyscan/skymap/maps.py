@@ -3,8 +3,8 @@
 Maps (NESTED, ``skymaps.order``): the searched footprint (pixels whose centres fall inside a
 tile, from the tiles' WCS), cutouts scored, candidates above the threshold and mean score;
 written as one HEALPix FITS file (healpy) and drawn as Mollweide and zoomed gnomonic PNGs.
-The threshold is the evaluation stage's 1%-FPR operating point, so the search is judged at
-the rejection the test split was.
+The threshold is the evaluation stage's operating point (chosen on the validation split at
+``evaluate.fpr``), so the search is judged at the threshold the test split was.
 """
 
 from __future__ import annotations
