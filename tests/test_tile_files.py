@@ -15,6 +15,7 @@ from astropy.io import fits
 from astropy.io.fits.hdu.image import _ImageBaseHDU
 from astropy.wcs import WCS
 
+from skyscan.tiles import io as tiles_io
 from skyscan.tiles.io import (
     Tile,
     TileError,
@@ -256,13 +257,17 @@ def _count_pixels_read(monkeypatch) -> list[int]:
 
 
 @pytest.mark.parametrize("scaled_int", [False, True])
-def test_read_tile_section_across_the_edges(tmp_path, monkeypatch, scaled_int):
+@pytest.mark.parametrize("whole_rows", [True, False])
+def test_read_tile_section_across_the_edges(tmp_path, monkeypatch, scaled_int, whole_rows):
     tile = _tile(tmp_path, scaled_int=scaled_int)
     full = load_tile(Tile(tile.name, tile.paths)).data
     read_tile_wcs(tile)
+    if not whole_rows:  # as for a very wide image: each row's part of the window alone
+        monkeypatch.setattr(tiles_io, "WHOLE_ROW_BYTES", 0)
     counts = _count_pixels_read(monkeypatch)
     inside = read_tile_section(tile, 20, 45, 100, 130)
-    assert sum(counts) == 2 * 25 * 30  # only the window of each band is read
+    # only the window's 30 rows of each band are read, whole or only its 25 columns
+    assert sum(counts) == 2 * 30 * (SIZE if whole_rows else 25)
     np.testing.assert_array_equal(inside, full[:, 100:130, 20:45])
     corner = read_tile_section(tile, -5, 10, SIZE - 4, SIZE + 6)
     assert corner.shape == (2, 10, 15) and corner.dtype == np.float32
@@ -315,15 +320,20 @@ def test_truncated_file_is_named(tmp_path):
 # Background noise and pixel scale
 
 
-def test_background_noise_is_robust_and_reads_a_bounded_sample(tmp_path, monkeypatch):
+@pytest.mark.parametrize("whole_rows", [True, False])
+def test_background_noise_is_robust_and_reads_a_bounded_sample(tmp_path, monkeypatch, whole_rows):
     small = _tile(tmp_path, scaled_int=True)
     assert tile_background_noise(small) == pytest.approx([2.5, 2.5], rel=0.03)
-    big = np.stack([_noise(seed=5, sigma=4.0, shape=(1200, 1000)) for _ in range(2)])
+    big = np.stack([_noise(seed=5, sigma=4.0, shape=(2000, 1000)) for _ in range(2)])
     tile = _tile(tmp_path, data=big, name="big")
     read_tile_wcs(tile)
+    if not whole_rows:
+        monkeypatch.setattr(tiles_io, "WHOLE_ROW_BYTES", 0)
     counts = _count_pixels_read(monkeypatch)
     assert tile_background_noise(tile) == pytest.approx([4.0, 4.0], rel=0.03)
-    assert sum(counts) <= 2 * 9 * 256 * 256 < big.size / 2
+    # per band: three bands of 256 whole rows, or nine 256 x 256 windows
+    bound = 2 * (3 * 256 * 1000 if whole_rows else 9 * 256 * 256)
+    assert sum(counts) <= bound < big.size / 2
 
 
 def test_background_noise_looks_further_when_the_windows_are_empty(tmp_path):
