@@ -18,8 +18,12 @@ COMMANDS = {
     "dataset": ("skyscan.cli.dataset", "build train/val/test sets from simulation shards"),
     "train": ("skyscan.cli.train", "train a lens classifier and export it with a model card"),
     "evaluate": ("skyscan.cli.evaluate", "score the test set: ROC, completeness, plots, report"),
-    "tiles": ("skyscan.cli.tiles", "render survey tiles (FITS + WCS) with injected lenses"),
-    "search": ("skyscan.cli.search", "score catalog positions on FITS tiles, per HEALPix pixel"),
+    "tiles": (
+        "skyscan.cli.tiles",
+        "render survey tiles (FITS + WCS) with injected lenses; 'tiles index' indexes tiles",
+    ),
+    "catalog": ("skyscan.cli.catalog", "'catalog import': tables into a HATS catalogue"),
+    "search": ("skyscan.cli.search", "score a HATS catalogue on FITS tiles, per partition"),
     "skymaps": ("skyscan.cli.skymaps", "HEALPix maps of a search and injection-recovery"),
     "make-alerts": (
         "skyscan.cli.make_alerts",

@@ -28,6 +28,13 @@ __all__ = ["footprint_pixels", "make_maps", "injection_recovery"]
 MAP_NAMES = ("footprint", "scored", "candidates", "mean_score")
 
 
+def _table(source, columns):
+    """Columns of a pyarrow table, or of a Parquet file."""
+    if hasattr(source, "select"):
+        return source.select(columns)
+    return pq.read_table(source, columns=columns)
+
+
 def footprint_pixels(tiles, order: int) -> np.ndarray:
     """NESTED pixels whose centres lie inside any tile (tiles need ``corners()``)."""
     import healpy as hp
@@ -61,8 +68,11 @@ def _write_partial_map(path: Path, order: int, pixels: np.ndarray, maps: dict) -
     write_fits_atomic(fits.HDUList([fits.PrimaryHDU(), hdu]), path)
 
 
-def make_maps(candidates_path, tiles, order: int, logit_threshold: float, out_dir) -> dict:
-    """Write ``skymaps.fits`` (partial HEALPix map, NESTED) and the PNGs; return a summary."""
+def make_maps(scores, tiles, order: int, logit_threshold: float, out_dir) -> dict:
+    """Write ``skymaps.fits`` (partial HEALPix map, NESTED) and the PNGs; return a summary.
+
+    ``scores``: every scored object (``ra``, ``dec``, ``score``, ``logit``), a pyarrow table
+    or a Parquet file; ``tiles``: the searched tiles (``corners()``, ICRS)."""
     import healpy as hp
     import matplotlib
 
@@ -71,7 +81,7 @@ def make_maps(candidates_path, tiles, order: int, logit_threshold: float, out_di
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cand = pq.read_table(candidates_path, columns=["ra", "dec", "score", "logit"])
+    cand = _table(scores, ["ra", "dec", "score", "logit"])
     pix = hp.ang2pix(
         nside(order),
         cand.column("ra").to_numpy(),
@@ -185,8 +195,8 @@ def injection_recovery(
     ----------
     case : skyscan.core.case.Case
         Says which kinds are positives and what the strata are.
-    candidates_path : str or Path
-        The search's merged ``candidates.parquet`` (``id``, ``logit``).
+    candidates_path : str, Path or pyarrow.Table
+        Every scored object of the search (``id``, ``logit``).
     truth_path : str or Path
         The tiles' ``truth.parquet`` (``id``, ``kind`` and the strata's columns).
     metrics : dict
@@ -208,7 +218,7 @@ def injection_recovery(
     """
     from skyscan.evaluate.plots import plot_completeness
 
-    cand = pq.read_table(candidates_path).to_pydict()
+    cand = _table(candidates_path, ["id", "logit"]).to_pydict()
     truth = pq.read_table(truth_path).to_pydict()
     by_id = {i: k for k, i in enumerate(truth["id"])}
     record = {

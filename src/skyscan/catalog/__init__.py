@@ -1,0 +1,1 @@
+"""Catalogues: HATS import and output (:mod:`.hats_catalog`)."""
