@@ -21,6 +21,7 @@ COMMANDS = {
     "tiles": ("skyscan.cli.tiles", "render survey tiles (FITS + WCS) with injected lenses"),
     "search": ("skyscan.cli.search", "score catalog positions on FITS tiles, per HEALPix pixel"),
     "skymaps": ("skyscan.cli.skymaps", "HEALPix maps of a search and injection-recovery"),
+    "grade": ("skyscan.cli.grade", "a local web page to grade search candidates 0-3 by eye"),
     "make-alerts": (
         "skyscan.cli.make_alerts",
         "write demonstration alert packets of simulated detections (transients)",
