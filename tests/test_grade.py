@@ -403,7 +403,7 @@ def test_training_examples_from_the_consensus(results, tmp_path):
     reference = build_dataset(shards, tmp_path / "plain", plain)
     manifest = build_dataset(shards, tmp_path / "fed", config)
     assert manifest["graded_examples"]["n"] == 3
-    assert manifest["graded_examples"]["lenses"] == 2
+    assert manifest["graded_examples"]["positives"] == 2
     assert manifest["splits"]["train"]["n"] == reference["splits"]["train"]["n"] + 3
     for split in ("val", "test"):
         assert manifest["splits"][split] == reference["splits"][split]

@@ -312,8 +312,8 @@ def build_dataset(
                 "path": str(ds["graded_examples"]),
                 "split": "train",
                 "n": len(graded[1]),
-                "lenses": int(np.asarray(graded[1].column("label")).sum()),
-                "hard_negatives": int((np.asarray(graded[1].column("label")) == 0).sum()),
+                "positives": int(np.asarray(graded[1].column("label")).sum()),
+                "negatives": int((np.asarray(graded[1].column("label")) == 0).sum()),
             },
             "preprocessing": spec,
             "sources": [
