@@ -25,6 +25,7 @@ COMMANDS = {
     "catalog": ("skyscan.cli.catalog", "'catalog import': tables into a HATS catalogue"),
     "search": ("skyscan.cli.search", "score a HATS catalogue on FITS tiles, per partition"),
     "skymaps": ("skyscan.cli.skymaps", "HEALPix maps of a search and injection-recovery"),
+    "grade": ("skyscan.cli.grade", "a local web page to grade search candidates 0-3 by eye"),
     "make-alerts": (
         "skyscan.cli.make_alerts",
         "write demonstration alert packets of simulated detections (transients)",

@@ -1,0 +1,1 @@
+"""Vetting search candidates: lens parameters, cross-matches and the grading page."""
