@@ -1,0 +1,1 @@
+"""Catalogues of the sky that searches are compared with (known lenses)."""
