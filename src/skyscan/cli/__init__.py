@@ -21,6 +21,10 @@ COMMANDS = {
     "tiles": ("skyscan.cli.tiles", "render survey tiles (FITS + WCS) with injected lenses"),
     "search": ("skyscan.cli.search", "score catalog positions on FITS tiles, per HEALPix pixel"),
     "skymaps": ("skyscan.cli.skymaps", "HEALPix maps of a search and injection-recovery"),
+    "inject": (
+        "skyscan.cli.inject",
+        "paint simulated lensed arcs around catalogue galaxies in your FITS tiles",
+    ),
     "make-alerts": (
         "skyscan.cli.make_alerts",
         "write demonstration alert packets of simulated detections (transients)",

@@ -17,7 +17,15 @@ import numpy as np
 
 from skyscan.core.errors import InputFileError
 
-__all__ = ["Tile", "find_tiles", "load_tile", "read_tile_wcs", "write_tile_band", "TileError"]
+__all__ = [
+    "Tile",
+    "find_tiles",
+    "load_tile",
+    "read_tile_wcs",
+    "read_band_unscaled",
+    "write_tile_band",
+    "TileError",
+]
 
 
 class TileError(InputFileError):
@@ -91,7 +99,9 @@ def _image_hdu(hdul, hdu: int | None, path: Path):
         if k >= len(hdul):
             raise TileError(f"{path}: no HDU {k} (the file has {len(hdul)})")
         h = hdul[k]
-        if h.header.get("NAXIS") == 2 and h.data is not None:
+        # Header only: touching h.data here would read the pixels, and a memory-mapped read
+        # of scaled integers (BZERO/BSCALE/BLANK, as real surveys store) fails.
+        if h.is_image and h.header.get("NAXIS") == 2 and h.header.get("NAXIS1", 0) > 0:
             wcs = WCS(h.header, fobj=hdul).celestial
             if wcs.has_celestial and wcs.naxis == 2:
                 return h, wcs
@@ -151,6 +161,49 @@ def read_tile_wcs(tile: Tile) -> Tile:
     except Exception as exc:
         raise TileError(f"{path}: unreadable FITS ({type(exc).__name__}: {exc})") from None
     return tile
+
+
+def read_band_unscaled(path: str | Path, hdu: int | None = None):
+    """Read one band file as stored: every HDU in memory, the image's integers unscaled.
+
+    The image keeps its on-disk type and ``BZERO``/``BSCALE``/``BLANK`` keywords (astropy's
+    ``do_not_scale_image_data``), so that writing the list back reproduces the file's
+    conventions and every untouched pixel bit for bit.
+
+    Parameters
+    ----------
+    path : str or Path
+    hdu : int, optional
+        The image HDU; default the first 2-D image with a celestial WCS.
+
+    Returns
+    -------
+    hdul : astropy.io.fits.HDUList
+        Every HDU, data loaded (the file is closed).
+    index : int
+        The image HDU's position in ``hdul``.
+    wcs : astropy.wcs.WCS
+        Its celestial WCS.
+    """
+    import warnings
+
+    from astropy.io import fits
+    from astropy.utils.exceptions import AstropyWarning
+
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AstropyWarning)
+            with fits.open(path, memmap=False, do_not_scale_image_data=True) as hdul:
+                image, wcs = _image_hdu(hdul, hdu, path)
+                index = next(k for k, h in enumerate(hdul) if h is image)
+                for h in hdul:
+                    _ = h.data  # read every HDU into memory before the file closes
+    except TileError:
+        raise
+    except Exception as exc:  # astropy raises many kinds on corrupt or truncated files
+        raise TileError(f"{path}: unreadable FITS ({type(exc).__name__}: {exc})") from None
+    return hdul, index, wcs
 
 
 def write_tile_band(path: str | Path, data: np.ndarray, header) -> Path:
