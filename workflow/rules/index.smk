@@ -32,11 +32,17 @@ INDEX_SECTIONS += [
     ("Simulation", [SIM_PREVIEW]),
 ]
 GALLERY_TITLES = {stem: title for stem, _, title in CASE.galleries}
-
-
-def index_caption(path):
-    stem = os.path.splitext(os.path.basename(path))[0]
-    return GALLERY_TITLES.get(stem) or PLOT_CAPTIONS.get(stem, stem.replace("_", " "))
+INDEX_PAGE = [
+    (
+        title,
+        [
+            (plot, GALLERY_TITLES.get(stem) or PLOT_CAPTIONS.get(stem, stem.replace("_", " ")))
+            for plot in plots
+            for stem in [os.path.splitext(os.path.basename(plot))[0]]
+        ],
+    )
+    for title, plots in INDEX_SECTIONS
+]
 
 
 rule results_index:
@@ -54,8 +60,4 @@ rule results_index:
     run:
         from skyscan.viz import write_results_index
 
-        write_results_index(
-            output[0],
-            [(title, [(p, index_caption(p)) for p in plots]) for title, plots in INDEX_SECTIONS],
-            title=f"skyscan results: {CASE.title}",
-        )
+        write_results_index(output[0], INDEX_PAGE, title=f"skyscan results: {CASE.title}")
