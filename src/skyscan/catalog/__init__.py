@@ -1,1 +1,2 @@
-"""Catalogues: HATS import and output (:mod:`.hats_catalog`)."""
+"""Catalogues: HATS import and output (:mod:`.hats_catalog`) and the known lenses that
+searches are compared with (:mod:`.known`)."""

@@ -26,6 +26,10 @@ COMMANDS = {
     "search": ("skyscan.cli.search", "score a HATS catalogue on FITS tiles, per partition"),
     "skymaps": ("skyscan.cli.skymaps", "HEALPix maps of a search and injection-recovery"),
     "grade": ("skyscan.cli.grade", "a local web page to grade search candidates 0-3 by eye"),
+    "inject": (
+        "skyscan.cli.inject",
+        "paint simulated lensed arcs around catalogue galaxies in your FITS tiles",
+    ),
     "make-alerts": (
         "skyscan.cli.make_alerts",
         "write demonstration alert packets of simulated detections (transients)",

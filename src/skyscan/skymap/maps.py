@@ -130,19 +130,10 @@ def make_maps(scores, tiles, order: int, logit_threshold: float, out_dir) -> dic
         shifted = pixels >> np.int64(2 * (order - coarse_order))
         ok = np.isfinite(values)
         coarse[shifted[ok]] = values[ok]  # the region is a few coarse pixels: last one wins
+        # The zoomed gnomonic view leads (left); the all-sky Mollweide, nearly empty for a
+        # small search, is only a locator (right).
         fig = plt.figure(figsize=(11, 4.5))
-        hp.mollview(
-            coarse,
-            nest=True,
-            fig=fig.number,
-            sub=(1, 2, 1),
-            cbar=False,
-            notext=True,
-            title=f"{name} (HEALPix order {coarse_order})",
-        )
-        hp.projscatter(ra0, dec0, lonlat=True, s=120, facecolors="none", edgecolors="red")
-        hp.graticule(dpar=30, dmer=30, alpha=0.3)
-        ax = fig.add_subplot(1, 2, 2)
+        ax = fig.add_subplot(1, 2, 1)
         image = np.where(found, values[idx], np.nan)
         im = ax.imshow(
             image,
@@ -154,6 +145,17 @@ def make_maps(scores, tiles, order: int, logit_threshold: float, out_dir) -> dic
         ax.set_xlabel(f"ΔRA·cos(Dec) (arcmin) from {ra0:.4f}°")
         ax.set_ylabel(f"ΔDec (arcmin) from {dec0:.4f}°")
         ax.set_title(f"{name}, order {order} (gnomonic)", fontsize=10)
+        hp.mollview(
+            coarse,
+            nest=True,
+            fig=fig.number,
+            sub=(1, 2, 2),
+            cbar=False,
+            notext=True,
+            title=f"where: {name} (HEALPix order {coarse_order})",
+        )
+        hp.projscatter(ra0, dec0, lonlat=True, s=120, facecolors="none", edgecolors="red")
+        hp.graticule(dpar=30, dmer=30, alpha=0.3)
         save_figure_atomic(fig, out_dir / f"{name}.png", dpi=90)
         plt.close(fig)
     return {

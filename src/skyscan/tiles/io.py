@@ -43,6 +43,7 @@ __all__ = [
     "find_tiles",
     "load_tile",
     "pixel_to_sky",
+    "read_band_unscaled",
     "read_tile_section",
     "read_tile_wcs",
     "sky_to_pixel",
@@ -709,6 +710,49 @@ def tile_background_noise(tile: Tile) -> list[float]:
             )
         sigmas.append(sigma)
     return sigmas
+
+
+def read_band_unscaled(path: str | Path, hdu: int | None = None):
+    """Read one band file as stored: every HDU in memory, the image's integers unscaled.
+
+    The image keeps its on-disk type and ``BZERO``/``BSCALE``/``BLANK`` keywords (astropy's
+    ``do_not_scale_image_data``), so that writing the list back reproduces the file's
+    conventions and every untouched pixel bit for bit.
+
+    Parameters
+    ----------
+    path : str or Path
+    hdu : int, optional
+        The image HDU; default the first 2-D image with a celestial WCS.
+
+    Returns
+    -------
+    hdul : astropy.io.fits.HDUList
+        Every HDU, data loaded (the file is closed).
+    index : int
+        The image HDU's position in ``hdul``.
+    wcs : astropy.wcs.WCS
+        Its celestial WCS.
+    """
+    import warnings
+
+    from astropy.io import fits
+    from astropy.utils.exceptions import AstropyWarning
+
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AstropyWarning)
+            with fits.open(path, memmap=False, do_not_scale_image_data=True) as hdul:
+                image, wcs = _image_hdu(hdul, hdu, path)
+                index = next(k for k, h in enumerate(hdul) if h is image)
+                for h in hdul:
+                    _ = h.data  # read every HDU into memory before the file closes
+    except TileError:
+        raise
+    except Exception as exc:  # astropy raises many kinds on corrupt or truncated files
+        raise TileError(f"{path}: unreadable FITS ({type(exc).__name__}: {exc})") from None
+    return hdul, index, wcs
 
 
 def write_tile_band(path: str | Path, data: np.ndarray, header, scaled_int: bool = False) -> Path:

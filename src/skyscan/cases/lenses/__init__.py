@@ -220,11 +220,22 @@ class LensCase(Case):
         return detectable(columns, observation, criteria)
 
     def caption(self, row: Mapping[str, Any], score: float) -> str:
-        """Kind and score; the Einstein radius under a lens."""
-        text = f"{row['kind']} P={score:.3f}"
-        if row.get("label") == 1 and row.get("theta_E") is not None:
-            text += f'\nθE={row["theta_E"]:.2f}"'
-        return text
+        """Score, then the simulated truth: kind, and under a lens its Einstein radius and the
+        lensed source's S/N in its best band (:func:`skyscan.viz.stamp_caption`)."""
+        from skyscan.viz import stamp_caption
+
+        lens = row.get("label") == 1
+        snrs = [float(v) for k, v in row.items() if str(k).startswith("snr_") and v is not None]
+        snrs = [v for v in snrs if np.isfinite(v)]
+        return stamp_caption(
+            ra=row.get("ra"),
+            dec=row.get("dec"),
+            tile=row.get("tile"),
+            score=score,
+            kind=row["kind"],
+            theta_E=row.get("theta_E") if lens else None,
+            snr=max(snrs) if lens and snrs else None,
+        )
 
     def preview(self, shards, out, per_kind: int = 4):
         """Colour composites of every kind, labelled with θE and S/N (skyscan.sim.preview)."""
