@@ -57,7 +57,10 @@ IMPORT_TO_CONDA = {
 }
 
 #: verbs no rule runs (a person runs them), with the reason
-INTERACTIVE_VERBS = {"grade": "serves the grading web page until stopped"}
+INTERACTIVE_VERBS = {
+    "grade": "serves the grading web page until stopped",
+    "inject": "paints arcs into a user's own tiles, outside the simulated workflow",
+}
 
 # Load the workflow with Snakemake's API and print each rule's env file, verb and locality.
 RULES_SCRIPT = """
@@ -292,7 +295,12 @@ def test_train_runs_in_the_cuda_env_unless_on_cpu(rules):
     }
     assert envs["cpu"]["train"] == "skyscan-cpu.yaml"
     assert envs["gpu"]["train"] == "skyscan-cuda.yaml"
-    others = {envs["gpu"][n] for n in envs["gpu"] if n not in ("train", "all")}
+    # local rules run in Snakemake's own process (the landing page), not in an env
+    others = {
+        envs["gpu"][n]
+        for n, r in rules["gpu"].items()
+        if n not in ("train", "all") and not (r["local"] and r["conda"] is None)
+    }
     assert others == {"skyscan-cpu.yaml"}
 
 

@@ -6,7 +6,7 @@ import argparse
 
 from skyscan.core.command import CommandParser
 
-PROG = "skyscan catalog import"
+PROG = "skyscan catalog"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -38,19 +38,20 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Run ``skyscan catalog import ...`` (the first word must be ``import``)."""
+    """Run ``skyscan catalog import ...``."""
     import sys
 
     from skyscan.core.command import run_command
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] != "import":
-        if argv and argv[0] in ("-h", "--help"):
-            print("usage: skyscan catalog import TABLE... --out CATALOG [options]")
-            return 0
-        print("skyscan catalog: the only sub-command is 'import' (see --help)", file=sys.stderr)
+    if argv and argv[0] == "import":
+        argv = argv[1:]
+    elif argv and not argv[0].startswith("-"):
+        print(
+            f"skyscan catalog: unknown sub-command {argv[0]!r} (allowed: import)", file=sys.stderr
+        )
         return 2
-    return run_command(PROG, parser, _run, argv[1:])
+    return run_command(PROG, parser, _run, argv)
 
 
 def _run(args) -> int:

@@ -236,6 +236,13 @@ def build_tile_index(
         "problems": dict(sorted(problems.items())),
     }
     write_json_atomic(out_dir / "index.json", meta)
+    if not usable:  # nothing to search: say why rather than write an empty index
+        name, reason = next(iter(sorted(problems.items())))
+        raise TileError(
+            f"{folder}: none of the {len(problems)} tile(s) is usable ({name}: {reason}; "
+            f"every reason in {out_dir / 'index.json'})",
+            path=folder,
+        )
     log.info(
         "indexed %d tile(s) into %d (pixel, tile) pairs at order %d",
         len(usable),

@@ -744,8 +744,7 @@ def read_band_unscaled(path: str | Path, hdu: int | None = None):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyWarning)
             with fits.open(path, memmap=False, do_not_scale_image_data=True) as hdul:
-                image, wcs = _image_hdu(hdul, hdu, path)
-                index = next(k for k, h in enumerate(hdul) if h is image)
+                index, _, wcs = _image_hdu(hdul, hdu, path)
                 for h in hdul:
                     _ = h.data  # read every HDU into memory before the file closes
     except TileError:
