@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 from skyscan.catalog.hats_catalog import partition_file
 from skyscan.search.run import FLAG_EDGE, FLAG_NAN, SearchPlan, tile_cutouts
 from skyscan.tiles.io import Tile, TileError, read_tile_wcs
-from skyscan.viz import color_composite, save_grid
+from skyscan.viz import save_grid, stamp_caption, stamp_gallery
 
 __all__ = ["write_gallery", "top_scored"]
 
@@ -39,8 +39,9 @@ def top_scored(plan: SearchPlan, n: int) -> pa.Table:
 
 
 def write_gallery(plan: SearchPlan, n: int = 24, size: int = 63):
-    """Draw the ``n`` highest-scoring objects (a wider ``size`` stamp than the model's), each
-    labelled with its rank, calibrated score, id and whether it passed the threshold.
+    """Draw the ``n`` highest-scoring objects (a wider ``size`` stamp than the model's) in
+    Lupton colour with a 2" scale bar, each captioned with rank, id, RA/Dec, tile, calibrated
+    score and flags (edge, masked, candidate: at or above the model's threshold).
 
     Returns
     -------
@@ -54,8 +55,8 @@ def write_gallery(plan: SearchPlan, n: int = 24, size: int = 63):
     records = {r.name: r for task in plan.tasks for r in task.tiles}
     threshold = plan.card.threshold.get("logit") if plan.card.threshold else None
     rows = top.to_pydict()
-    idc = plan.context.id_column
-    pictures, labels, cache = [], [], {}
+    ctx = plan.context
+    stamps, captions, cache = [], [], {}
     for k in range(len(top)):
         name = rows["tile"][k]
         if name not in cache:
@@ -71,19 +72,30 @@ def write_gallery(plan: SearchPlan, n: int = 24, size: int = 63):
             stamp, _ = tile_cutouts(cache[name], [rows["x"][k]], [rows["y"][k]], size)
         except TileError:
             continue
-        pictures.append(color_composite(stamp[0], plan.card.bands))
-        mark = "" if threshold is None else (" *" if rows["logit"][k] >= threshold else "")
-        notes = ("edge " if rows["flags"][k] & FLAG_EDGE else "") + (
-            "masked" if rows["flags"][k] & FLAG_NAN else ""
+        flags = [
+            f for bit, f in ((FLAG_EDGE, "edge"), (FLAG_NAN, "masked")) if rows["flags"][k] & bit
+        ]
+        if threshold is not None and rows["logit"][k] >= threshold:
+            flags.append("candidate")
+        stamps.append(stamp[0])
+        captions.append(
+            f"#{k + 1} id {rows[ctx.id_column][k]}\n"
+            + stamp_caption(
+                ra=rows[ctx.ra_column][k],
+                dec=rows[ctx.dec_column][k],
+                tile=name,
+                score=rows["score"][k],
+                flags=flags,
+            )
         )
-        labels.append(f"#{k + 1} p={rows['score'][k]:.3f}{mark}\nid {rows[idc][k]} {notes}")
-    if not pictures:
+    if not stamps:
         return save_grid([np.ones((8, 8, 3))], ["no stamp could be read"], out, ncols=1)
-    return save_grid(
-        pictures,
-        labels,
+    return stamp_gallery(
+        stamps,
+        plan.card.bands,
+        captions,
+        next(t.pixel_scale for t in cache.values() if t is not None),  # the tiles' own
         out,
-        ncols=min(8, len(pictures)),
-        title=f"the {len(pictures)} highest-scoring objects"
-        + (" (* at or above the model's threshold)" if threshold is not None else ""),
+        title=f"the {len(stamps)} highest-scoring objects ('candidate': at or above the "
+        "model's threshold)",
     )

@@ -42,6 +42,7 @@ from skyscan.catalog.hats_catalog import (
     write_hats_metadata,
 )
 from skyscan.core.atomic import write_json_atomic, write_parquet_atomic
+from skyscan.core.case import get_case
 from skyscan.core.errors import InputFileError, MismatchError, ResourceError
 from skyscan.data.preprocess import preprocess
 from skyscan.models.card import ModelCard, load_model, read_card
@@ -702,7 +703,8 @@ def _finish(plan: SearchPlan, done: dict, errors: dict, skipped: int, tried: int
         dec_column=plan.context.dec_column,
         creation_date=plan.creation_date,
     )
-    candidates = _write_candidates(plan, written, schema)
+    candidates, known = _write_candidates(plan, written, schema)
+    index_meta = json.loads((plan.index_dir / "index.json").read_text())
     summary = {
         "partitions": len(plan.tasks),
         "partitions_without_tiles": plan.partitions_without_tiles,
@@ -713,11 +715,15 @@ def _finish(plan: SearchPlan, done: dict, errors: dict, skipped: int, tried: int
         "off_tiles": sum(m["off_tiles"] for m in done.values()),
         "lost_to_failed_tiles": sum(m["lost"] for m in done.values()),
         "candidates": candidates,
+        **known,
         "threshold": plan.card.threshold,
         "failures": len(failures),
         "noise_ratio": _noise_summary(plan),
         "catalog": str(plan.catalog_dir),
         "index": str(plan.index_dir),
+        "tiles": index_meta["folder"],
+        "pattern": index_meta["pattern"],
+        "hdu": index_meta["hdu"],
         "card": plan.context.card_path,
         "scores": str(plan.scores_dir),
     }
@@ -747,9 +753,10 @@ def _output_schema(plan: SearchPlan, written) -> pa.Schema:
     )
 
 
-def _write_candidates(plan: SearchPlan, written, schema) -> int:
+def _write_candidates(plan: SearchPlan, written, schema) -> tuple[int, dict]:
     """``candidates.parquet``: rows at or above the operating threshold (at most ``top_n``),
-    highest score first."""
+    highest score first, with the columns the science case adds (the lens case: the nearest
+    known lens).  Returns their number and the case's summary."""
     threshold = plan.card.threshold.get("logit") if plan.card.threshold else None
     parts = []
     for order, pixel in written:
@@ -761,8 +768,11 @@ def _write_candidates(plan: SearchPlan, written, schema) -> int:
         parts.append(table)
     merged = pa.concat_tables(parts) if parts else schema.empty_table()
     merged = _top(merged, plan.top_n or len(merged), plan.context.id_column)
+    merged, known = get_case(plan.card.case).annotate_candidates(
+        merged, plan.context.ra_column, plan.context.dec_column
+    )
     write_parquet_atomic(merged, plan.out_dir / "candidates.parquet", compression="zstd")
-    return len(merged)
+    return len(merged), known
 
 
 def _top(table: pa.Table, n: int, id_column: str) -> pa.Table:
