@@ -58,6 +58,7 @@ _NOT_FROM_CONFIG = {
     "asynchronous",
     "scheduler",
     "config_name",
+    "n_workers",  # the search's ``workers``
     "dashboard_address",
     "host",
 }
@@ -203,38 +204,70 @@ def _slurm(cluster: dict, workers: int, log_directory):
     from dask_jobqueue import SLURMCluster
 
     timeout = float(cluster.get("start_timeout", DEFAULT_START_TIMEOUT))
-    with contextlib.ExitStack() as stack:
-        if log_directory is None:  # kept afterwards: the logs say why a job failed
-            log_directory = tempfile.mkdtemp(prefix="skyscan-slurm-")
-        options = slurm_options(cluster, log_directory)
-        log.info("SLURM worker job logs in %s", options["log_directory"])
-        dask_cluster = stack.enter_context(SLURMCluster(**options))
-        client = stack.enter_context(Client(dask_cluster))
+    if log_directory is None:  # kept afterwards: the logs say why a job failed
+        log_directory = tempfile.mkdtemp(prefix="skyscan-slurm-")
+    options = slurm_options(cluster, log_directory)
+    log.info("SLURM worker job logs in %s", options["log_directory"])
+    failure = None
+    with SLURMCluster(**options) as dask_cluster, Client(dask_cluster) as client:
+        _check_job_script(dask_cluster)
         dask_cluster.scale(jobs=workers)
         try:
             client.wait_for_workers(workers, timeout=timeout)
         except TimeoutError:
             running = len(client.scheduler_info(n_workers=-1)["workers"])
             if running == 0:
-                raise _no_worker_error(dask_cluster, options, workers, timeout) from None
-            log.warning(
-                "%d of %d SLURM worker jobs started within %g s; going on with those "
-                "(the others join when they start)",
-                running,
-                workers,
-                timeout,
+                failure = _no_worker_error(dask_cluster, options, workers, timeout)
+            else:
+                log.warning(
+                    "%d of %d SLURM worker jobs started within %g s; going on with those "
+                    "(the others join when they start)",
+                    running,
+                    workers,
+                    timeout,
+                )
+        if failure is None:
+            yield client
+    # raised only now that leaving the cluster's context has cancelled the jobs (scancel)
+    if failure is not None:
+        raise failure
+
+
+def _check_job_script(dask_cluster) -> None:
+    """Have ``sbatch --test-only`` judge the worker job script, so that a job SLURM refuses
+    (unknown partition or account, more memory than any node has) fails at once with
+    sbatch's reason rather than after ``start_timeout`` with a traceback in the log."""
+    import shlex
+    import subprocess
+
+    command = shlex.split(dask_cluster.job_cls.submit_command)
+    with tempfile.NamedTemporaryFile("w", suffix=".sh", prefix="skyscan-worker-") as script:
+        script.write(dask_cluster.job_script())
+        script.flush()
+        try:
+            result = subprocess.run(
+                [*command, "--test-only", script.name], capture_output=True, text=True
             )
-        yield client
+        except FileNotFoundError:
+            raise ResourceError(
+                f"search.cluster: kind slurm needs {command[0]!r}, which is not on PATH "
+                "(run the search on a SLURM login node)",
+                key="search.cluster.kind",
+            ) from None
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"exit code {result.returncode}"
+        raise ConfigError(
+            f"search.cluster: SLURM refuses the worker job ({reason})", key="search.cluster"
+        )
 
 
 def _no_worker_error(dask_cluster, options: dict, workers: int, timeout: float):
-    """Cancel the jobs (no orphans left queued) and say where they waited."""
+    """The error for jobs that never started a worker: where they waited and what to do."""
     job_ids = sorted(
         str(job.job_id) for job in dask_cluster.workers.values() if getattr(job, "job_id", None)
     )
-    dask_cluster.close()  # scancel for every job it submitted
-    queue = options.get("queue") or "the default partition"
-    where = f"partition {queue!r}" if options.get("queue") else queue
+    where = f"partition {options['queue']!r}" if options.get("queue") else "the default partition"
     jobs = f"jobs {', '.join(job_ids)}" if job_ids else "no job was submitted"
     return ResourceError(
         f"search.cluster: none of the {workers} SLURM job(s) started a Dask worker within "
