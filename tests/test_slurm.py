@@ -9,6 +9,7 @@ through sbatch and that the outputs equal a local run, and stops the daemons it 
 import os
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -154,3 +155,145 @@ def test_workflow_through_slurm_profile(slurm, tmp_path):
         a = np.load(results / "datasets" / split / "images.npy")
         b = np.load(local_results / "datasets" / split / "images.npy")
         np.testing.assert_array_equal(a, b)
+
+
+# ---- the search's Dask workers as SLURM jobs (skyscan.search.cluster) -----------------------
+
+TINY_TILES = {
+    "tiles": {
+        "grid": [1, 1],
+        "size": 256,
+        "densities": {"field": 20, "star": 3, "deflector": 25, "lens": 20},
+    }
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_search(tmp_path_factory):
+    """One 256-pixel tile set and an exported, untrained ``fast`` model (scores are what
+    they are: the test compares two runs, not the model's quality)."""
+    import torch
+    from astropy.io import fits
+
+    from skyscan.config import load_config
+    from skyscan.data.preprocess import make_spec
+    from skyscan.models import get_model
+    from skyscan.models.card import ModelCard
+    from skyscan.tiles.make import make_tiles
+    from skyscan.train.export import export_model
+
+    root = tmp_path_factory.mktemp("slurm-search")
+    make_tiles(load_config(None, TINY_TILES), root / "tiles")
+    sigma = [fits.getheader(root / "tiles" / f"tile-00-00_{b}.fits")["SKYSIG"] for b in "gri"]
+    torch.manual_seed(0)
+    card = ModelCard(
+        name="slurm-test",
+        model="fast",
+        case="lenses",
+        bands=["g", "r", "i"],
+        input_shape=[3, 45, 45],
+        pixel_scale=0.2,
+        preprocessing=make_spec("gri", sigma, 250, [3, 45, 45]),
+    )
+    net = get_model("fast", in_channels=3)
+    export_model(net, torch.randn(8, 3, 45, 45), root / "model", card)
+    return root
+
+
+def _plan(root: Path, out: Path):
+    from skyscan.search.run import plan_search
+
+    return plan_search(
+        root / "model" / "model_card.json",
+        root / "tiles",
+        root / "tiles" / "catalog.parquet",
+        out,
+        order=13,
+    )
+
+
+def _jobs_named(name: str) -> dict[str, str]:
+    """SLURM's record (kept MinJobAge = 600 s after the end) of the jobs called ``name``:
+    job id -> the ``scontrol show job`` text."""
+    listing = subprocess.run(
+        ["scontrol", "show", "job", "--oneliner"], capture_output=True, text=True
+    ).stdout
+    jobs = {}
+    for line in listing.splitlines():
+        fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+        if fields.get("JobName") == name:
+            jobs[fields["JobId"]] = line
+    return jobs
+
+
+def _queued(name: str) -> list[str]:
+    out = subprocess.run(["squeue", "-h", "-n", name, "-o", "%i"], capture_output=True, text=True)
+    return out.stdout.split()
+
+
+def test_search_with_slurm_job_workers(slurm, tiny_search, tmp_path):
+    import pyarrow.parquet as pq
+
+    from skyscan.search.run import run_search
+
+    local_plan = _plan(tiny_search, tmp_path / "in-process")
+    assert len(local_plan.partitions) >= 2  # work for both workers
+    run_search(local_plan, workers=0, progress=False)
+
+    name = f"skyscan-search-{uuid.uuid4().hex[:8]}"  # SLURM keeps old jobs' records
+    cluster = {
+        "kind": "slurm",
+        "queue": "cpu",
+        "memory": "1GB",
+        "walltime": "00:10:00",
+        "job_name": name,
+        "start_timeout": 120,
+    }
+    slurm_plan = _plan(tiny_search, tmp_path / "slurm")
+    summary = run_search(slurm_plan, workers=2, progress=False, cluster=cluster)
+    assert not summary["failures"] and summary["scored_now"] == len(slurm_plan.partitions)
+    ours, theirs = tmp_path / "slurm" / "candidates.parquet", tmp_path / "in-process"
+    assert ours.read_bytes() == (theirs / "candidates.parquet").read_bytes()
+    assert pq.read_table(ours).num_rows == summary["rows"] > 0
+
+    # the workers were two SLURM batch jobs in partition cpu, named as asked, each with its
+    # log (dask-jobqueue names it by the job id) showing a Dask worker that started
+    jobs = _jobs_named(name)
+    assert len(jobs) == 2, jobs
+    for job_id, record in jobs.items():
+        assert "Partition=cpu" in record and "BatchFlag=1" in record
+        log = (tmp_path / "slurm" / "slurm-logs" / f"{name}-{job_id}.err").read_text()
+        assert "Start worker at" in log
+    assert _queued(name) == []  # ended with the search: no job left behind
+
+
+def test_slurm_jobs_that_never_start_are_cancelled(slurm, tmp_path):
+    from skyscan.core.errors import ResourceError
+    from skyscan.search.cluster import start_cluster
+
+    name = f"skyscan-wait-{uuid.uuid4().hex[:8]}"
+    cluster = {
+        "kind": "slurm",
+        "queue": "cpu",
+        "memory": "1GB",
+        "job_name": name,
+        "job_extra_directives": ["--begin=now+3600"],  # eligible only in an hour
+        "start_timeout": 3,
+    }
+    with pytest.raises(ResourceError, match=r"partition 'cpu'.*squeue") as caught:
+        with start_cluster(cluster, 2, tmp_path / "logs"):
+            pytest.fail("no worker can have started")
+    assert "\n" not in str(caught.value)
+    jobs = _jobs_named(name)
+    assert len(jobs) == 2 and all("JobState=CANCELLED" in r for r in jobs.values()), jobs
+    assert _queued(name) == []
+
+
+def test_a_job_slurm_refuses_fails_at_once_with_its_reason(slurm, tmp_path):
+    from skyscan.core.errors import ConfigError
+    from skyscan.search.cluster import start_cluster
+
+    cluster = {"kind": "slurm", "queue": "no-such-partition", "start_timeout": 300}
+    with pytest.raises(ConfigError, match="SLURM refuses the worker job.*[Ii]nvalid partition"):
+        with start_cluster(cluster, 1, tmp_path / "logs"):
+            pytest.fail("the job cannot have started")
