@@ -227,7 +227,11 @@ def _jobs_named(name: str) -> dict[str, str]:
 
 
 def _queued(name: str) -> list[str]:
-    out = subprocess.run(["squeue", "-h", "-n", name, "-o", "%i"], capture_output=True, text=True)
+    """Jobs called ``name`` still pending or running (not those completing: being ended)."""
+    states = "PENDING,RUNNING,SUSPENDED,CONFIGURING,REQUEUED,RESIZING"
+    out = subprocess.run(
+        ["squeue", "-h", "-n", name, "-t", states, "-o", "%i"], capture_output=True, text=True
+    )
     return out.stdout.split()
 
 
