@@ -9,6 +9,8 @@ through sbatch and that the outputs equal a local run, and stops the daemons it 
 import os
 import shutil
 import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -301,3 +303,37 @@ def test_a_job_slurm_refuses_fails_at_once_with_its_reason(slurm, tmp_path):
     with pytest.raises(ConfigError, match="SLURM refuses the worker job.*[Ii]nvalid partition"):
         with start_cluster(cluster, 1, tmp_path / "logs"):
             pytest.fail("the job cannot have started")
+
+
+_KILLED_SEARCH = """
+import sys, time
+from skyscan.search.cluster import start_cluster
+
+cluster = {"kind": "slurm", "memory": "1GB", "job_name": sys.argv[1], "start_timeout": 120}
+with start_cluster(cluster, 1, sys.argv[2]):
+    print("workers up", flush=True)
+    time.sleep(3600)
+"""
+
+
+def test_jobs_end_when_the_search_is_killed(slurm, tmp_path):
+    name = f"skyscan-killed-{uuid.uuid4().hex[:8]}"
+    search = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_SEARCH, name, str(tmp_path / "logs")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert search.stdout.readline() == "workers up\n"
+        assert len(_queued(name)) == 1
+        search.kill()
+        search.wait(30)
+        deadline = time.monotonic() + 120  # a bound on waiting, not a speed requirement
+        while _queued(name) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert _queued(name) == [], "the worker job outlived the search"
+    finally:
+        search.kill()
+        for job in _queued(name):
+            subprocess.run(["scancel", job], check=False)

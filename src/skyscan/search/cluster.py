@@ -11,8 +11,9 @@ and a connected client:
   SLURM job, ``workers`` jobs.  Every other key goes to ``SLURMCluster`` (``queue``,
   ``account``, ``memory``, ``walltime``, ``job_extra_directives``, ...); a name it does not
   take is a :class:`~skyscan.core.errors.ConfigError`.  The jobs run this Python
-  (``sys.executable``); a worker whose scheduler is gone (the search was killed) leaves its
-  job after dask-jobqueue's ``death_timeout`` (60 s) rather than hold it to the walltime.
+  (``sys.executable``).  When the search is killed, each worker finds its scheduler gone
+  and ends, and its job with it (within seconds on the tests' local SLURM; workers that
+  cannot reach the scheduler give up after dask-jobqueue's ``death_timeout``, 60 s).
   ``start_timeout`` (seconds, a skyscan key) bounds the wait for the workers: if no job has
   started one by then, the jobs are cancelled and a
   :class:`~skyscan.core.errors.ResourceError` names the queue; if some have, the search
