@@ -658,19 +658,11 @@ def run_search(
 
 
 def _run_dask(plan, todo, workers, cluster, done, errors, bar) -> None:
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import as_completed
 
-    if cluster and cluster.get("kind") == "slurm":
-        from dask_jobqueue import SLURMCluster
+    from skyscan.search.cluster import start_cluster
 
-        options = {k: v for k, v in cluster.items() if k != "kind"}
-        dask_cluster = SLURMCluster(**options)
-        dask_cluster.scale(jobs=workers)
-    else:
-        dask_cluster = LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-        )
-    with dask_cluster, Client(dask_cluster) as client:
+    with start_cluster(cluster, workers, plan.out_dir / "slurm-logs") as client:
         context = client.scatter(plan.context, broadcast=True)
         futures = {
             client.submit(score_partition, task, context, retries=1, pure=False): task
