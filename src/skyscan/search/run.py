@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -427,6 +428,31 @@ def tile_cutouts(tile: Tile, x, y, size: int) -> tuple[np.ndarray, np.ndarray]:
     return stamps, flags
 
 
+_TILES: dict = {}
+#: Tile headers kept per worker process (neighbouring partitions share tiles).
+TILE_CACHE_SIZE = 256
+
+
+def _tile_header(record: TileRecord, bands: tuple) -> Tile:
+    """The tile with its WCS read (cached per process while its files are unchanged)."""
+    stats = []
+    for band in bands:
+        try:
+            st = os.stat(record.paths[band])
+            stats.append((st.st_size, st.st_mtime_ns))
+        except OSError:
+            stats.append(None)
+    key = (record.name, tuple(record.paths[b] for b in bands), record.hdu, tuple(stats))
+    tile = _TILES.get(key)
+    if tile is None:
+        tile = Tile(record.name, {b: Path(record.paths[b]) for b in bands}, record.hdu)
+        read_tile_wcs(tile)  # raises TileError: not cached, so a fixed file is read again
+        if len(_TILES) >= TILE_CACHE_SIZE:
+            _TILES.pop(next(iter(_TILES)))
+        _TILES[key] = tile
+    return tile
+
+
 def score_partition(task: PartitionTask, context: SearchContext) -> dict:
     """Score one partition and write its file and marker atomically.
 
@@ -460,9 +486,8 @@ def score_partition(task: PartitionTask, context: SearchContext) -> dict:
         near = np.flatnonzero(np.isin(index_pixel, task.tile_pixels[k]))
         if not len(near):
             continue
-        tile = Tile(record.name, {b: Path(record.paths[b]) for b in card.bands}, record.hdu)
         try:
-            read_tile_wcs(tile)
+            tile = _tile_header(record, tuple(card.bands))
         except TileError as exc:
             failures[record.name] = str(exc)
             continue
@@ -625,7 +650,8 @@ def run_search(
     Returns
     -------
     dict
-        Summary (also ``summary.json``); the failures are in ``failures.json``.
+        Summary (also ``summary.json``; the failures are in ``failures.json``) and
+        ``timings``: seconds to start the cluster, to score, and to write the metadata.
     """
     from tqdm import tqdm
 
@@ -643,6 +669,8 @@ def run_search(
         skipped = len(done)
         errors: dict[str, str] = {}
         bar = tqdm(total=len(todo), unit="partition", desc="search", disable=not progress)
+        timings = {"cluster_start_s": 0.0}
+        started = time.perf_counter()
         if workers == 0 or not todo:
             for task in todo:
                 try:
@@ -651,18 +679,24 @@ def run_search(
                     errors[f"partition {task.order}/{task.pixel}"] = str(exc)
                 bar.update()
         else:
-            _run_dask(plan, todo, workers, cluster, done, errors, bar)
+            _run_dask(plan, todo, workers, cluster, done, errors, bar, timings)
         bar.close()
+        timings["scoring_s"] = time.perf_counter() - started - timings["cluster_start_s"]
+        finishing = time.perf_counter()
         summary = _finish(plan, done, errors, skipped, len(todo), stale)
-    return summary
+        timings["finish_s"] = time.perf_counter() - finishing
+    # timings stay out of summary.json, which is the same bytes for the same search
+    return {**summary, "timings": timings}
 
 
-def _run_dask(plan, todo, workers, cluster, done, errors, bar) -> None:
+def _run_dask(plan, todo, workers, cluster, done, errors, bar, timings) -> None:
     from dask.distributed import as_completed
 
     from skyscan.search.cluster import start_cluster
 
+    started = time.perf_counter()
     with start_cluster(cluster, workers, plan.out_dir / "slurm-logs") as client:
+        timings["cluster_start_s"] = time.perf_counter() - started
         context = client.scatter(plan.context, broadcast=True)
         futures = {
             client.submit(score_partition, task, context, retries=1, pure=False): task
