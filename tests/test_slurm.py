@@ -68,7 +68,7 @@ def _config(path: Path, results: Path) -> Path:
         "simulate": {"n": 500, "shard_size": 250},
         "train": {"epochs": 2, "batch_size": 64, "accelerator": "cpu"},
         "tiles": {"grid": [1, 1], "size": 256},
-        "search": {"order": 13, "workers": 0},
+        "search": {"partition_rows": 20, "workers": 0},
     }
     path.write_text(yaml.safe_dump(config))
     return path
