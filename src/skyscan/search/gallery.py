@@ -73,7 +73,9 @@ def write_gallery(plan: SearchPlan, n: int = 24, size: int = 63):
         except TileError:
             continue
         flags = [
-            f for bit, f in ((FLAG_EDGE, "edge"), (FLAG_NAN, "masked")) if rows["flags"][k] & bit
+            f
+            for bit, f in ((FLAG_EDGE, "tile edge"), (FLAG_NAN, "masked pixels"))
+            if rows["flags"][k] & bit
         ]
         if threshold is not None and rows["logit"][k] >= threshold:
             flags.append("candidate")

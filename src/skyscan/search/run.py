@@ -216,19 +216,21 @@ def plan_search(
     clash = [c for c in OUTPUT_COLUMNS if c in schema.names]
     if clash:  # the input's own tile/x/y/score... columns are kept under another name
         log.info("input column(s) %s kept as %s", clash, [f"input_{c}" for c in clash])
-    problems = {name: reason for name, reason in index.problems.items()}
-    noise = {}
-    usable: dict[str, TileRecord] = {}
-    for name, record in index.tiles.items():
-        reason = _refusal(record, card)
-        if reason:
-            problems[name] = reason
-            continue
-        usable[name] = record
-        noise[name] = _noise_ratios(record, card, index.bands)
+    problems = dict(index.problems)
     pixels = [(int(p.order), int(p.pixel)) for p in catalog.get_healpix_pixels()]
     touching = index.tiles_for_partitions(pixels)
-    by_tile = index.pixels_by_tile()
+    used = np.unique(np.concatenate(list(touching.values()))) if touching else []
+    usable: dict[int, TileRecord] = {}  # only the tiles some partition touches
+    noise = {}
+    for tile_id in used:
+        record = index.record(int(tile_id))
+        reason = _refusal(record, card)
+        if reason:
+            problems[record.name] = reason
+            continue
+        usable[int(tile_id)] = record
+        noise[record.name] = _noise_ratios(record, card, index.bands)
+    by_tile = index.pixels_by_tile(usable)
     base = {
         "card": card.to_dict(),
         "catalog": _catalog_identity(Path(catalog_dir)),
@@ -237,20 +239,21 @@ def plan_search(
         "scorer": scorer,
         "version": 2,
     }
+    keys = {k: _record_key(record) for k, record in usable.items()}
     tasks = []
     for order, pixel in sorted(pixels):
-        names = [n for n in touching.get((order, pixel), []) if n in usable]
-        if not names:
+        ids = [int(k) for k in touching.get((order, pixel), []) if int(k) in usable]
+        if not ids:
             continue
-        records = tuple(usable[n] for n in names)
-        identity = _digest({**base, "tiles": [_record_key(r) for r in records]})
+        ids.sort(key=lambda k: usable[k].name)
+        identity = _digest({**base, "tiles": [keys[k] for k in ids]})
         tasks.append(
             PartitionTask(
                 order,
                 pixel,
                 str(partition_file(catalog.catalog_base_dir, order, pixel)),
-                records,
-                tuple(by_tile[n] for n in names),
+                tuple(usable[k] for k in ids),
+                tuple(by_tile[k] for k in ids),
                 identity,
             )
         )
@@ -316,9 +319,10 @@ def _noise_ratios(record: TileRecord, card: ModelCard, index_bands) -> dict:
 
 
 def _record_key(record: TileRecord) -> list:
-    sizes = [Path(p).stat().st_size if Path(p).exists() else -1 for p in record.paths.values()]
-    mtimes = [Path(p).stat().st_mtime_ns if Path(p).exists() else -1 for p in record.paths.values()]
-    return [record.name, record.paths, record.hdu, sizes, mtimes]
+    """What identifies a tile's part in a partition's result: the index's record (a changed
+    tile file is re-indexed, and a partition whose tile failed is retried anyway), so
+    planning reads no file of the tiles."""
+    return [record.name, record.paths, record.hdu, list(record.shape), record.pixel_scale]
 
 
 def _catalog_identity(catalog_dir: Path) -> str:

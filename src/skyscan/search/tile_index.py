@@ -8,7 +8,7 @@ tiles instead of their product, and each task receives only the tiles its partit
 
 Layout of an index folder::
 
-    coverage.parquet   pixel (int64, NESTED at ``order``), tile (string), sorted
+    coverage.parquet   pixel (int64, NESTED at ``order``), tile_id (row of tiles.parquet)
     tiles.parquet      one row per usable tile: name, band file paths, shape, pixel scale,
                        background noise per band, celestial frame, file sizes
     index.json         order, bands, pattern, hdu, folder, problems {tile: reason}
@@ -67,19 +67,38 @@ class TileRecord:
 
 @dataclass
 class TileIndex:
-    """A loaded tile index (see the module docstring)."""
+    """A loaded tile index (see the module docstring).
+
+    ``pixels`` and ``tile_ids`` are the coverage pairs (tile ids index ``names``); the tile
+    records are built only for the tiles asked for, so planning against 10^5 tiles does not
+    turn every tile into Python objects.
+    """
 
     folder: Path
     order: int
     bands: list
     pixels: np.ndarray
-    tile_of_pixel: np.ndarray
-    tiles: dict
+    tile_ids: np.ndarray
+    names: list
+    table: pa.Table
     problems: dict
     identity: str
 
+    def record(self, tile_id: int) -> TileRecord:
+        """The record of one tile (by id)."""
+        row = {k: self.table.column(k)[tile_id].as_py() for k in self.table.column_names}
+        return TileRecord(
+            row["name"],
+            json.loads(row["paths"]),
+            row["hdu"],
+            (int(row["height"]), int(row["width"])),
+            float(row["pixel_scale"]),
+            tuple(float(v) for v in row["noise"]),
+            row["frame"],
+        )
+
     def tiles_for_partitions(self, partitions) -> dict:
-        """Names of the tiles touching each catalogue partition.
+        """Ids of the tiles touching each catalogue partition.
 
         Parameters
         ----------
@@ -88,7 +107,7 @@ class TileIndex:
         Returns
         -------
         dict
-            ``{(order, pixel): sorted list of tile names}`` (only partitions with tiles).
+            ``{(order, pixel): sorted array of tile ids}`` (only partitions with tiles).
         """
         partitions = list(partitions)
         out: dict = {}
@@ -101,22 +120,25 @@ class TileIndex:
                 keys = self.pixels
                 query = coarsen(wanted, k, self.order)
             order = np.argsort(keys, kind="stable")
-            keys_sorted, names_sorted = keys[order], self.tile_of_pixel[order]
+            keys_sorted, ids_sorted = keys[order], self.tile_ids[order]
             lo = np.searchsorted(keys_sorted, query, side="left")
             hi = np.searchsorted(keys_sorted, query, side="right")
-            for p, a, b in zip(wanted.tolist(), lo.tolist(), hi.tolist(), strict=False):
+            for p, a, b in zip(wanted.tolist(), lo.tolist(), hi.tolist(), strict=True):
                 if b > a:
-                    out[(k, p)] = sorted(set(names_sorted[a:b].tolist()))
+                    out[(k, p)] = np.unique(ids_sorted[a:b])
         return out
 
-    def pixels_by_tile(self) -> dict:
-        """``{tile name: its index pixels}`` (one pass over the pairs)."""
-        names = self.tile_of_pixel.astype(str)
-        order = np.argsort(names, kind="stable")
-        names, pixels = names[order], self.pixels[order]
-        starts = np.flatnonzero(np.r_[True, names[1:] != names[:-1]]) if len(names) else []
-        ends = list(starts[1:]) + [len(names)]
-        return {names[a]: pixels[a:b] for a, b in zip(starts, ends, strict=False)}
+    def pixels_by_tile(self, tile_ids) -> dict:
+        """``{tile id: its index pixels}`` for the ids asked for (one pass over the pairs)."""
+        wanted = np.isin(self.tile_ids, np.asarray(list(tile_ids), dtype=self.tile_ids.dtype))
+        ids, pixels = self.tile_ids[wanted], self.pixels[wanted]
+        order = np.argsort(ids, kind="stable")
+        ids, pixels = ids[order], pixels[order]
+        if not len(ids):
+            return {}
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        ends = list(starts[1:]) + [len(ids)]
+        return {int(ids[a]): pixels[a:b] for a, b in zip(starts, ends, strict=True)}
 
 
 def auto_order(side_deg: float) -> int:
@@ -202,10 +224,11 @@ def build_tile_index(
     pixels = np.concatenate(pix_chunks) if pix_chunks else np.zeros(0, np.int64)
     names = np.concatenate(name_chunks) if name_chunks else np.zeros(0, object)
     order_rows = np.lexsort((names.astype(str), pixels)) if len(pixels) else np.zeros(0, int)
+    tile_id = {t.name: k for k, t in enumerate(usable)}
     coverage = pa.table(
         {
             "pixel": pa.array(pixels[order_rows], pa.int64()),
-            "tile": pa.array(names[order_rows].tolist(), pa.string()),
+            "tile_id": pa.array([tile_id[n] for n in names[order_rows]], pa.int32()),
         }
     )
     tiles = pa.table(
@@ -281,23 +304,11 @@ def read_tile_index(folder) -> TileIndex:
     try:
         meta = json.loads((folder / "index.json").read_text())
         coverage = pq.read_table(folder / "coverage.parquet")
-        tiles = pq.read_table(folder / "tiles.parquet").to_pylist()
+        tiles = pq.read_table(folder / "tiles.parquet")
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise InputFileError(
             f"{folder}: unreadable tile index ({type(exc).__name__}: {exc})", path=folder
         ) from None
-    records = {
-        t["name"]: TileRecord(
-            t["name"],
-            json.loads(t["paths"]),
-            t["hdu"],
-            (int(t["height"]), int(t["width"])),
-            float(t["pixel_scale"]),
-            tuple(float(s) for s in t["noise"]),
-            t["frame"],
-        )
-        for t in tiles
-    }
     digest = hashlib.sha256()
     for name in ("coverage.parquet", "tiles.parquet", "index.json"):
         digest.update((folder / name).read_bytes())
@@ -306,8 +317,9 @@ def read_tile_index(folder) -> TileIndex:
         int(meta["order"]),
         list(meta["bands"]),
         coverage.column("pixel").to_numpy().astype(np.int64),
-        np.asarray(coverage.column("tile").to_pylist(), dtype=object),
-        records,
+        coverage.column("tile_id").to_numpy().astype(np.int32),
+        tiles.column("name").to_pylist(),
+        tiles,
         dict(meta.get("problems", {})),
         digest.hexdigest()[:16],
     )
