@@ -1,0 +1,1 @@
+"""Vetting of candidates: plausibility of their estimated lens parameters."""
