@@ -17,6 +17,9 @@ lenstronomy is a benchmark/test dependency (``pip install skyscan[test]``)::
 
     python scripts/bench_lens_params.py --model results/lensparams/model/model_card.json \\
         --dataset results/lensparams/dataset --sims results/lensparams/sims --n 100
+
+``--fits FILE`` keeps the fits (estimates and seconds) and reuses them when the settings are
+the same, so the network can be compared again without refitting.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -219,7 +223,7 @@ def accuracy(est, truth, rows) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", type=Path, required=True, help="parameter network model_card.json")
+    p.add_argument("--model", type=Path, help="parameter network model_card.json (none: fit only)")
     p.add_argument("--dataset", type=Path, required=True, help="its dataset folder")
     p.add_argument("--sims", type=Path, required=True, help="the dataset's simulation shards")
     p.add_argument("--n", type=int, default=100, help="test lenses (default 100)")
@@ -228,13 +232,31 @@ def main(argv=None) -> int:
     p.add_argument(
         "--limit-s", type=float, default=1800, help="start no fit after this (default 1800 s)"
     )
+    p.add_argument(
+        "--fits", type=Path, help="JSON file keeping the lenstronomy fits (reused if the same)"
+    )
     args = p.parse_args(argv)
 
     rows, truth, text = select_lenses(args.dataset, args.n)
     print(f"{len(rows)} test lenses ({text})")
+    settings = {"particles": args.particles, "iterations": args.iterations, "n": len(rows)}
+    cached = json.loads(args.fits.read_text()) if args.fits and args.fits.is_file() else None
+    if cached is not None and cached["settings"] == settings:
+        print(f"lenstronomy fits read from {args.fits}")
+        fit = {k: np.asarray(v, dtype=float) for k, v in cached["estimates"].items()}
+        seconds = np.asarray(cached["seconds"])
+    else:
+        print(f"lenstronomy PSO {args.particles} particles x {args.iterations} iterations")
+        fit, seconds = lenstronomy_all(
+            args.sims, truth, args.particles, args.iterations, args.limit_s
+        )
+        if args.fits:
+            estimates = {k: [None if np.isnan(x) else float(x) for x in v] for k, v in fit.items()}
+            record = {"settings": settings, "estimates": estimates, "seconds": seconds.tolist()}
+            args.fits.write_text(json.dumps(record))
+    if args.model is None:
+        return 0
     net, batched, single = network(args.model, args.dataset, rows)
-    print(f"lenstronomy PSO {args.particles} particles x {args.iterations} iterations, best band")
-    fit, seconds = lenstronomy_all(args.sims, truth, args.particles, args.iterations, args.limit_s)
     done = np.arange(len(seconds))
     table = [
         ("network (batch)", accuracy(net, truth, np.arange(len(rows))), batched),

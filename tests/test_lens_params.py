@@ -285,3 +285,15 @@ def test_evaluate_params_command(tiny_parameters, tmp_path):
     assert vet["lenses_flagged"]["n"] + vet["non_lenses_flagged"]["n"] > 0
     # a classifier's card is refused, naming the file
     assert main(["--model", str(root / "missing.json"), "--dataset", "x", "--out", "y"]) != 0
+
+
+@pytest.mark.parametrize("bands, size", [(1, 33), (3, 45), (4, 101)])
+def test_lensparams_gives_a_mean_and_log_variance_per_parameter(bands, size):
+    from skyscan.models import get_model
+
+    net = get_model("lensparams", in_channels=bands, stamp_size=size, n_parameters=7).eval()
+    with torch.inference_mode():
+        out = net(torch.randn(2, bands, size, size))
+    assert out.shape == (2, 14) and torch.isfinite(out).all()
+    # initialised at the standardised targets' own spread: log-variances near 0
+    assert out[:, 7:].abs().max() < 0.5
