@@ -297,3 +297,13 @@ def test_lensparams_gives_a_mean_and_log_variance_per_parameter(bands, size):
     assert out.shape == (2, 14) and torch.isfinite(out).all()
     # initialised at the standardised targets' own spread: log-variances near 0
     assert out[:, 7:].abs().max() < 0.5
+
+
+@pytest.mark.slow
+def test_classifier_evaluation_refuses_a_parameter_network(tiny_parameters, tmp_path):
+    from skyscan.core.errors import MismatchError
+    from skyscan.evaluate.report import evaluate
+
+    root, _ = tiny_parameters
+    with pytest.raises(MismatchError, match="evaluate-params"):
+        evaluate(root / "model" / "model_card.json", root / "dataset", tmp_path, load_config(None))
