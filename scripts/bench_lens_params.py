@@ -44,6 +44,8 @@ from skyscan.models.card import load_model  # noqa: E402
 from skyscan.sim import best_band_snr  # noqa: E402
 
 NAMES = ("theta_E", "e1", "e2", "gamma1", "gamma2", "center_x", "center_y")
+#: The fits' starting point, recorded with cached fits (a changed start refits).
+START = "theta_E 1.75 +- 1.25, e 0 +- 0.2, gamma 0 +- 0.05, centre 0 +- 0.1"
 
 
 def select_lenses(dataset: Path, n: int):
@@ -100,12 +102,13 @@ def lenstronomy_fit(image, band: dict, particles: int, iterations: int, seed: in
         "source_light_model_list": ["SERSIC_ELLIPSE"],
         "lens_light_model_list": ["SERSIC_ELLIPSE"],
     }
+    # The PSO's particles start spread over init +- sigma: theta_E over the whole prior.
     lens = [
-        {"theta_E": 1.5, "e1": 0.0, "e2": 0.0, "center_x": 0.0, "center_y": 0.0},
+        {"theta_E": 1.75, "e1": 0.0, "e2": 0.0, "center_x": 0.0, "center_y": 0.0},
         {"gamma1": 0.0, "gamma2": 0.0, "ra_0": 0.0, "dec_0": 0.0},
     ]
     lens_sigma = [
-        {"theta_E": 0.5, "e1": 0.1, "e2": 0.1, "center_x": 0.05, "center_y": 0.05},
+        {"theta_E": 1.25, "e1": 0.2, "e2": 0.2, "center_x": 0.1, "center_y": 0.1},
         {"gamma1": 0.05, "gamma2": 0.05},
     ]
     lens_lower = [
@@ -239,7 +242,12 @@ def main(argv=None) -> int:
 
     rows, truth, text = select_lenses(args.dataset, args.n)
     print(f"{len(rows)} test lenses ({text})")
-    settings = {"particles": args.particles, "iterations": args.iterations, "n": len(rows)}
+    settings = {
+        "particles": args.particles,
+        "iterations": args.iterations,
+        "n": len(rows),
+        "start": START,
+    }
     cached = json.loads(args.fits.read_text()) if args.fits and args.fits.is_file() else None
     if cached is not None and cached["settings"] == settings:
         print(f"lenstronomy fits read from {args.fits}")
