@@ -142,7 +142,8 @@ def plot_parameter_scatter(truth, value, sigma, path, name="theta_E", unit="arcs
 
     truth, value, sigma = (np.asarray(a, dtype=np.float64) for a in (truth, value, sigma))
     fig, ax = plt.subplots(figsize=(4.6, 4.4), layout="constrained")
-    ax.errorbar(truth, value, yerr=sigma, fmt=".", ms=2, lw=0.4, alpha=0.5, color="C0")
+    ax.errorbar(truth, value, yerr=sigma, fmt="none", lw=0.3, alpha=0.15, color="C0")
+    ax.plot(truth, value, ".", ms=2, alpha=0.6, color="C0")
     lo = float(min(truth.min(), value.min())) if len(truth) else 0.0
     hi = float(max(truth.max(), value.max())) if len(truth) else 1.0
     ax.plot([lo, hi], [lo, hi], color="C3", lw=1)
@@ -236,7 +237,7 @@ def evaluate_parameters(card_path, dataset_dir, out_dir) -> dict:
         out_dir / f"{first}.png",
         name=first,
         unit=unit,
-        title=f"{first}: {int(selection.sum())} test {case.positives} ({text})",
+        title=f"{first}: {int(selection.sum())} test {case.positives}\n({text})",
     )
     write_json_atomic(out_dir / "param_metrics.json", metrics)
     return metrics
