@@ -26,6 +26,7 @@ include: "workflow/rules/tiles.smk"
 include: "workflow/rules/search.smk"
 include: "workflow/rules/skymaps.smk"
 include: "workflow/rules/alerts.smk"
+include: "workflow/rules/index.smk"
 
 
 # Rules that only write a small file (or nothing) run in the Snakemake process itself: under
@@ -33,6 +34,7 @@ include: "workflow/rules/alerts.smk"
 localrules:
     all,
     stage_config,
+    results_index,
 
 
 # Every case simulates, builds datasets, trains and evaluates; the stages after that are the
@@ -47,6 +49,7 @@ elif "search" in CASE.stages:
     FINAL_TARGETS += [f"{SEARCH_DIR}/candidates.parquet", f"{SKYMAP_DIR}/skymaps.json"]
 if "alerts" in CASE.stages:
     FINAL_TARGETS += [ALERT_SCORES]
+FINAL_TARGETS += [RESULTS_INDEX]
 
 
 rule all:

@@ -149,10 +149,11 @@ def _bad_tiles(folder: Path) -> Path:
 
 
 def _good_tiles(folder: Path) -> Path:
-    """One usable tile, 64 x 64 pixels in g, r, i."""
+    """One usable tile, 64 x 64 pixels of noise in g, r, i."""
     folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
     for band in "gri":
-        fits.PrimaryHDU(np.zeros((64, 64), np.float32), _tile_header()).writeto(
+        fits.PrimaryHDU(rng.normal(0, 1, (64, 64)).astype(np.float32), _tile_header()).writeto(
             folder / f"good_{band}.fits"
         )
     return folder
@@ -164,9 +165,16 @@ def _catalog(path: Path, columns=("ra", "dec")) -> Path:
     return path
 
 
+def _hats(path: Path) -> Path:
+    from skyscan.catalog.hats_catalog import import_catalog
+
+    import_catalog(_catalog(path.with_suffix(".parquet")), path)
+    return path
+
+
 def _search(s, tmp, tiles=None, catalog=None):
     tiles = tiles or _good_tiles(tmp / "tiles")
-    catalog = catalog or _catalog(tmp / "catalog.parquet")
+    catalog = catalog or _hats(tmp / "catalog")
     return ["search", "--model", s.card, "--tiles", tiles, "--catalog", catalog]
 
 
@@ -333,19 +341,36 @@ ROWS = [
         lambda t, s: _search(s, t, tiles=_bad_tiles(t / "tiles")),
         1,
         r"{tmp}/tiles: none of the 4 tile\(s\) is usable \(corrupt: {tmp}/tiles/corrupt_g\.fits: "
-        r"unreadable FITS \(OSError: .*\); every reason in {tmp}/out/failures\.json\)",
+        r"unreadable FITS \(.*\); every reason in {tmp}/out/tile_index/index\.json\)",
     ),
     (
         "search-catalog-missing",
-        lambda t, s: _search(s, t, catalog=t / "nope.parquet"),
+        lambda t, s: _search(s, t, catalog=t / "nope"),
         1,
-        r"catalog {tmp}/nope\.parquet does not exist",
+        r"{tmp}/nope: no such catalogue",
     ),
     (
-        "search-catalog-no-radec",
-        lambda t, s: _search(s, t, catalog=_catalog(t / "cat.parquet", columns=("mag",))),
+        "search-catalog-not-hats",
+        lambda t, s: _search(s, t, catalog=_catalog(t / "cat.parquet")),
         1,
-        r"{tmp}/cat\.parquet: catalog lacks column\(s\) ra, dec \(degrees\)",
+        r"{tmp}/cat\.parquet: not a HATS catalogue \(make one with `skyscan catalog import "
+        r"{tmp}/cat\.parquet --out CATALOG`\)",
+    ),
+    (
+        "catalog-import-no-radec",
+        lambda t, s: ["catalog", "import", _catalog(t / "cat.parquet", columns=("mag",))],
+        1,
+        r"{tmp}/cat\.parquet: no column\(s\) 'ra', 'dec' for the position \(columns: mag\)",
+    ),
+    (
+        "catalog-import-duplicate-ids",
+        lambda t, s: [
+            "catalog",
+            "import",
+            _write(t / "dup.csv", b"id,ra,dec\n7,10,5\n7,11,5\n"),
+        ],
+        1,
+        r"{tmp}/dup\.csv: 1 duplicated 'id' value\(s\), e\.g\. 7: identifiers must be unique",
     ),
     (
         "train-no-gpu",

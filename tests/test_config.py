@@ -103,3 +103,12 @@ def test_missing_and_broken_files(tmp_path):
     bad.write_text("simulate: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_integers_must_be_ints():
+    """JSON Schema counts 1.0 as an integer; here a count given as 1.0 is refused by name."""
+    with pytest.raises(ConfigError, match=r"'search\.workers': expected integer, got 1\.0"):
+        load_config(None, {"search": {"workers": 1.0}})
+    with pytest.raises(ConfigError, match=r"'search\.workers': expected integer, got True"):
+        load_config(None, {"search": {"workers": True}})
+    assert load_config(None, {"search": {"workers": 3}})["search"]["workers"] == 3

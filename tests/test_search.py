@@ -1,4 +1,5 @@
-"""The search: WCS and HEALPix assignment, Dask vs in-process, resume, bad tiles."""
+"""The search: HATS in and out, tile index, WCS assignment, Dask vs in-process, resume,
+failures, locks and stale output."""
 
 import gzip
 import json
@@ -12,11 +13,13 @@ import torch
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from skyscan.catalog.hats_catalog import import_catalog
 from skyscan.config import load_config
 from skyscan.data.preprocess import make_spec
 from skyscan.models import get_model
 from skyscan.models.card import ModelCard
 from skyscan.search.run import FLAG_EDGE, FLAG_NAN, cutouts, plan_search, run_search
+from skyscan.search.tile_index import build_tile_index
 from skyscan.tiles.make import make_tiles
 from skyscan.train.export import export_model
 
@@ -50,64 +53,106 @@ def setup(tmp_path_factory):
         preprocessing=make_spec("gri", sigma, 250, [3, 45, 45]),
     )
     export_model(net, torch.randn(8, 3, 45, 45), root / "model", card)
+    import_catalog(root / "tiles" / "catalog.parquet", root / "catalog", partition_rows=40)
+    build_tile_index(root / "tiles", "gri", root / "index")
     return root, root / "model" / "model_card.json"
 
 
-def _run(root, card, out, tiles=None, workers=0, order=13):
-    tiles = tiles or root / "tiles"
-    plan = plan_search(card, tiles, root / "tiles" / "catalog.parquet", out, order=order)
+def _run(root, card, out, index=None, workers=0, catalog=None):
+    plan = plan_search(card, index or root / "index", catalog or root / "catalog", out)
     return plan, run_search(plan, workers=workers, progress=False)
 
 
-def test_positions_partitions_and_dask(setup, tmp_path):
+def _scores(out):
+    import lsdb
+
+    frame = lsdb.open_catalog(out / "scores").compute()
+    return frame.reset_index().sort_values("id").reset_index(drop=True)
+
+
+def test_hats_output_positions_and_dask(setup, tmp_path):
+    import lsdb
+
     root, card = setup
     plan, summary = _run(root, card, tmp_path / "a")
-    cand = pq.read_table(tmp_path / "a" / "candidates.parquet").to_pydict()
+    assert len(plan.tasks) >= 3  # several partitions, each with the tiles it touches
+    scores = _scores(tmp_path / "a")
     catalog = pq.read_table(root / "tiles" / "catalog.parquet")
-    assert summary["rows"] == len(cand["id"]) == len(catalog) and not summary["failures"]
-    # cutout centres map back to the catalog position through astropy's WCS
-    for name in set(cand["tile"]):
-        rows = [i for i, t in enumerate(cand["tile"]) if t == name]
+    assert summary["rows"] == len(scores) == len(catalog) and not summary["failures"]
+    assert set(scores["id"]) == set(catalog.column("id").to_pylist())
+    assert "input_tile" in scores.columns  # the catalogue's own 'tile' column is kept
+    # cutout centres map back to the catalogue position through astropy's WCS
+    for name in set(scores["tile"]):
+        rows = scores[scores["tile"] == name]
         w = WCS(fits.getheader(root / "tiles" / f"{name}_g.fits"))
-        ra, dec = w.all_pix2world(np.array(cand["x"])[rows], np.array(cand["y"])[rows], 0)
-        np.testing.assert_allclose(ra, np.array(cand["ra"])[rows], atol=1e-9)
-        np.testing.assert_allclose(dec, np.array(cand["dec"])[rows], atol=1e-9)
-    # partitions hold exactly the rows of their HEALPix pixel (healpy, NESTED)
-    for path in sorted((tmp_path / "a" / "partitions").rglob("Npix=*.parquet")):
-        pixel = int(path.stem.split("=")[1])
-        assert path.parent.name == f"Dir={pixel // 10000 * 10000}"
-        part = pq.read_table(path).to_pydict()
-        expected = hp.ang2pix(2**13, part["ra"], part["dec"], nest=True, lonlat=True)
-        assert set(expected) == {pixel}
-        fine = hp.ang2pix(2**29, part["ra"], part["dec"], nest=True, lonlat=True)
-        np.testing.assert_array_equal(part["healpix_29"], fine)
-    # Dask workers give the same catalog as in-process scoring
-    _run(root, card, tmp_path / "b", workers=2)
-    assert pq.read_table(tmp_path / "b" / "candidates.parquet").equals(
-        pq.read_table(tmp_path / "a" / "candidates.parquet")
+        ra, dec = w.all_pix2world(rows["x"].to_numpy(), rows["y"].to_numpy(), 0)
+        np.testing.assert_allclose(ra, rows["ra"].to_numpy(), atol=1e-9)
+        np.testing.assert_allclose(dec, rows["dec"].to_numpy(), atol=1e-9)
+    fine = hp.ang2pix(2**29, scores["ra"], scores["dec"], nest=True, lonlat=True)
+    np.testing.assert_array_equal(scores["_healpix_29"].to_numpy(), fine)
+    # a crossmatch against another HATS catalogue runs on the output
+    other = lsdb.open_catalog(root / "catalog")
+    matched = (
+        lsdb.open_catalog(tmp_path / "a" / "scores")
+        .crossmatch(other, radius_arcsec=0.1, n_neighbors=1, suffixes=("", "_in"))
+        .compute()
     )
+    assert len(matched) == len(scores) and (matched["id"] == matched["id_in"]).all()
+    # candidates: only rows at or above the card's threshold (none set: every row)
+    cand = pq.read_table(tmp_path / "a" / "candidates.parquet")
+    assert len(cand) == len(scores)
+    assert np.all(np.diff(cand.column("score").to_numpy()) <= 0)
+    # Dask workers write the same bytes as in-process scoring
+    _run(root, card, tmp_path / "b", workers=2)
+    files = sorted(
+        p.relative_to(tmp_path / "a") for p in (tmp_path / "a" / "scores").rglob("*") if p.is_file()
+    )
+    assert files
+    for rel in files:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+    assert (tmp_path / "a" / "candidates.parquet").read_bytes() == (
+        tmp_path / "b" / "candidates.parquet"
+    ).read_bytes()
+
+
+def test_threshold_and_top_n_select_candidates(setup, tmp_path):
+    root, card = setup
+    _run(root, card, tmp_path / "all")
+    logits = np.sort(_scores(tmp_path / "all")["logit"].to_numpy())
+    cut = float(logits[len(logits) // 2])
+    data = json.loads(card.read_text())
+    data["threshold"] = {"logit": cut, "fpr": 0.01, "split": "val", "n_negatives": 100}
+    card2 = tmp_path / "model" / "model_card.json"
+    shutil.copytree(card.parent, card2.parent)
+    card2.write_text(json.dumps(data))
+    _run(root, card2, tmp_path / "half")
+    cand = pq.read_table(tmp_path / "half" / "candidates.parquet").to_pydict()
+    assert len(cand["id"]) == int((logits >= cut).sum()) and min(cand["logit"]) >= cut
+    plan = plan_search(card2, root / "index", root / "catalog", tmp_path / "top", top_n=5)
+    run_search(plan, 0, progress=False)
+    top = pq.read_table(tmp_path / "top" / "candidates.parquet").to_pydict()
+    assert top["id"] == cand["id"][:5]
 
 
 def test_resume_redoes_only_missing_partitions(setup, tmp_path):
     root, card = setup
     _run(root, card, tmp_path)
-    reference = pq.read_table(tmp_path / "candidates.parquet")
-    parts = sorted((tmp_path / "partitions").rglob("*.parquet"))
+    reference = _scores(tmp_path)
+    parts = sorted((tmp_path / "scores" / "dataset").rglob("Npix=*.parquet"))
     assert len(parts) >= 3
     parts[0].unlink()  # lost in a crash
     parts[1].write_bytes(parts[1].read_bytes()[:100])  # truncated by a crash
     kept = {p: p.stat().st_mtime_ns for p in parts[2:]}
     _, summary = _run(root, card, tmp_path)
-    assert summary["scored_now"] == 2 and summary["skipped_complete"] == len(parts) - 2
-    assert pq.read_table(tmp_path / "candidates.parquet").equals(reference)
+    assert summary["scored_now"] == 2
+    assert summary["skipped_complete"] == summary["partitions"] - 2
+    assert _scores(tmp_path).equals(reference)
     assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
 
 
-def test_bad_tiles_are_reported_and_skipped(setup, tmp_path):
-    root, card = setup
-    tiles = tmp_path / "tiles"
+def _break_tiles(root, tiles):
+    """A truncated band, a band without WCS, a NaN region, and a compressed MEF tile."""
     shutil.copytree(root / "tiles", tiles)
-    # truncated FITS, a tile without WCS, a NaN-filled region, a compressed MEF tile
     data = (tiles / "tile-00-00_r.fits").read_bytes()
     (tiles / "tile-00-00_r.fits").write_bytes(data[: len(data) // 3])
     with fits.open(tiles / "tile-00-01_g.fits") as hdul:
@@ -136,22 +181,110 @@ def test_bad_tiles_are_reported_and_skipped(setup, tmp_path):
             with gzip.open(str(path) + ".gz", "wb") as fh:
                 mef.writeto(fh)
         path.unlink()
-    plan, summary = _run(root, card, tmp_path / "out", tiles=tiles)
+
+
+def test_bad_tiles_are_reported_and_skipped(setup, tmp_path):
+    root, card = setup
+    tiles = tmp_path / "tiles"
+    _break_tiles(root, tiles)
+    build_tile_index(tiles, "gri", tmp_path / "index")
+    plan, summary = _run(root, card, tmp_path / "out", index=tmp_path / "index")
     failures = json.loads((tmp_path / "out" / "failures.json").read_text())
-    assert "tile-00-00" in failures and "unreadable FITS" in failures["tile-00-00"]
-    assert "tile-00-01" in failures and "celestial WCS" in failures["tile-00-01"]
-    cand = pq.read_table(tmp_path / "out" / "candidates.parquet").to_pydict()
-    assert "tile-01-01" in set(cand["tile"])  # the .fits.gz multi-extension tile was read
-    assert "tile-00-00" not in set(cand["tile"]) and "tile-00-01" not in set(cand["tile"])
-    nan_rows = [
-        i
-        for i, t in enumerate(cand["tile"])
-        if t == "tile-01-00"
-        and 100 - 30 < cand["x"][i] < 180 + 30
-        and 100 - 30 < cand["y"][i] < 180 + 30
+    assert "tile-00-01" in failures and "WCS" in failures["tile-00-01"]
+    scores = _scores(tmp_path / "out")
+    assert "tile-01-01" in set(scores["tile"])  # the .fits.gz multi-extension tile was read
+    assert "tile-00-01" not in set(scores["tile"])
+    near = scores[
+        (scores["tile"] == "tile-01-00")
+        & scores["x"].between(70, 210)
+        & scores["y"].between(70, 210)
     ]
-    assert any(cand["flags"][i] & FLAG_NAN for i in nan_rows)
-    assert all(np.isfinite(cand["score"]))
+    assert len(near) and (near["flags"] & FLAG_NAN).any()
+    assert np.isfinite(scores["score"]).all()
+
+
+def test_failed_band_moves_objects_and_rerun_retries(setup, tmp_path):
+    """A band that fails at read time: its objects move to an overlapping tile; after the
+    file is fixed a re-run redoes that partition and drops the failure from the record."""
+    root, card = setup
+    tiles = tmp_path / "tiles"
+    shutil.copytree(root / "tiles", tiles)
+    build_tile_index(tiles, "gri", tmp_path / "index")  # indexed while the file was fine
+    good = (tiles / "tile-00-00_r.fits").read_bytes()
+    header_blocks = 2880 * 4
+    (tiles / "tile-00-00_r.fits").write_bytes(good[:header_blocks])  # data cut off
+    _, summary = _run(root, card, tmp_path / "out", index=tmp_path / "index")
+    failures = json.loads((tmp_path / "out" / "failures.json").read_text())
+    assert "tile-00-00" in failures
+    scores = _scores(tmp_path / "out")
+    assert "tile-00-00" not in set(scores["tile"])
+    # objects in the overlap with tile-00-01 / tile-01-00 were scored there instead
+    reference_plan, _ = _run(root, card, tmp_path / "ref")
+    ref = _scores(tmp_path / "ref")
+    moved = ref[(ref["tile"] == "tile-00-00") & ref["id"].isin(scores["id"])]
+    assert len(moved) > 0
+    # (the truncation is caught with the header, so the count is over the tile's index pixels)
+    assert summary["lost_to_failed_tiles"] >= int((ref["tile"] == "tile-00-00").sum()) - len(moved)
+    # fix the file (same bytes as indexed): the re-run retries and the record empties
+    (tiles / "tile-00-00_r.fits").write_bytes(good)
+    _, again = _run(root, card, tmp_path / "out", index=tmp_path / "index")
+    assert again["scored_now"] >= 1 and not again["failures"]
+    assert json.loads((tmp_path / "out" / "failures.json").read_text()) == {}
+    assert _scores(tmp_path / "out").reset_index(drop=True).equals(ref.reset_index(drop=True))
+
+
+def test_lock_stale_output_and_empty_search(setup, tmp_path):
+    import fcntl
+    import os
+
+    from skyscan.core.errors import ResourceError
+
+    root, card = setup
+    out = tmp_path / "out"
+    out.mkdir()
+    fd = os.open(out / ".search.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another search is running
+    with pytest.raises(ResourceError, match="another search"):
+        _run(root, card, out)
+    os.close(fd)
+    _run(root, card, out)
+    first = {p.name for p in (out / "scores" / "dataset").rglob("Npix=*.parquet")}
+    # a new catalogue far from the tiles: the old partitions are removed, and the empty
+    # result is still a catalogue that lsdb opens
+    far = tmp_path / "far.parquet"
+    pq.write_table(pa.table({"id": [1, 2], "ra": [200.0, 201.0], "dec": [-40.0, -41.0]}), far)
+    import_catalog(far, tmp_path / "far")
+    _, summary = _run(root, card, out, catalog=tmp_path / "far")
+    assert summary["rows"] == 0 and first
+    assert not list((out / "scores" / "dataset").rglob("Npix=*.parquet"))
+    assert len(pq.read_table(out / "candidates.parquet")) == 0
+    import lsdb
+
+    assert len(lsdb.open_catalog(out / "scores").compute()) == 0
+
+
+def test_catalog_import_checks_and_converts(tmp_path):
+    from skyscan.core.errors import InputFileError
+
+    csv = tmp_path / "cat.csv"
+    csv.write_text("name,ra,dec\na,10:00:00.0,+02:00:00\nb,10:00:01.5,-01:30:00\n")
+    summary = import_catalog(csv, tmp_path / "hats")
+    table = pq.read_table(tmp_path / "hats" / "dataset").to_pydict()
+    assert summary["rows"] == 2 and set(table["name"]) == {"a", "b"}
+    order = np.argsort(table["name"])
+    np.testing.assert_allclose(np.array(table["ra"])[order], [150.0, 150.00625])
+    np.testing.assert_allclose(np.array(table["dec"])[order], [2.0, -1.5])
+    for text, message in [
+        ("id,ra,dec\n1,10,5\n2,nan,5\n", "without a finite"),
+        ("id,ra,dec\n1,10,95\n2,11,5\n", r"\|dec\| > 90"),
+        ("id,ra,dec\n7,10,5\n7,11,5\n8,12,5\n", "duplicated 'id'.*7"),
+        ("id,ra,dec\n1,ten,5\n", "neither degrees nor sexagesimal"),
+    ]:
+        bad = tmp_path / "bad.csv"
+        bad.write_text(text)
+        with pytest.raises(InputFileError, match=message):
+            import_catalog(bad, tmp_path / "bad_hats")
+        assert not (tmp_path / "bad_hats").exists()
 
 
 def test_cutouts_pad_and_flag_edges():
@@ -174,11 +307,110 @@ def test_sip_distortion_is_honoured(setup, tmp_path):
             header["CTYPE1"], header["CTYPE2"] = "RA---TAN-SIP", "DEC--TAN-SIP"
             header.update(A_ORDER=2, B_ORDER=2, A_2_0=2e-5, B_0_2=-1.5e-5)
             fits.PrimaryHDU(hdul[0].data, header=header).writeto(tiles / f"t_{band}.fits")
-    plan = plan_search(card, tiles, root / "tiles" / "catalog.parquet", tmp_path / "o", 9)
+    build_tile_index(tiles, "gri", tmp_path / "index")
+    _run(root, card, tmp_path / "o", index=tmp_path / "index")
+    scores = _scores(tmp_path / "o")
     w = WCS(fits.getheader(tiles / "t_g.fits"))
-    assert w.sip is not None
-    table = pa.concat_tables(list(plan.partitions.values()))
-    x, y = w.all_world2pix(table.column("ra").to_numpy(), table.column("dec").to_numpy(), 0)
-    np.testing.assert_allclose(table.column("x").to_numpy(), x, atol=1e-6)
-    plain_x, _ = w.wcs_world2pix(table.column("ra").to_numpy(), table.column("dec").to_numpy(), 0)
+    assert w.sip is not None and len(scores)
+    x, y = w.all_world2pix(scores["ra"].to_numpy(), scores["dec"].to_numpy(), 0)
+    np.testing.assert_allclose(scores["x"].to_numpy(), x, atol=1e-6)
+    plain_x, _ = w.wcs_world2pix(scores["ra"].to_numpy(), scores["dec"].to_numpy(), 0)
     assert np.abs(plain_x - x).max() > 0.1  # the distortion matters here
+
+
+def test_kill_9_then_rerun_gives_the_same_bytes(setup, tmp_path):
+    """``kill -9`` of the search at several points; each re-run finishes with a catalogue
+    byte-identical to an uninterrupted run, without duplicate or missing rows."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root, card = setup
+    _run(root, card, tmp_path / "ref")
+    reference = {
+        p.relative_to(tmp_path / "ref"): p.read_bytes()
+        for p in (tmp_path / "ref" / "scores").rglob("*")
+        if p.is_file()
+    }
+    argv = [
+        sys.executable,
+        "-m",
+        "skyscan.cli",
+        "search",
+        "--model",
+        str(card),
+        "--index",
+        str(root / "index"),
+        "--catalog",
+        str(root / "catalog"),
+        "--workers",
+        "0",
+        "-q",
+    ]
+    for after in (1, 3):  # partitions finished before the kill
+        out = tmp_path / f"killed{after}"
+        proc = subprocess.Popen(
+            [*argv, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.time() + 120
+        while len(list((out / "progress").rglob("*.json"))) < after and time.time() < deadline:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        done = subprocess.run([*argv, "--out", str(out)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        got = {
+            p.relative_to(out): p.read_bytes() for p in (out / "scores").rglob("*") if p.is_file()
+        }
+        assert got == reference
+        ids = _scores(out)["id"]
+        assert ids.is_unique and len(ids) == len(pq.read_table(root / "tiles" / "catalog.parquet"))
+
+
+def test_candidates_carry_known_lens_matches(setup, tmp_path):
+    """A tile around a catalogued lens (lenscat): the candidate at its position (0.5" off)
+    carries its name and grade; one 20" away carries none; the summary counts the match."""
+    from skyscan.catalog.known import load_known_lenses
+
+    root, card = setup
+    known = load_known_lenses()
+    k = int(np.flatnonzero(np.abs(known.dec) < 60)[0])
+    ra0, dec0 = float(known.ra[k]), float(known.dec[k])
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [ra0, dec0]
+    w.wcs.crpix = [128.5, 128.5]
+    w.wcs.cdelt = [-0.2 / 3600, 0.2 / 3600]
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    rng = np.random.default_rng(3)
+    for band in "gri":
+        image = rng.normal(0, 0.1, (256, 256)).astype(np.float32)
+        fits.PrimaryHDU(image, header=w.to_header()).writeto(tiles / f"k_{band}.fits")
+    cos = np.cos(np.radians(dec0))
+    pq.write_table(
+        pa.table(
+            {
+                "id": [1, 2],
+                "ra": [ra0 + 0.5 / 3600 / cos, ra0 + 20 / 3600 / cos],
+                "dec": [dec0, dec0],
+            }
+        ),
+        tmp_path / "c.parquet",
+    )
+    import_catalog(tmp_path / "c.parquet", tmp_path / "cat")
+    build_tile_index(tiles, "gri", tmp_path / "index")
+    _, summary = _run(
+        root, card, tmp_path / "out", index=tmp_path / "index", catalog=tmp_path / "cat"
+    )
+    cand = pq.read_table(tmp_path / "out" / "candidates.parquet").to_pydict()
+    row = dict(zip(cand["id"], range(2), strict=True))
+    assert cand["known_name"][row[1]] == known.name[k]
+    assert cand["known_grade"][row[1]] == known.grade[k]
+    assert cand["known_sep_arcsec"][row[1]] == pytest.approx(0.5, abs=0.01)
+    assert cand["known_name"][row[2]] is None
+    assert summary["known_lenses"] == 1

@@ -28,7 +28,7 @@ def small_config(tmp_path):
     config["simulate"].update(n=300, shard_size=150)
     config["train"].update(epochs=1, batch_size=64)
     config["tiles"].update(grid=[2, 1], size=256)
-    config["search"].update(order=13, workers=1)
+    config["search"].update(partition_rows=20, workers=1)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -104,7 +104,7 @@ SHRINK = {
     "train": {"epochs": 1, "batch_size": 32, "accelerator": "cpu", "patience": None},
     "evaluate": {"bootstrap_resamples": 100},
     "tiles": {"grid": [1, 1], "size": 256},
-    "search": {"order": 13, "workers": 1},
+    "search": {"partition_rows": 20, "workers": 1},
     "transients": {"alerts": {"n": 24}},
 }
 

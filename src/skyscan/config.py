@@ -50,7 +50,14 @@ def _validator_with_defaults():
                     instance[name] = copy.deepcopy(prop["default"])
         yield from base_properties(validator, properties, instance, sub_schema)
 
-    return validators.extend(Draft202012Validator, {"properties": set_defaults})
+    # JSON Schema counts 1.0 as an integer; a count or an index given as 1.0 is a typo here
+    # (and would reach range() or Dask as a float), so integers must be ints.
+    strict_types = Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda checker, value: isinstance(value, int) and not isinstance(value, bool)
+    )
+    return validators.extend(
+        Draft202012Validator, {"properties": set_defaults}, type_checker=strict_types
+    )
 
 
 def _describe(error) -> str:

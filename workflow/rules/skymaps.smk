@@ -8,7 +8,7 @@ rule skymaps:
     """Footprint / scored / candidates / mean-score maps; completeness of injected lenses."""
     input:
         TILE_FILES,
-        candidates=f"{SEARCH_DIR}/candidates.parquet",
+        scores=f"{SEARCH_DIR}/scores",
         truth=f"{TILES_DIR}/truth.parquet",
         metrics=f"{EVAL_DIR}/metrics.json",
         card=MODEL_CARD,
@@ -26,7 +26,7 @@ rule skymaps:
     params:
         skyscan=SKYSCAN,
         tiles=lambda wc, input: os.path.dirname(input.summary),
-        search=lambda wc, input: os.path.dirname(input.candidates),
+        search=lambda wc, input: os.path.dirname(input.scores),
         out=lambda wc, output: os.path.dirname(output.summary),
     threads: 1
     resources:

@@ -22,9 +22,18 @@ COMMANDS = {
         "skyscan.cli.evaluate_params",
         "judge a lens-parameter network; measure its vetting flag",
     ),
-    "tiles": ("skyscan.cli.tiles", "render survey tiles (FITS + WCS) with injected lenses"),
-    "search": ("skyscan.cli.search", "score catalog positions on FITS tiles, per HEALPix pixel"),
+    "tiles": (
+        "skyscan.cli.tiles",
+        "render survey tiles (FITS + WCS) with injected lenses; 'tiles index' indexes tiles",
+    ),
+    "catalog": ("skyscan.cli.catalog", "'catalog import': tables into a HATS catalogue"),
+    "search": ("skyscan.cli.search", "score a HATS catalogue on FITS tiles, per partition"),
     "skymaps": ("skyscan.cli.skymaps", "HEALPix maps of a search and injection-recovery"),
+    "grade": ("skyscan.cli.grade", "a local web page to grade search candidates 0-3 by eye"),
+    "inject": (
+        "skyscan.cli.inject",
+        "paint simulated lensed arcs around catalogue galaxies in your FITS tiles",
+    ),
     "make-alerts": (
         "skyscan.cli.make_alerts",
         "write demonstration alert packets of simulated detections (transients)",

@@ -1,4 +1,4 @@
-"""``skyscan search``: score catalog positions on survey tiles, partitioned by HEALPix."""
+"""``skyscan search``: score a HATS catalogue on survey tiles, one task per partition."""
 
 from __future__ import annotations
 
@@ -14,21 +14,25 @@ def parser() -> argparse.ArgumentParser:
     p = CommandParser(
         prog=PROG,
         description=(
-            "Cut stamps around catalog positions from FITS tiles (one file per band, any "
-            "celestial WCS, .fits.gz and multi-extension files accepted), score them with an "
-            "exported model, one Dask task per HEALPix pixel, and write "
-            "OUT/partitions/Norder=K/Dir=D/Npix=P.parquet, OUT/candidates.parquet, "
-            "OUT/failures.json and OUT/summary.json. A re-run redoes only missing partitions."
+            "Cut stamps around the objects of a HATS catalogue (`skyscan catalog import` "
+            "makes one) from FITS tiles (one file per band, any celestial frame, scaled "
+            "integers, .fits.gz and multi-extension files accepted), score them with an "
+            "exported model, one Dask task per catalogue partition, and write OUT/scores (a "
+            "HATS catalogue: lsdb.open_catalog reads it), OUT/candidates.parquet (the objects "
+            "at or above the model's threshold), OUT/failures.json and OUT/summary.json. A "
+            "re-run redoes only missing partitions and those whose tiles failed."
         ),
     )
     p.add_argument("--model", required=True, help="model card (model_card.json)")
-    p.add_argument("--tiles", required=True, help="folder holding the tile files")
-    p.add_argument("--catalog", required=True, help="Parquet or CSV with ra, dec [, id]")
+    p.add_argument("--catalog", required=True, help="HATS catalogue folder")
     p.add_argument("--out", required=True, help="output folder")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--index", help="tile index folder (`skyscan tiles index`)")
+    where.add_argument("--tiles", help="folder of tile files: indexed first into OUT/tile_index")
     p.add_argument("--config", help="YAML/JSON config (the 'search' keys)")
     p.add_argument("--workers", type=int, help="override search.workers (0: no Dask)")
-    p.add_argument("--order", type=int, help="override search.order")
-    p.add_argument("--pattern", help="override search.pattern, e.g. '{tile}.{band}.fits.gz'")
+    p.add_argument("--top-n", type=int, help="override search.top_n")
+    p.add_argument("--pattern", help="with --tiles: override search.pattern")
     return p
 
 
@@ -41,30 +45,48 @@ def main(argv=None) -> int:
 
 def _run(args) -> int:
     import json
+    from pathlib import Path
 
     from skyscan.config import load_config
+    from skyscan.models.card import read_card
     from skyscan.search.gallery import write_gallery
     from skyscan.search.run import plan_search, run_search
+    from skyscan.search.tile_index import build_tile_index
 
     overrides = {
         "search": {
             k: v
             for k, v in (
                 ("workers", args.workers),
-                ("order", args.order),
+                ("top_n", args.top_n),
                 ("pattern", args.pattern),
             )
             if v is not None
         }
     }
     sc = load_config(args.config, overrides)["search"]
+    index = args.index
+    if index is None:
+        index = Path(args.out) / "tile_index"
+        build_tile_index(
+            args.tiles,
+            read_card(args.model).bands,
+            index,
+            sc["pattern"],
+            sc["hdu"],
+            progress=show_progress(args),
+        )
     plan = plan_search(
-        args.model, args.tiles, args.catalog, args.out, sc["order"], sc["pattern"], sc["hdu"]
+        args.model,
+        index,
+        args.catalog,
+        args.out,
+        batch_size=sc["batch_size"],
+        top_n=sc["top_n"],
     )
-    plan.batch_size = sc["batch_size"]
     summary = run_search(plan, sc["workers"], progress=show_progress(args), cluster=sc["cluster"])
     write_gallery(plan, sc["gallery"])
-    print(json.dumps({k: v for k, v in summary.items() if k != "failures"}, indent=1))
+    print(json.dumps({k: v for k, v in summary.items() if k != "failures"}, indent=1, default=str))
     if summary["failures"]:
         print(f"{len(summary['failures'])} failure(s): see {plan.out_dir / 'failures.json'}")
     return 0

@@ -80,12 +80,16 @@ def _run(args) -> int:
             usable.append(read_tile_wcs(tile))
         except TileError:
             continue
-    candidates = Path(args.search) / "candidates.parquet"
-    summary = make_maps(candidates, usable, config["skymaps"]["order"], threshold, args.out)
+    from skyscan.catalog.hats_catalog import read_hats_columns
+
+    scores = read_hats_columns(Path(args.search) / "scores", ["id", "ra", "dec", "score", "logit"])
+    if not usable:
+        raise InputFileError(f"{args.tiles}: no readable tile for the footprint", path=args.tiles)
+    summary = make_maps(scores, usable, config["skymaps"]["order"], threshold, args.out)
     if args.truth:
         summary["injection_recovery"] = injection_recovery(
             get_case(card.case),
-            candidates,
+            scores,
             args.truth,
             metrics,
             summary["footprint_deg2"],

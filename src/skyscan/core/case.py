@@ -278,6 +278,12 @@ class Case:
         section by default): only edits to it rerun that stage."""
         return self.settings(config)
 
+    def annotate_candidates(self, candidates, ra_column: str = "ra", dec_column: str = "dec"):
+        """Columns a search adds to its candidates from what is known of the sky (a pyarrow
+        table in, the same rows out; ``(table, summary dict)``).  None by default; the lens
+        case adds the nearest known lens."""
+        return candidates, {}
+
     def caption(self, row: Mapping[str, Any], score: float) -> str:
         """The text under a stamp in a gallery (``row``: its metadata)."""
         return f"{row.get('kind', '')} p={score:.3f}"

@@ -295,15 +295,26 @@ def build_dataset(
             hint = " (or loosen dataset.detectable)" if detection else ""
             raise DatasetError(f"split {split!r} holds a single class: raise simulate.n{hint}")
 
+    graded = _read_graded(ds.get("graded_examples"), spec) if ds.get("graded_examples") else None
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-build-", dir=out_dir))
     try:
-        counts = _write_splits(shards, tables, members, spec, tmp, progress)
+        counts = _write_splits(shards, tables, members, spec, tmp, progress, graded)
         manifest = {
             "splits": counts,
             "rejected_nonfinite": rejected,
             "detectable": detection or None,
+            "graded_examples": None
+            if graded is None
+            else {
+                "path": str(ds["graded_examples"]),
+                "split": "train",
+                "n": len(graded[1]),
+                "positives": int(np.asarray(graded[1].column("label")).sum()),
+                "negatives": int((np.asarray(graded[1].column("label")) == 0).sum()),
+            },
             "preprocessing": spec,
             "sources": [
                 {"path": str(p), "config_hash": m.get("config_hash"), "rows": m.get("rows")}
@@ -330,14 +341,50 @@ def build_dataset(
     return manifest
 
 
-def _write_splits(shards, tables, members, spec, tmp: Path, progress: bool) -> dict:
+def _read_graded(path, spec: Mapping) -> tuple[np.ndarray, pa.Table]:
+    """Graded search cutouts (``skyscan grade --export``'s ``graded_stamps.parquet``):
+    their raw images, already in the training images' units, and their rows (``label``,
+    ``kind``, ``mean_grade``, ...), checked against the dataset's bands and shape."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(
+            f"dataset.graded_examples: {path} does not exist (write it with "
+            "`skyscan grade RESULTS --export`)",
+            path=path,
+        )
+    images, table, meta = read_images(path)
+    if list(meta["bands"]) != list(spec["bands"]) or list(meta["shape"]) != list(spec["shape"]):
+        raise DatasetError(
+            f"{path}: graded stamps have bands {meta['bands']} and shape {meta['shape']}, the "
+            f"simulations {spec['bands']} and {spec['shape']}",
+            path=path,
+        )
+    missing = [c for c in ("label", "kind") if c not in table.column_names]
+    if missing:
+        raise DatasetError(f"{path}: lacks column(s) {', '.join(missing)}", path=path)
+    finite = np.isfinite(images.reshape(len(images), -1)).all(axis=1)
+    if not finite.all():
+        raise DatasetError(
+            f"{path}: {int((~finite).sum())} graded stamp(s) hold NaN or infinite pixels",
+            path=path,
+        )
+    return images, table
+
+
+def _write_splits(shards, tables, members, spec, tmp: Path, progress: bool, graded=None) -> dict:
     offsets = np.cumsum([0] + [len(t) for t in tables])
     shape = tuple(spec["shape"])
+    # Graded search cutouts are training examples only: validation and test stay simulated,
+    # so thresholds and metrics keep measuring the simulated population.
+    extra = {"train": 0 if graded is None else len(graded[0])}
     outputs, cursors = {}, {}
     for split, rows in members.items():
         (tmp / split).mkdir(parents=True, exist_ok=True)
         outputs[split] = np.lib.format.open_memmap(
-            tmp / split / "images.npy", mode="w+", dtype=np.float32, shape=(len(rows), *shape)
+            tmp / split / "images.npy",
+            mode="w+",
+            dtype=np.float32,
+            shape=(len(rows) + extra.get(split, 0), *shape),
         )
         cursors[split] = 0
     # Pass 2: shard by shard, preprocess each split's rows into its memory map (in index order).
@@ -353,20 +400,55 @@ def _write_splits(shards, tables, members, spec, tmp: Path, progress: bool) -> d
                 c = cursors[split]
                 outputs[split][c : c + len(local)] = preprocess(images[local], spec)
                 cursors[split] = c + len(local)
+    if extra["train"]:
+        c = cursors["train"]
+        outputs["train"][c:] = preprocess(graded[0], spec)
     counts = {}
     table = pa.concat_tables(tables)
     for split, rows in split_rows.items():
         outputs[split].flush()
         del outputs[split]
         meta = table.take(pa.array(rows))
+        if extra.get(split):
+            meta = _append_graded(meta, graded[1])
         pq.write_table(meta, tmp / split / "meta.parquet", compression="zstd")
         kinds = meta.column("kind").to_pylist()
         counts[split] = {
-            "n": len(rows),
+            "n": len(meta),
             "positives": int(np.asarray(meta.column("label")).sum()),
             "kinds": {k: kinds.count(k) for k in sorted(set(kinds))},
         }
     return counts
+
+
+def _append_graded(meta: pa.Table, graded: pa.Table) -> pa.Table:
+    """The simulated rows followed by the graded ones: shared columns in the simulations'
+    types, the others null where a row lacks them; ``index`` of a graded row is -1."""
+    rows = graded.num_rows
+    columns = {}
+    for name in meta.column_names:
+        field = meta.schema.field(name)
+        if name == "index":
+            values = pa.array(np.full(rows, -1), field.type)
+        elif name in graded.column_names:
+            values = graded.column(name).cast(
+                field.type.value_type if pa.types.is_dictionary(field.type) else field.type
+            )
+        else:
+            values = pa.nulls(rows, field.type)
+        column = meta.column(name)
+        if pa.types.is_dictionary(field.type):
+            column = column.cast(field.type.value_type)
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        columns[name] = pa.concat_arrays([column.combine_chunks(), values])
+    for name in ("mean_grade", "n_graders", "id"):
+        if name in graded.column_names and name not in columns:
+            values = graded.column(name).combine_chunks()
+            columns[f"graded_{name}" if name == "id" else name] = pa.concat_arrays(
+                [pa.nulls(meta.num_rows, values.type), values]
+            )
+    return pa.table(columns).replace_schema_metadata(meta.schema.metadata)
 
 
 def load_split(dataset_dir: str | Path, split: str):

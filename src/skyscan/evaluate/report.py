@@ -237,17 +237,31 @@ def evaluate(card_path, dataset_dir, out_dir, config: dict) -> dict:
         title=f"reliability on {len(labels)} test cutouts",
     )
     images, _, spec = load_split(dataset_dir, "test")
-    _galleries(case, images, spec, columns, logits, probability, positive, ec["gallery"], out_dir)
+    _galleries(
+        case,
+        images,
+        spec,
+        columns,
+        logits,
+        probability,
+        positive,
+        ec["gallery"],
+        out_dir,
+        manifest.get("pixel_scale"),
+    )
 
     write_text_atomic(out_dir / "comparison.md", case.comparison_table(metrics))
     write_json_atomic(out_dir / "metrics.json", metrics)
     return metrics
 
 
-def _galleries(case, images, spec, columns, logits, prob, positive, n, out_dir: Path) -> None:
-    """The case's galleries, captioned with the calibrated probability."""
+def _galleries(
+    case, images, spec, columns, logits, prob, positive, n, out_dir: Path, pixel_scale=None
+) -> None:
+    """The case's galleries: Lupton colour with a 2" scale bar (when the dataset records its
+    pixel scale), captioned by the case (kind, calibrated probability, simulated truth)."""
     from skyscan.data.preprocess import invert
-    from skyscan.viz import color_composite, save_grid
+    from skyscan.viz import stamp_gallery
 
     bands = spec["bands"]
     names = list(columns)
@@ -264,16 +278,19 @@ def _galleries(case, images, spec, columns, logits, prob, positive, n, out_dir: 
             rows = members[np.argsort(logits[members], kind="stable")[:n]]
         else:
             raise ValueError(f"case {case.name!r}: unknown gallery selection {which!r}")
-        pics = []
+        stamps = []
         for r in rows:
             stamp = invert(images[r], spec)
             picture = case.picture(stamp, bands)
-            pics.append(color_composite(stamp, bands) if picture is None else picture)
-        if pics:
-            save_grid(
-                pics,
+            stamps.append(stamp if picture is None else picture)
+        if stamps:
+            stamp_gallery(
+                stamps,
+                bands,
                 [caption(r) for r in rows],
+                float(pixel_scale) if pixel_scale else 1.0,
                 out_dir / f"{stem}.png",
-                ncols=min(8, len(pics)),
+                ncols=min(8, len(stamps)),
                 title=title,
+                scale_bar_arcsec=2.0 if pixel_scale else 0.0,
             )

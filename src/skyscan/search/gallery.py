@@ -1,44 +1,101 @@
-"""The top candidates of a search as a PNG gallery of colour composites."""
+"""The top-scoring objects of a search as a PNG gallery of colour composites."""
 
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from skyscan.search.run import SearchPlan, cutouts
-from skyscan.tiles.io import Tile, TileError, load_tile
-from skyscan.viz import color_composite, save_grid
+from skyscan.catalog.hats_catalog import partition_file
+from skyscan.search.run import FLAG_EDGE, FLAG_NAN, SearchPlan, tile_cutouts
+from skyscan.tiles.io import Tile, TileError, read_tile_wcs
+from skyscan.viz import save_grid, stamp_caption, stamp_gallery
 
-__all__ = ["write_gallery"]
+__all__ = ["write_gallery", "top_scored"]
+
+
+def top_scored(plan: SearchPlan, n: int) -> pa.Table:
+    """The ``n`` highest-scoring rows of the search (streamed partition by partition)."""
+    columns = [
+        plan.context.id_column,
+        plan.context.ra_column,
+        plan.context.dec_column,
+        "tile",
+        "x",
+        "y",
+        "logit",
+        "score",
+        "flags",
+    ]
+    best = None
+    for task in plan.tasks:
+        path = partition_file(plan.scores_dir, task.order, task.pixel)
+        if not path.is_file():
+            continue
+        table = pq.read_table(path, columns=columns)
+        best = table if best is None else pa.concat_tables([best, table])
+        best = best.sort_by([("score", "descending"), (columns[0], "ascending")]).slice(0, n)
+    return best
 
 
 def write_gallery(plan: SearchPlan, n: int = 24, size: int = 63):
-    """Draw the ``n`` highest-scoring candidates (a wider ``size`` stamp than the model's).
+    """Draw the ``n`` highest-scoring objects (a wider ``size`` stamp than the model's) in
+    Lupton colour with a 2" scale bar, each captioned with rank, id, RA/Dec, tile, calibrated
+    score and flags (edge, masked, candidate: at or above the model's threshold).
 
-    Returns the PNG path, or None when there is no candidate.
+    Returns
+    -------
+    Path
+        ``OUT/gallery.png`` (a note in place of stamps when nothing was scored).
     """
-    path = plan.out_dir / "candidates.parquet"
-    table = pq.read_table(path)
-    if len(table) == 0:
-        return None
-    order = np.argsort(-table.column("score").to_numpy(), kind="stable")[:n]
-    top = table.take(order).to_pydict()
-    pictures, labels = [], []
-    cache: dict[str, Tile] = {}
-    for k in range(len(order)):
-        name = top["tile"][k]
+    top = top_scored(plan, n)
+    out = plan.out_dir / "gallery.png"
+    if top is None or len(top) == 0:
+        return save_grid([np.ones((8, 8, 3))], ["no object was scored"], out, ncols=1)
+    records = {r.name: r for task in plan.tasks for r in task.tiles}
+    threshold = plan.card.threshold.get("logit") if plan.card.threshold else None
+    rows = top.to_pydict()
+    ctx = plan.context
+    stamps, captions, cache = [], [], {}
+    for k in range(len(top)):
+        name = rows["tile"][k]
         if name not in cache:
+            record = records[name]
+            tile = Tile(name, {b: record.paths[b] for b in plan.card.bands}, record.hdu)
             try:
-                cache[name] = load_tile(Tile(name, plan.tiles[name].paths, plan.tiles[name].hdu))
+                cache[name] = read_tile_wcs(tile)
             except TileError:
-                continue
-        stamp, _ = cutouts(cache[name].data, [top["x"][k]], [top["y"][k]], size)
-        pictures.append(color_composite(stamp[0], plan.card.bands))
-        labels.append(f"#{k + 1} p={top['score'][k]:.3f}\nid {top['id'][k]}")
-    return save_grid(
-        pictures,
-        labels,
-        plan.out_dir / "gallery.png",
-        ncols=min(8, len(pictures)),
-        title=f"top {len(pictures)} candidates of {len(table)} scored",
+                cache[name] = None
+        if cache[name] is None:
+            continue
+        try:
+            stamp, _ = tile_cutouts(cache[name], [rows["x"][k]], [rows["y"][k]], size)
+        except TileError:
+            continue
+        flags = [
+            f for bit, f in ((FLAG_EDGE, "edge"), (FLAG_NAN, "masked")) if rows["flags"][k] & bit
+        ]
+        if threshold is not None and rows["logit"][k] >= threshold:
+            flags.append("candidate")
+        stamps.append(stamp[0])
+        captions.append(
+            f"#{k + 1} id {rows[ctx.id_column][k]}\n"
+            + stamp_caption(
+                ra=rows[ctx.ra_column][k],
+                dec=rows[ctx.dec_column][k],
+                tile=name,
+                score=rows["score"][k],
+                flags=flags,
+            )
+        )
+    if not stamps:
+        return save_grid([np.ones((8, 8, 3))], ["no stamp could be read"], out, ncols=1)
+    return stamp_gallery(
+        stamps,
+        plan.card.bands,
+        captions,
+        next(t.pixel_scale for t in cache.values() if t is not None),  # the tiles' own
+        out,
+        title=f"the {len(stamps)} highest-scoring objects ('candidate': at or above the "
+        "model's threshold)",
     )

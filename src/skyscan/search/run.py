@@ -1,13 +1,23 @@
-"""The search: assign catalog objects to tiles and HEALPix partitions, score them with Dask.
+"""The search: score every object of a HATS catalogue on the survey tiles that cover it.
 
-One task per HEALPix pixel (NESTED, ``search.order``): the worker loads the exported model
-once, reads the tiles its objects lie on, cuts stamps (padding and flagging at edges and NaN
-pixels), applies the model card's preprocessing, scores in large batches and writes the
-partition ``Norder=K/Dir=D/Npix=P.parquet`` atomically.  Partitions already complete for the
-same model and catalog are skipped, so a re-run after a crash (even ``kill -9``) redoes only
-what is missing; the merged catalog is sorted by object id and therefore the same whatever
-the order or the number of workers.  Tiles that cannot be read are recorded with the reason
-in ``failures.json`` and every other partition still finishes.
+One task per partition of the input catalogue (its adaptive HEALPix pixels), run in this
+process or on Dask workers (one per GPU, or per core).  A task receives only its own
+partition file and the records of the tiles that touch it (from the tile index,
+:mod:`skyscan.search.tile_index`), so planning costs grow with partitions + tiles and no
+worker sees the whole plan.  In the task each object goes to the tile where it lies furthest
+from the edges (positions through each tile's own WCS and celestial frame); stamps are cut
+from sections of the tile read for a batch of nearby objects, so a large tile is never read
+whole; the model card's preprocessing and network score them in batches.
+
+Output ``OUT/scores`` is a HATS catalogue (``lsdb.open_catalog`` reads it): the input's
+columns and ``_healpix_29`` plus ``tile``, ``x``, ``y`` (0-based pixel), ``logit``,
+``score`` (calibrated probability) and ``flags``, in the input's partitions, each sorted by
+``_healpix_29`` then id, so the bytes do not depend on the number of workers.
+``OUT/candidates.parquet`` holds only the objects at or above the model's operating threshold
+(at most ``top_n`` of them).  Each finished partition leaves a marker in ``OUT/progress``
+after its file: a re-run (after ``kill -9`` too) redoes only missing partitions and those
+whose tiles failed, and drops the failures that pass.  A tile that cannot be read moves its
+objects to the next tile that covers them.  A lock on ``OUT`` keeps two searches apart.
 """
 
 from __future__ import annotations
@@ -15,81 +25,169 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from skyscan.catalog.hats_catalog import (
+    HEALPIX_COLUMN,
+    open_hats,
+    partition_file,
+    write_hats_metadata,
+)
 from skyscan.core.atomic import write_json_atomic, write_parquet_atomic
-from skyscan.core.errors import InputFileError
-from skyscan.data.preprocess import check_compatible, preprocess
+from skyscan.core.case import get_case
+from skyscan.core.errors import InputFileError, MismatchError, ResourceError
+from skyscan.data.preprocess import preprocess
 from skyscan.models.card import ModelCard, load_model, read_card
-from skyscan.skymap.healpix import ORDER_MAX, partition_path, radec_to_pixel
-from skyscan.tiles.io import Tile, TileError, find_tiles, load_tile, read_tile_wcs
+from skyscan.search.tile_index import TileRecord, read_tile_index
+from skyscan.skymap.healpix import radec_to_pixel
+from skyscan.tiles.io import Tile, TileError, read_tile_section, read_tile_wcs, sky_to_pixel
 
-__all__ = ["FLAG_EDGE", "FLAG_NAN", "SearchPlan", "plan_search", "score_partition", "run_search"]
+__all__ = [
+    "FLAG_EDGE",
+    "FLAG_NAN",
+    "OUTPUT_COLUMNS",
+    "SearchPlan",
+    "PartitionTask",
+    "plan_search",
+    "score_partition",
+    "run_search",
+    "cutouts",
+]
 
 log = logging.getLogger(__name__)
 
 FLAG_EDGE = 1  # the cutout crosses the tile edge: padded with zeros
-FLAG_NAN = 2  # NaN pixels in the cutout: set to zero
+FLAG_NAN = 2  # NaN or blank pixels in the cutout: set to zero
+
+#: Columns the search adds to the input's.
+OUTPUT_COLUMNS = ("tile", "x", "y", "logit", "score", "flags")
+
+#: A tile's pixel scale may differ from the model's by this fraction at most.
+PIXEL_SCALE_TOLERANCE = 0.01
+#: Background noise beyond this factor of the training images' is reported as a warning.
+NOISE_WARNING_RATIO = 2.0
+
+
+@dataclass(frozen=True)
+class PartitionTask:
+    """One partition: its input file, the tiles touching it and their index pixels."""
+
+    order: int
+    pixel: int
+    source: str
+    tiles: tuple
+    tile_pixels: tuple
+    identity: str
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    """What every task shares (small: sent with each task)."""
+
+    card_path: str
+    card: ModelCard
+    ra_column: str
+    dec_column: str
+    id_column: str
+    index_order: int
+    out_dir: str
+    batch_size: int
+    scorer: str = "model"
 
 
 @dataclass
 class SearchPlan:
-    """What to score where: per-partition object tables, tiles, model and output layout."""
+    """The partitions to score, the shared context, and what planning found."""
 
-    card_path: Path
-    card: ModelCard
-    tiles: dict[str, Tile]
-    partitions: dict[int, pa.Table]
-    order: int
-    out_dir: Path
+    context: SearchContext
+    tasks: list
     identity: str
-    problems: dict[str, str]
-    outside: int
-    batch_size: int = 512
+    problems: dict
+    noise: dict
+    catalog_dir: Path
+    catalog_name: str
+    creation_date: str | None
+    input_schema: pa.Schema
+    partitions_without_tiles: int
+    index_dir: Path
+    top_n: int | None = None
+    extra: dict = field(default_factory=dict)
 
-    def path(self, pixel: int) -> Path:
-        return partition_path(self.out_dir / "partitions", self.order, pixel)
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.context.out_dir)
+
+    @property
+    def card(self) -> ModelCard:
+        return self.context.card
+
+    @property
+    def scores_dir(self) -> Path:
+        return self.out_dir / "scores"
+
+    @property
+    def batch_size(self) -> int:
+        return self.context.batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self.context = _replace(self.context, batch_size=int(value))
+
+    def output_file(self, task: PartitionTask) -> Path:
+        return partition_file(self.scores_dir, task.order, task.pixel)
 
 
-def _read_catalog(path: Path) -> pa.Table:
-    if not path.is_file():
-        raise InputFileError(f"catalog {path} does not exist", path=path)
-    try:
-        if path.suffix in (".csv", ".txt"):
-            from pyarrow import csv
+def _replace(obj, **changes):
+    import dataclasses
 
-            table = csv.read_csv(path)
-        else:
-            table = pq.read_table(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise InputFileError(f"{path}: cannot read the catalog ({exc})", path=path) from None
-    missing = [c for c in ("ra", "dec") if c not in table.column_names]
-    if missing:
-        raise InputFileError(
-            f"{path}: catalog lacks column(s) {', '.join(missing)} (degrees)", path=path
-        )
-    if "id" not in table.column_names:
-        table = table.append_column("id", pa.array(np.arange(len(table), dtype=np.int64)))
-    return table.select(["id", "ra", "dec"])
+    return dataclasses.replace(obj, **changes)
+
+
+def _marker(out_dir: Path, order: int, pixel: int) -> Path:
+    return Path(out_dir) / "progress" / f"Norder={order}" / f"Npix={pixel}.json"
 
 
 def plan_search(
     card_path,
-    tile_folder,
-    catalog_path,
+    index_dir,
+    catalog_dir,
     out_dir,
-    order: int = 11,
-    pattern: str = "{tile}_{band}.fits",
-    hdu: int | None = None,
+    *,
+    batch_size: int = 512,
+    top_n: int | None = None,
+    id_column: str = "id",
+    scorer: str = "model",
 ) -> SearchPlan:
-    """Assign every catalog object to the tile where it lies furthest from the edges, and to
-    its HEALPix pixel at ``order``.
+    """Pair each partition of a HATS catalogue with the tiles that touch it.
+
+    Parameters
+    ----------
+    card_path : path
+        The exported model's card (bands, stamp size, pixel scale, preprocessing).
+    index_dir : path
+        A tile index (:func:`skyscan.search.tile_index.build_tile_index`).
+    catalog_dir : path
+        A HATS catalogue (``skyscan catalog import`` makes one from Parquet, CSV or FITS).
+    out_dir : path
+        The search folder.
+    batch_size : int
+        Stamps per forward pass.
+    top_n : int, optional
+        Keep at most this many candidates (highest scores) in ``candidates.parquet``.
+    id_column : str
+        The catalogue's identifier column.
+    scorer : str
+        ``"model"``; ``"mean-pixel"`` replaces the network by the stamp's mean, for
+        benchmarks of the orchestration alone.
 
     Returns
     -------
@@ -97,98 +195,173 @@ def plan_search(
     """
     card_path = Path(card_path)
     card = read_card(card_path)
-    bands = card.bands
-    tiles, problems = find_tiles(tile_folder, bands, pattern, hdu)
-    usable = {}
-    for tile in tiles:
-        try:
-            usable[tile.name] = read_tile_wcs(tile)
-        except TileError as exc:
-            problems[tile.name] = str(exc)
-    if not usable:  # nothing to search: say why rather than write an empty catalog
-        _write_json(Path(out_dir) / "failures.json", problems)
-        name, reason = next(iter(sorted(problems.items())))
-        raise TileError(
-            f"{tile_folder}: none of the {len(problems)} tile(s) is usable ({name}: {reason}; "
-            f"every reason in {Path(out_dir) / 'failures.json'})",
-            path=tile_folder,
+    index = read_tile_index(index_dir)
+    missing = [b for b in card.bands if b not in index.bands]
+    if missing:
+        raise MismatchError(
+            f"{index_dir}: the tile index has bands {index.bands}, but the model "
+            f"{card_path} needs {card.bands} (rebuild the index with its bands)",
+            path=index_dir,
         )
-    catalog_path = Path(catalog_path)
-    catalog = _read_catalog(catalog_path)
-    ra = catalog.column("ra").to_numpy().astype(np.float64)
-    dec = catalog.column("dec").to_numpy().astype(np.float64)
-    best = np.full(len(catalog), -np.inf)
-    where = np.full(len(catalog), -1)
-    xs, ys = np.full(len(catalog), np.nan), np.full(len(catalog), np.nan)
-    names = sorted(usable)
-    for k, name in enumerate(names):
-        tile = usable[name]
-        x, y = tile.wcs.all_world2pix(ra, dec, 0)  # with SIP or other distortions
-        h, w = tile.shape
-        margin = np.minimum(np.minimum(x + 0.5, w - 0.5 - x), np.minimum(y + 0.5, h - 0.5 - y))
-        better = np.isfinite(margin) & (margin > 0) & (margin > best)
-        best[better], where[better] = margin[better], k
-        xs[better], ys[better] = x[better], y[better]
-    inside = where >= 0
-    pixel = radec_to_pixel(ra, dec, order)
-    fine = radec_to_pixel(ra, dec, ORDER_MAX)
-    table = pa.table(
-        {
-            "id": catalog.column("id"),
-            "ra": ra,
-            "dec": dec,
-            "tile": pa.array([names[k] if k >= 0 else "" for k in where]),
-            "x": xs,
-            "y": ys,
-            f"healpix_{order}": pixel,
-            "healpix_29": fine,
-        }
-    ).filter(pa.array(inside))
-    partitions = {}
-    pix = table.column(f"healpix_{order}").to_numpy()
-    for p in np.unique(pix):
-        partitions[int(p)] = table.filter(pa.array(pix == p))
-    identity = hashlib.sha256(
-        json.dumps(
-            {
-                "card": card.to_dict(),
-                "catalog": hashlib.sha256(catalog_path.read_bytes()).hexdigest(),
-                "order": order,
-                "tiles": sorted(usable),
-            },
-            sort_keys=True,
-            default=str,
-        ).encode()
-    ).hexdigest()[:16]
-    return SearchPlan(
-        card_path,
+    catalog = open_hats(catalog_dir)
+    info = catalog.catalog_info
+    ra_column, dec_column = info.ra_column or "ra", info.dec_column or "dec"
+    schema = _input_schema(catalog, catalog_dir)
+    for column in (ra_column, dec_column, id_column):
+        if column not in schema.names:
+            raise InputFileError(
+                f"{catalog_dir}: no column {column!r} (columns: {', '.join(schema.names[:12])})",
+                path=catalog_dir,
+            )
+    clash = [c for c in OUTPUT_COLUMNS if c in schema.names]
+    if clash:  # the input's own tile/x/y/score... columns are kept under another name
+        log.info("input column(s) %s kept as %s", clash, [f"input_{c}" for c in clash])
+    problems = {name: reason for name, reason in index.problems.items()}
+    noise = {}
+    usable: dict[str, TileRecord] = {}
+    for name, record in index.tiles.items():
+        reason = _refusal(record, card)
+        if reason:
+            problems[name] = reason
+            continue
+        usable[name] = record
+        noise[name] = _noise_ratios(record, card, index.bands)
+    pixels = [(int(p.order), int(p.pixel)) for p in catalog.get_healpix_pixels()]
+    touching = index.tiles_for_partitions(pixels)
+    by_tile = index.pixels_by_tile()
+    base = {
+        "card": card.to_dict(),
+        "catalog": _catalog_identity(Path(catalog_dir)),
+        "index_order": index.order,
+        "batch_size": int(batch_size),
+        "scorer": scorer,
+        "version": 2,
+    }
+    tasks = []
+    for order, pixel in sorted(pixels):
+        names = [n for n in touching.get((order, pixel), []) if n in usable]
+        if not names:
+            continue
+        records = tuple(usable[n] for n in names)
+        identity = _digest({**base, "tiles": [_record_key(r) for r in records]})
+        tasks.append(
+            PartitionTask(
+                order,
+                pixel,
+                str(partition_file(catalog.catalog_base_dir, order, pixel)),
+                records,
+                tuple(by_tile[n] for n in names),
+                identity,
+            )
+        )
+    context = SearchContext(
+        str(card_path),
         card,
-        usable,
-        partitions,
-        order,
-        Path(out_dir),
-        identity,
-        problems,
-        int((~inside).sum()),
+        ra_column,
+        dec_column,
+        id_column,
+        index.order,
+        str(Path(out_dir)),
+        int(batch_size),
+        scorer,
     )
+    return SearchPlan(
+        context,
+        tasks,
+        _digest({**base, "index": index.identity, "top_n": top_n}),
+        problems,
+        noise,
+        Path(catalog_dir),
+        str(info.catalog_name),
+        getattr(info, "hats_creation_date", None),
+        schema,
+        len(pixels) - len(tasks),
+        Path(index_dir),
+        top_n,
+    )
+
+
+def _input_schema(catalog, catalog_dir) -> pa.Schema:
+    base = Path(catalog.catalog_base_dir)
+    for name in ("_common_metadata", "_metadata"):
+        path = base / "dataset" / name
+        if path.is_file():
+            return pq.read_schema(path).remove_metadata()
+    raise InputFileError(f"{catalog_dir}: no dataset/_common_metadata", path=catalog_dir)
+
+
+def _refusal(record: TileRecord, card: ModelCard) -> str | None:
+    """Why a tile cannot be searched with this model, or None."""
+    if card.pixel_scale and record.pixel_scale:
+        ratio = record.pixel_scale / float(card.pixel_scale)
+        if abs(ratio - 1) > PIXEL_SCALE_TOLERANCE:
+            return (
+                f"pixel scale {record.pixel_scale:.4f}\"/pix differs from the model's "
+                f'{float(card.pixel_scale):.4f}"/pix by {100 * abs(ratio - 1):.1f}% '
+                f"(more than {100 * PIXEL_SCALE_TOLERANCE:.0f}%): resample the tile first"
+            )
+    return None
+
+
+def _noise_ratios(record: TileRecord, card: ModelCard, index_bands) -> dict:
+    """Tile background sigma over the training images', per band (None if unknown)."""
+    scale = card.preprocessing.get("scale") if card.preprocessing else None
+    if not scale or not record.noise:
+        return {}
+    return {
+        band: float(record.noise[index_bands.index(band)]) / float(s)
+        for band, s in zip(card.bands, scale, strict=False)
+        if float(s) > 0
+    }
+
+
+def _record_key(record: TileRecord) -> list:
+    sizes = [Path(p).stat().st_size if Path(p).exists() else -1 for p in record.paths.values()]
+    mtimes = [Path(p).stat().st_mtime_ns if Path(p).exists() else -1 for p in record.paths.values()]
+    return [record.name, record.paths, record.hdu, sizes, mtimes]
+
+
+def _catalog_identity(catalog_dir: Path) -> str:
+    digest = hashlib.sha256()
+    for name in ("hats.properties", "partition_info.csv", "dataset/_metadata"):
+        path = catalog_dir / name
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _digest(data) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- scoring
 
 
 _MODELS: dict = {}
 
 
-def _model(card_path: Path):
+def _model(card_path: str):
     """The exported model, loaded once per worker process."""
-    key = str(card_path)
-    if key not in _MODELS:
+    if card_path not in _MODELS:
         import torch
 
         torch.set_num_threads(1)
-        _MODELS[key] = load_model(card_path)[0]
-    return _MODELS[key]
+        _MODELS[card_path] = load_model(card_path)[0]
+    return _MODELS[card_path]
+
+
+def _score_batch(context: SearchContext, batch: np.ndarray) -> np.ndarray:
+    if context.scorer == "mean-pixel":  # orchestration benchmarks only: no network
+        return batch.reshape(len(batch), -1).mean(axis=1, dtype=np.float64)
+    import torch
+
+    with torch.inference_mode():
+        return _model(context.card_path)(torch.from_numpy(batch)).double().numpy()
 
 
 def cutouts(data: np.ndarray, x, y, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """``size x size`` stamps centred on the nearest pixels to ``(x, y)`` (0-based).
+    """``size x size`` stamps centred on the nearest pixels to ``(x, y)`` (0-based) of an
+    image already in memory.
 
     Returns
     -------
@@ -216,73 +389,252 @@ def cutouts(data: np.ndarray, x, y, size: int) -> tuple[np.ndarray, np.ndarray]:
     return stamps, flags
 
 
-def score_partition(plan: SearchPlan, pixel: int) -> dict:
-    """Score one partition and write it atomically; returns ``{rows, failures}``."""
-    import torch
+def tile_cutouts(tile: Tile, x, y, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stamps of a tile on disk, reading only the sections they need.
 
-    from skyscan.data.shards import write_table_atomic
+    Nearby stamps share one section read (their bounding box, when it is not much larger
+    than the stamps themselves); scattered ones are read one by one.  Same output as
+    :func:`cutouts`.
+    """
+    h, w = tile.shape
+    r = (size - 1) // 2
+    x0 = np.round(np.asarray(x)).astype(int) - r
+    y0 = np.round(np.asarray(y)).astype(int) - r
+    n = len(x0)
+    nb = len(tile.paths)
+    stamps = np.empty((n, nb, size, size), dtype=np.float32)
+    if n == 0:
+        return stamps, np.zeros(0, np.int32)
+    bx0, by0 = int(x0.min()), int(y0.min())
+    bx1, by1 = int(x0.max()) + size, int(y0.max()) + size
+    if (bx1 - bx0) * (by1 - by0) <= max(4 * n * size * size, 512 * 512):
+        section = read_tile_section(tile, bx0, bx1, by0, by1)
+        for k in range(n):
+            a, b = y0[k] - by0, x0[k] - bx0
+            stamps[k] = section[:, a : a + size, b : b + size]
+    else:
+        for k in range(n):
+            stamps[k] = read_tile_section(
+                tile, int(x0[k]), int(x0[k]) + size, int(y0[k]), int(y0[k]) + size
+            )
+    inside_w = np.clip(np.minimum(x0 + size, w) - np.maximum(x0, 0), 0, size)
+    inside_h = np.clip(np.minimum(y0 + size, h) - np.maximum(y0, 0), 0, size)
+    outside = size * size - inside_w * inside_h
+    flags = np.where(outside > 0, FLAG_EDGE, 0).astype(np.int32)
+    bad = ~np.isfinite(stamps)
+    nonfinite = bad.reshape(n, -1).sum(axis=1)
+    flags[nonfinite > nb * outside] |= FLAG_NAN
+    stamps[bad] = 0.0
+    return stamps, flags
 
-    rows = plan.partitions[pixel]
-    spec = plan.card.preprocessing
-    size = spec["shape"][-1]
-    model = _model(plan.card_path)
-    tile_names = rows.column("tile").to_pylist()
-    logits = np.full(len(rows), np.nan, dtype=np.float64)
-    flags = np.zeros(len(rows), dtype=np.int32)
-    failures = {}
-    for name in sorted(set(tile_names)):
-        sel = np.flatnonzero(np.asarray(tile_names) == name)
-        tile = plan.tiles[name]
+
+_TILES: dict = {}
+#: Tile headers kept per worker process (neighbouring partitions share tiles).
+TILE_CACHE_SIZE = 256
+
+
+def _tile_header(record: TileRecord, bands: tuple) -> Tile:
+    """The tile with its WCS read (cached per process while its files are unchanged)."""
+    stats = []
+    for band in bands:
         try:
-            loaded = load_tile(Tile(tile.name, tile.paths, tile.hdu))
-            check_compatible(spec, list(tile.paths), (len(tile.paths), size, size), f"tile {name}")
-        except (TileError, ValueError) as exc:
-            failures[name] = str(exc)
-            continue
-        stamps, f = cutouts(
-            loaded.data, rows.column("x").to_numpy()[sel], rows.column("y").to_numpy()[sel], size
-        )
-        flags[sel] = f
-        batch = preprocess(stamps, spec)
-        with torch.inference_mode():
-            for start in range(0, len(batch), plan.batch_size):
-                chunk = torch.from_numpy(batch[start : start + plan.batch_size])
-                logits[sel[start : start + len(chunk)]] = model(chunk).double().numpy()
-    scored = np.isfinite(logits)
-    table = rows.filter(pa.array(scored))
-    table = table.append_column("logit", pa.array(logits[scored]))
-    table = table.append_column("score", pa.array(1 / (1 + np.exp(-logits[scored]))))
-    table = table.append_column("flags", pa.array(flags[scored]))
-    table = table.sort_by("id")
-    write_table_atomic(
-        table,
-        plan.path(pixel),
-        {
-            "search_identity": plan.identity,
-            "order": plan.order,
-            "pixel": pixel,
-            "failures": failures,
-        },
-    )
-    return {"rows": len(table), "failures": failures}
+            st = os.stat(record.paths[band])
+            stats.append((st.st_size, st.st_mtime_ns))
+        except OSError:
+            stats.append(None)
+    key = (record.name, tuple(record.paths[b] for b in bands), record.hdu, tuple(stats))
+    tile = _TILES.get(key)
+    if tile is None:
+        tile = Tile(record.name, {b: Path(record.paths[b]) for b in bands}, record.hdu)
+        read_tile_wcs(tile)  # raises TileError: not cached, so a fixed file is read again
+        if len(_TILES) >= TILE_CACHE_SIZE:
+            _TILES.pop(next(iter(_TILES)))
+        _TILES[key] = tile
+    return tile
 
 
-def _complete(plan: SearchPlan, pixel: int) -> bool:
-    path = plan.path(pixel)
-    if not path.is_file():
-        return False
+def score_partition(task: PartitionTask, context: SearchContext) -> dict:
+    """Score one partition and write its file and marker atomically.
+
+    Returns
+    -------
+    dict
+        ``rows`` written, ``off_tiles`` (objects on no tile), ``lost`` (objects whose every
+        tile failed) and ``failures`` ``{tile: reason}``.
+    """
+    card = context.card
+    spec = card.preprocessing
+    size = int(card.input_shape[-1])
+    out_dir = Path(context.out_dir)
     try:
-        meta = pq.read_schema(path).metadata or {}
-        pq.ParquetFile(path).metadata  # noqa: B018  (footer readable: not truncated)
-    except (OSError, pa.ArrowException):
-        return False
-    return json.loads(meta.get(b"search_identity", b'""')) == plan.identity
+        table = pq.read_table(task.source)
+    except (OSError, pa.ArrowException) as exc:
+        raise InputFileError(
+            f"{task.source}: unreadable catalogue partition ({type(exc).__name__}: {exc})",
+            path=task.source,
+        ) from None
+    ra = table.column(context.ra_column).to_numpy().astype(np.float64)
+    dec = table.column(context.dec_column).to_numpy().astype(np.float64)
+    n, ntiles = len(table), len(task.tiles)
+    index_pixel = radec_to_pixel(ra, dec, context.index_order)
+    margin = np.full((ntiles, n), -np.inf)
+    xs = np.full((ntiles, n), np.nan)
+    ys = np.full((ntiles, n), np.nan)
+    failures: dict[str, str] = {}
+    tiles: dict[int, Tile] = {}
+    for k, record in enumerate(task.tiles):
+        near = np.flatnonzero(np.isin(index_pixel, task.tile_pixels[k]))
+        if not len(near):
+            continue
+        try:
+            tile = _tile_header(record, tuple(card.bands))
+        except TileError as exc:
+            failures[record.name] = str(exc)
+            continue
+        x, y = sky_to_pixel(tile, ra[near], dec[near])
+        h, w = tile.shape
+        m = np.minimum(np.minimum(x + 0.5, w - 0.5 - x), np.minimum(y + 0.5, h - 0.5 - y))
+        margin[k, near] = np.where(np.isfinite(m), m, -np.inf)
+        xs[k, near], ys[k, near] = x, y
+        tiles[k] = tile
+    on_tiles = (margin > 0).any(axis=0) if ntiles else np.zeros(n, bool)
+    chosen = np.full(n, -1)
+    logits = np.full(n, np.nan)
+    flags = np.zeros(n, np.int32)
+    scored = np.zeros(n, bool)
+
+    def assign(rows):
+        if len(rows):
+            best = np.argmax(margin[:, rows], axis=0)
+            ok = margin[best, rows] > 0
+            chosen[rows] = np.where(ok, best, -1)
+
+    assign(np.arange(n))
+    while True:
+        pending = (chosen >= 0) & ~scored
+        if not pending.any():
+            break
+        k = int(chosen[pending].min())
+        rows = np.flatnonzero(pending & (chosen == k))
+        try:
+            _score_on_tile(tiles[k], xs[k], ys[k], rows, size, spec, context, logits, flags, scored)
+        except TileError as exc:  # move what is left of it to the next tile covering it
+            failures[task.tiles[k].name] = str(exc)
+            margin[k, :] = -np.inf
+            assign(rows[~scored[rows]])
+    # objects on a failed tile and on no other: exact when the tile failed at read time; when
+    # its header failed, all those in its index pixels (a slightly larger footprint)
+    near_failed = np.zeros(n, bool)
+    for k, record in enumerate(task.tiles):
+        if record.name in failures and k not in tiles:
+            near_failed |= np.isin(index_pixel, task.tile_pixels[k])
+    lost = (on_tiles | near_failed) & ~scored
+    keep = np.flatnonzero(scored)
+    tile_names = np.array([r.name for r in task.tiles] or [""], dtype=object)
+    out = table.take(pa.array(keep)).rename_columns(
+        [f"input_{c}" if c in OUTPUT_COLUMNS else c for c in table.column_names]
+    )
+    out = out.append_column("tile", pa.array(tile_names[chosen[keep]].tolist(), pa.string()))
+    out = out.append_column("x", pa.array(xs[chosen[keep], keep]))
+    out = out.append_column("y", pa.array(ys[chosen[keep], keep]))
+    out = out.append_column("logit", pa.array(logits[keep]))
+    out = out.append_column("score", pa.array(card.probability(logits[keep])))
+    out = out.append_column("flags", pa.array(flags[keep]))
+    out = out.sort_by([(HEALPIX_COLUMN, "ascending"), (context.id_column, "ascending")])
+    path = partition_file(out_dir / "scores", task.order, task.pixel)
+    if len(out):
+        write_parquet_atomic(out, path, compression="zstd")
+    else:
+        path.unlink(missing_ok=True)
+    result = {
+        "identity": task.identity,
+        "rows": len(out),
+        "off_tiles": int((~on_tiles).sum()),
+        "lost": int(lost.sum()),
+        "failures": failures,
+    }
+    write_json_atomic(_marker(out_dir, task.order, task.pixel), result)
+    return result
+
+
+def _score_on_tile(tile, x_all, y_all, rows, size, spec, context, logits, flags, scored):
+    """Score ``rows`` on ``tile`` in batches of nearby objects (row-major order)."""
+    rows = rows[np.lexsort((x_all[rows], y_all[rows]))]
+    for start in range(0, len(rows), context.batch_size):
+        batch = rows[start : start + context.batch_size]
+        stamps, f = tile_cutouts(tile, x_all[batch], y_all[batch], size)
+        logits[batch] = _score_batch(context, preprocess(stamps, spec))
+        flags[batch] = f
+        scored[batch] = True
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _complete(plan: SearchPlan, task: PartitionTask) -> dict | None:
+    """The marker of a finished partition of this search (None if it must be redone)."""
+    marker = _marker(plan.out_dir, task.order, task.pixel)
+    try:
+        done = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
+    if done.get("identity") != task.identity:
+        return None
+    if done.get("rows"):
+        try:
+            pq.ParquetFile(plan.output_file(task)).metadata  # noqa: B018 (footer readable)
+        except (OSError, pa.ArrowException):
+            return None
+    return done
+
+
+class _Lock:
+    """An exclusive lock on the search folder, released with the process."""
+
+    def __init__(self, out_dir: Path):
+        self.path = Path(out_dir) / ".search.lock"
+        self.fd = None
+
+    def __enter__(self):
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise ResourceError(
+                f"{self.path.parent}: another search is writing here (lock {self.path})",
+                path=self.path.parent,
+            ) from None
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+
+
+def _remove_stale(plan: SearchPlan) -> int:
+    """Delete partition files and markers that are not partitions of this plan (an earlier
+    catalogue's), so they cannot be merged into this result."""
+    wanted = {plan.output_file(t) for t in plan.tasks}
+    markers = {_marker(plan.out_dir, t.order, t.pixel) for t in plan.tasks}
+    removed = 0
+    for path in (plan.scores_dir / "dataset").glob("Norder=*/Dir=*/Npix=*.parquet"):
+        if path not in wanted:
+            path.unlink()
+            removed += 1
+    for path in (plan.out_dir / "progress").glob("Norder=*/Npix=*.json"):
+        if path not in markers:
+            path.unlink()
+    return removed
 
 
 def run_search(
     plan: SearchPlan, workers: int = 1, progress: bool = True, cluster: Mapping | None = None
 ) -> dict:
-    """Score every partition not yet complete, merge, and write the summary.
+    """Score every partition not yet complete, then write the HATS metadata, the candidates
+    and the summary.
 
     Parameters
     ----------
@@ -292,77 +644,186 @@ def run_search(
     progress : bool
         Show a progress bar.
     cluster : mapping, optional
-        ``{"kind": "slurm", ...}`` to run the workers as SLURM jobs through dask-jobqueue
-        (the remaining keys go to ``SLURMCluster``); default a ``LocalCluster``.
+        ``{"kind": "slurm", ...}`` to run the workers as SLURM jobs through dask-jobqueue;
+        default a ``LocalCluster``.
 
     Returns
     -------
     dict
-        Summary: partitions done and skipped, rows, failures (also ``summary.json``).
+        Summary (also ``summary.json``; the failures are in ``failures.json``) and
+        ``timings``: seconds to start the cluster, to score, and to write the metadata.
     """
     from tqdm import tqdm
 
-    todo = [p for p in sorted(plan.partitions) if not _complete(plan, p)]
-    skipped = len(plan.partitions) - len(todo)
-    failures = dict(plan.problems)
-    bar = tqdm(total=len(todo), unit="partition", desc="search", disable=not progress)
-    results = {}
-    if workers <= 0 or not todo:
-        for p in todo:
-            results[p] = score_partition(plan, p)
-            bar.update()
-    else:
-        from dask.distributed import Client, LocalCluster, as_completed
-
-        if cluster and cluster.get("kind") == "slurm":
-            from dask_jobqueue import SLURMCluster
-
-            options = {k: v for k, v in cluster.items() if k != "kind"}
-            dask_cluster = SLURMCluster(**options)
-            dask_cluster.scale(jobs=workers)
-        else:
-            dask_cluster = LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-            )
-        with dask_cluster, Client(dask_cluster) as client:
-            remote_plan = client.scatter(plan, broadcast=True)
-            futures = {
-                client.submit(score_partition, remote_plan, p, retries=2, pure=False): p
-                for p in todo
-            }
-            for future in as_completed(futures):
-                p = futures[future]
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
+        raise InputFileError(f"search.workers must be an integer >= 0, got {workers!r}")
+    with _Lock(plan.out_dir):
+        stale = _remove_stale(plan)
+        todo, done = [], {}
+        for task in plan.tasks:
+            marker = _complete(plan, task)
+            if marker is None or marker["failures"]:
+                todo.append(task)  # never done, or done with failed tiles: retry
+            else:
+                done[(task.order, task.pixel)] = marker
+        skipped = len(done)
+        errors: dict[str, str] = {}
+        bar = tqdm(total=len(todo), unit="partition", desc="search", disable=not progress)
+        timings = {"cluster_start_s": 0.0}
+        started = time.perf_counter()
+        if workers == 0 or not todo:
+            for task in todo:
                 try:
-                    results[p] = future.result()
-                except Exception as exc:  # after the retries: record and carry on
-                    failures[f"partition {p}"] = f"{type(exc).__name__}: {exc}"
+                    done[(task.order, task.pixel)] = score_partition(task, plan.context)
+                except InputFileError as exc:
+                    errors[f"partition {task.order}/{task.pixel}"] = str(exc)
                 bar.update()
-    bar.close()
-    for result in results.values():
-        failures.update(result["failures"])
-    merged = _merge(plan)
+        else:
+            _run_dask(plan, todo, workers, cluster, done, errors, bar, timings)
+        bar.close()
+        timings["scoring_s"] = time.perf_counter() - started - timings["cluster_start_s"]
+        finishing = time.perf_counter()
+        summary = _finish(plan, done, errors, skipped, len(todo), stale)
+        timings["finish_s"] = time.perf_counter() - finishing
+    # timings stay out of summary.json, which is the same bytes for the same search
+    return {**summary, "timings": timings}
+
+
+def _run_dask(plan, todo, workers, cluster, done, errors, bar, timings) -> None:
+    from dask.distributed import as_completed
+
+    from skyscan.search.cluster import start_cluster
+
+    started = time.perf_counter()
+    with start_cluster(cluster, workers, plan.out_dir / "slurm-logs") as client:
+        timings["cluster_start_s"] = time.perf_counter() - started
+        context = client.scatter(plan.context, broadcast=True)
+        futures = {
+            client.submit(score_partition, task, context, retries=1, pure=False): task
+            for task in todo
+        }
+        for future in as_completed(futures):
+            task = futures[future]
+            try:
+                done[(task.order, task.pixel)] = future.result()
+            except Exception as exc:  # after the retry: record and carry on
+                errors[f"partition {task.order}/{task.pixel}"] = f"{type(exc).__name__}: {exc}"
+            bar.update()
+
+
+def _finish(plan: SearchPlan, done: dict, errors: dict, skipped: int, tried: int, stale: int):
+    failures = dict(plan.problems)
+    for marker in done.values():
+        failures.update(marker["failures"])
+    failures.update(errors)
+    written = sorted(key for key, m in done.items() if m["rows"])
+    rows = sum(m["rows"] for m in done.values())
+    schema = _output_schema(plan, written)
+    write_hats_metadata(
+        plan.scores_dir,
+        written,
+        schema,
+        rows,
+        name=f"{plan.catalog_name}_scores",
+        ra_column=plan.context.ra_column,
+        dec_column=plan.context.dec_column,
+        creation_date=plan.creation_date,
+    )
+    candidates, known = _write_candidates(plan, written, schema)
+    index_meta = json.loads((plan.index_dir / "index.json").read_text())
     summary = {
-        "partitions": len(plan.partitions),
-        "scored_now": len(results),
+        "partitions": len(plan.tasks),
+        "partitions_without_tiles": plan.partitions_without_tiles,
+        "scored_now": tried,
         "skipped_complete": skipped,
-        "rows": merged,
-        "outside_tiles": plan.outside,
-        "failures": failures,
-        "order": plan.order,
+        "removed_stale": stale,
+        "rows": rows,
+        "off_tiles": sum(m["off_tiles"] for m in done.values()),
+        "lost_to_failed_tiles": sum(m["lost"] for m in done.values()),
+        "candidates": candidates,
+        **known,
+        "threshold": plan.card.threshold,
+        "failures": len(failures),
+        "noise_ratio": _noise_summary(plan),
+        "catalog": str(plan.catalog_dir),
+        "index": str(plan.index_dir),
+        "tiles": index_meta["folder"],
+        "pattern": index_meta["pattern"],
+        "hdu": index_meta["hdu"],
+        "card": plan.context.card_path,
+        "scores": str(plan.scores_dir),
     }
     _write_json(plan.out_dir / "failures.json", failures)
     _write_json(plan.out_dir / "summary.json", summary)
-    return summary
+    for warning in summary["noise_ratio"]["warnings"]:
+        log.warning("%s", warning)
+    return {**summary, "failures": failures}
 
 
-def _merge(plan: SearchPlan) -> int:
-    tables = [
-        pq.read_table(plan.path(p)) for p in sorted(plan.partitions) if plan.path(p).is_file()
+def _output_schema(plan: SearchPlan, written) -> pa.Schema:
+    if written:
+        return pq.read_schema(partition_file(plan.scores_dir, *written[0])).remove_metadata()
+    fields = [
+        f.with_name(f"input_{f.name}") if f.name in OUTPUT_COLUMNS else f for f in plan.input_schema
     ]
-    tables = [t.replace_schema_metadata(None) for t in tables]
-    merged = pa.concat_tables(tables).sort_by("id") if tables else pa.table({})
+    return pa.schema(
+        fields
+        + [
+            pa.field("tile", pa.string()),
+            pa.field("x", pa.float64()),
+            pa.field("y", pa.float64()),
+            pa.field("logit", pa.float64()),
+            pa.field("score", pa.float64()),
+            pa.field("flags", pa.int32()),
+        ]
+    )
+
+
+def _write_candidates(plan: SearchPlan, written, schema) -> tuple[int, dict]:
+    """``candidates.parquet``: rows at or above the operating threshold (at most ``top_n``),
+    highest score first, with the columns the science case adds (the lens case: the nearest
+    known lens).  Returns their number and the case's summary."""
+    threshold = plan.card.threshold.get("logit") if plan.card.threshold else None
+    parts = []
+    for order, pixel in written:
+        table = pq.read_table(partition_file(plan.scores_dir, order, pixel))
+        if threshold is not None:
+            table = table.filter(pc.greater_equal(table.column("logit"), threshold))
+        if plan.top_n is not None and len(table) > plan.top_n:
+            table = _top(table, plan.top_n, plan.context.id_column)
+        parts.append(table)
+    merged = pa.concat_tables(parts) if parts else schema.empty_table()
+    merged = _top(merged, plan.top_n or len(merged), plan.context.id_column)
+    merged, known = get_case(plan.card.case).annotate_candidates(
+        merged, plan.context.ra_column, plan.context.dec_column
+    )
     write_parquet_atomic(merged, plan.out_dir / "candidates.parquet", compression="zstd")
-    return len(merged)
+    return len(merged), known
+
+
+def _top(table: pa.Table, n: int, id_column: str) -> pa.Table:
+    order = table.sort_by([("score", "descending"), (id_column, "ascending")])
+    return order.slice(0, n)
+
+
+def _noise_summary(plan: SearchPlan) -> dict:
+    """Median tile/training noise ratio per band, and the tiles beyond the warning factor."""
+    bands = plan.card.bands
+    per_band = {
+        b: [r[b] for r in plan.noise.values() if b in r and np.isfinite(r[b])] for b in bands
+    }
+    warnings = []
+    for name, ratios in sorted(plan.noise.items()):
+        low, high = 1 / NOISE_WARNING_RATIO, NOISE_WARNING_RATIO
+        off = {b: v for b, v in ratios.items() if not low <= v <= high}
+        if off:
+            text = ", ".join(f"{b} {v:.2f}x" for b, v in off.items())
+            warnings.append(f"tile {name}: background noise {text} the training images'")
+    return {
+        "median": {b: (float(np.median(v)) if v else None) for b, v in per_band.items()},
+        "tiles": len(plan.noise),
+        "warnings": warnings,
+    }
 
 
 def _write_json(path: Path, data) -> None:

@@ -244,6 +244,9 @@ def write_shard(plan: SimulationPlan, shard: int, out_dir: str | Path, progress=
 def _worker_init() -> None:
     import torch
 
+    from skyscan.core.process import die_with_parent
+
+    die_with_parent()  # a killed parent takes its workers along: none goes on writing shards
     # One process per core: keep each single-threaded so workers do not oversubscribe.
     torch.set_num_threads(1)
 

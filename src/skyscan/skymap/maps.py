@@ -28,6 +28,13 @@ __all__ = ["footprint_pixels", "make_maps", "injection_recovery"]
 MAP_NAMES = ("footprint", "scored", "candidates", "mean_score")
 
 
+def _table(source, columns):
+    """Columns of a pyarrow table, or of a Parquet file."""
+    if hasattr(source, "select"):
+        return source.select(columns)
+    return pq.read_table(source, columns=columns)
+
+
 def footprint_pixels(tiles, order: int) -> np.ndarray:
     """NESTED pixels whose centres lie inside any tile (tiles need ``corners()``)."""
     import healpy as hp
@@ -61,8 +68,11 @@ def _write_partial_map(path: Path, order: int, pixels: np.ndarray, maps: dict) -
     write_fits_atomic(fits.HDUList([fits.PrimaryHDU(), hdu]), path)
 
 
-def make_maps(candidates_path, tiles, order: int, logit_threshold: float, out_dir) -> dict:
-    """Write ``skymaps.fits`` (partial HEALPix map, NESTED) and the PNGs; return a summary."""
+def make_maps(scores, tiles, order: int, logit_threshold: float, out_dir) -> dict:
+    """Write ``skymaps.fits`` (partial HEALPix map, NESTED) and the PNGs; return a summary.
+
+    ``scores``: every scored object (``ra``, ``dec``, ``score``, ``logit``), a pyarrow table
+    or a Parquet file; ``tiles``: the searched tiles (``corners()``, ICRS)."""
     import healpy as hp
     import matplotlib
 
@@ -71,7 +81,7 @@ def make_maps(candidates_path, tiles, order: int, logit_threshold: float, out_di
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cand = pq.read_table(candidates_path, columns=["ra", "dec", "score", "logit"])
+    cand = _table(scores, ["ra", "dec", "score", "logit"])
     pix = hp.ang2pix(
         nside(order),
         cand.column("ra").to_numpy(),
@@ -120,19 +130,10 @@ def make_maps(candidates_path, tiles, order: int, logit_threshold: float, out_di
         shifted = pixels >> np.int64(2 * (order - coarse_order))
         ok = np.isfinite(values)
         coarse[shifted[ok]] = values[ok]  # the region is a few coarse pixels: last one wins
+        # The zoomed gnomonic view leads (left); the all-sky Mollweide, nearly empty for a
+        # small search, is only a locator (right).
         fig = plt.figure(figsize=(11, 4.5))
-        hp.mollview(
-            coarse,
-            nest=True,
-            fig=fig.number,
-            sub=(1, 2, 1),
-            cbar=False,
-            notext=True,
-            title=f"{name} (HEALPix order {coarse_order})",
-        )
-        hp.projscatter(ra0, dec0, lonlat=True, s=120, facecolors="none", edgecolors="red")
-        hp.graticule(dpar=30, dmer=30, alpha=0.3)
-        ax = fig.add_subplot(1, 2, 2)
+        ax = fig.add_subplot(1, 2, 1)
         image = np.where(found, values[idx], np.nan)
         im = ax.imshow(
             image,
@@ -144,6 +145,17 @@ def make_maps(candidates_path, tiles, order: int, logit_threshold: float, out_di
         ax.set_xlabel(f"ΔRA·cos(Dec) (arcmin) from {ra0:.4f}°")
         ax.set_ylabel(f"ΔDec (arcmin) from {dec0:.4f}°")
         ax.set_title(f"{name}, order {order} (gnomonic)", fontsize=10)
+        hp.mollview(
+            coarse,
+            nest=True,
+            fig=fig.number,
+            sub=(1, 2, 2),
+            cbar=False,
+            notext=True,
+            title=f"where: {name} (HEALPix order {coarse_order})",
+        )
+        hp.projscatter(ra0, dec0, lonlat=True, s=120, facecolors="none", edgecolors="red")
+        hp.graticule(dpar=30, dmer=30, alpha=0.3)
         save_figure_atomic(fig, out_dir / f"{name}.png", dpi=90)
         plt.close(fig)
     return {
@@ -185,8 +197,8 @@ def injection_recovery(
     ----------
     case : skyscan.core.case.Case
         Says which kinds are positives and what the strata are.
-    candidates_path : str or Path
-        The search's merged ``candidates.parquet`` (``id``, ``logit``).
+    candidates_path : str, Path or pyarrow.Table
+        Every scored object of the search (``id``, ``logit``).
     truth_path : str or Path
         The tiles' ``truth.parquet`` (``id``, ``kind`` and the strata's columns).
     metrics : dict
@@ -208,7 +220,7 @@ def injection_recovery(
     """
     from skyscan.evaluate.plots import plot_completeness
 
-    cand = pq.read_table(candidates_path).to_pydict()
+    cand = _table(candidates_path, ["id", "logit"]).to_pydict()
     truth = pq.read_table(truth_path).to_pydict()
     by_id = {i: k for k, i in enumerate(truth["id"])}
     record = {

@@ -30,7 +30,7 @@ from skyscan.core.errors import ConfigError
 from skyscan.sim import Observation, Population, add_noise, get_bands, get_survey
 from skyscan.tiles.io import write_tile_band
 
-__all__ = ["TileSpec", "tile_grid", "tile_wcs", "make_tiles"]
+__all__ = ["TileSpec", "tile_grid", "tile_wcs", "make_tiles", "render_stamps", "paste_stamps"]
 
 log = logging.getLogger(__name__)
 
@@ -173,21 +173,10 @@ def make_tiles(config: Mapping, out_dir: str | Path) -> dict:
             else:
                 params = populations[kind].draw(rng, n)
                 params = _shift(params, dx, dy)
-            need = _stamp_sizes(params, bands, tile_obs, stamp)
             magnification = np.full(n, np.nan)
             snr = np.full((n, len(bands)), np.nan)
-            for size in np.unique(need):
-                sel = np.flatnonzero(need == size)
-                if int(size) not in observations:
-                    observations[int(size)] = Observation(
-                        bands, int(size), obs.supersampling, obs.exposures
-                    )
-                part = sim.render(  # the public function, not the internal module
-                    {k: np.asarray(v)[sel] for k, v in params.items()},
-                    observations[int(size)],
-                    None,
-                )
-                _paste(image, part.image, cx[sel].astype(int), cy[sel].astype(int))
+            for sel, part in render_stamps(params, tile_obs, observations, stamp):
+                paste_stamps(image, part.image, cx[sel].astype(int), cy[sel].astype(int))
                 magnification[sel] = part.magnification
                 snr[sel] = part.snr
             result = RenderSummary(magnification, snr)
@@ -284,6 +273,51 @@ def _stamp_sizes(params, bands, tile_obs, smallest: int) -> np.ndarray:
     return sizes[np.minimum(pick, len(sizes) - 1)]
 
 
+def render_stamps(params, tile_obs, observations: dict, smallest: int):
+    """Render systems noise-free on stamps just large enough for their light, by size.
+
+    Each system is rendered by the simulator (:func:`skyscan.sim.render`, the renderer of the
+    training sets) on the smallest stamp of :data:`STAMP_SIZES` that holds its light (see
+    :func:`_stamp_sizes`), systems of one size together.
+
+    Parameters
+    ----------
+    params : mapping of str to array
+        The systems' renderer columns, centred on their stamp (sub-pixel offsets included).
+    tile_obs : Observation
+        The tile's observation (its bands and depth set the stamp sizes).
+    observations : dict
+        Stamp side -> :class:`skyscan.sim.Observation`; must hold ``smallest``, whose
+        super-sampling and exposures are used for the others, which are added to it.
+    smallest : int
+        The smallest stamp side.
+
+    Yields
+    ------
+    rows : ndarray of int
+        The systems of this stamp size (indices into ``params``).
+    result : RenderResult
+        Their noise-free stamps ``(len(rows), bands, S, S)`` in e-/s, magnification, S/N.
+    """
+    template = observations[smallest]
+    bands = list(template.bands)
+    need = _stamp_sizes(params, bands, tile_obs, smallest)
+    for size in np.unique(need):
+        rows = np.flatnonzero(need == size)
+        if int(size) not in observations:
+            observations[int(size)] = Observation(
+                bands, int(size), template.supersampling, template.exposures
+            )
+        yield (
+            rows,
+            sim.render(  # the public function, not the internal module
+                {k: np.asarray(v)[rows] for k, v in params.items()},
+                observations[int(size)],
+                None,
+            ),
+        )
+
+
 def _as_tensor(array):
     import torch
 
@@ -301,8 +335,9 @@ def _shift(params, dx, dy):
     return out
 
 
-def _paste(image, stamps, cx, cy):
-    """Add stamps centred on integer pixels (cx, cy) into the tile, clipping at its edges."""
+def paste_stamps(image, stamps, cx, cy) -> None:
+    """Add stamps ``(N, bands, S, S)`` centred on integer pixels ``(cx, cy)`` into the tile
+    ``image`` ``(bands, H, W)`` in place, clipping at its edges."""
     _, h, w = image.shape
     s = stamps.shape[-1]
     r = (s - 1) // 2

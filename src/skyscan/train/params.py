@@ -13,7 +13,7 @@ twice the angle, the Einstein radius stays.
 
 After training the exported network's uncertainties are recalibrated on the validation
 split (one factor per parameter, so that 68% intervals hold 68% of the validation truths),
-the vetting thresholds (:mod:`skyscan.vet.params`) are chosen there, and the test split's
+the vetting thresholds (:mod:`skyscan.evaluate.vetting`) are chosen there, and the test split's
 figures are recorded in the card.  Checkpoints, resumption and the export are the
 classifier's (:mod:`skyscan.train.run`, :mod:`skyscan.train.export`).
 """
@@ -470,8 +470,8 @@ def _recalibrate(card, out_dir: Path, dataset_dir, case):
     """Uncertainty scales and vetting thresholds on the validation positives, the test
     figures, and the card written beside the model."""
     from skyscan.evaluate.params import fit_uncertainty_scale, interval_coverage, parameter_metrics
+    from skyscan.evaluate.vetting import choose_thresholds
     from skyscan.models.card import CARD_NAME, load_model
-    from skyscan.vet.params import choose_thresholds
 
     t = card.targets
     names, transforms = t["names"], t["transforms"]

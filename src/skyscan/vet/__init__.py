@@ -1,1 +1,1 @@
-"""Vetting of candidates: plausibility of their estimated lens parameters."""
+"""Vetting search candidates: lens parameters, cross-matches and the grading page."""

@@ -255,12 +255,49 @@ class LensCase(Case):
 
         return detectable(columns, observation, criteria)
 
+    def annotate_candidates(self, candidates, ra_column: str = "ra", dec_column: str = "dec"):
+        """The nearest known lens within 2" of each candidate (lenscat's catalogue, the
+        ``known`` extra), as ``known_name``, ``known_grade``, ``known_type`` and
+        ``known_sep_arcsec``; without the catalogue the table is returned as it is, and the
+        summary says why."""
+        from skyscan.catalog.known import add_known_lens_columns
+        from skyscan.core.errors import SkyscanError
+
+        if not len(candidates):
+            return candidates, {"known_lenses": 0}
+        import pyarrow as pa
+
+        positions = pa.table(
+            {"ra": candidates.column(ra_column), "dec": candidates.column(dec_column)}
+        )
+        try:
+            matched = add_known_lens_columns(positions)
+        except SkyscanError as exc:
+            return candidates, {"known_lenses": None, "known_lenses_unavailable": str(exc)}
+        meta = matched.schema.metadata or {}
+        count = int(meta.get(b"known_lenses_matched", b"0"))
+        extra = matched.select([c for c in matched.column_names if c.startswith("known_")])
+        for name in extra.column_names:
+            candidates = candidates.append_column(name, extra.column(name))
+        return candidates, {"known_lenses": count}
+
     def caption(self, row: Mapping[str, Any], score: float) -> str:
-        """Kind and score; the Einstein radius under a lens."""
-        text = f"{row['kind']} P={score:.3f}"
-        if row.get("label") == 1 and row.get("theta_E") is not None:
-            text += f'\nθE={row["theta_E"]:.2f}"'
-        return text
+        """Score, then the simulated truth: kind, and under a lens its Einstein radius and the
+        lensed source's S/N in its best band (:func:`skyscan.viz.stamp_caption`)."""
+        from skyscan.viz import stamp_caption
+
+        lens = row.get("label") == 1
+        snrs = [float(v) for k, v in row.items() if str(k).startswith("snr_") and v is not None]
+        snrs = [v for v in snrs if np.isfinite(v)]
+        return stamp_caption(
+            ra=row.get("ra"),
+            dec=row.get("dec"),
+            tile=row.get("tile"),
+            score=score,
+            kind=row["kind"],
+            theta_E=row.get("theta_E") if lens else None,
+            snr=max(snrs) if lens and snrs else None,
+        )
 
     def preview(self, shards, out, per_kind: int = 4):
         """Colour composites of every kind, labelled with θE and S/N (skyscan.sim.preview)."""

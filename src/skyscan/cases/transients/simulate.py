@@ -90,6 +90,7 @@ import skyscan
 from skyscan.cases.transients import BOGUS_KINDS, DEFAULT_KIND_FRACTIONS, REAL_KINDS
 from skyscan.config import config_hash
 from skyscan.core.errors import ConfigError
+from skyscan.core.process import die_with_parent
 from skyscan.data.shards import (
     images_to_array,
     shard_count,
@@ -1053,7 +1054,10 @@ def run_transient_simulation(
             import multiprocessing as mp
 
             ctx = mp.get_context("spawn")  # the parent may hold torch threads
-            with ProcessPoolExecutor(min(workers, len(shards)), mp_context=ctx) as pool:
+            # die_with_parent: a killed parent takes its workers along (none goes on writing)
+            with ProcessPoolExecutor(
+                min(workers, len(shards)), mp_context=ctx, initializer=die_with_parent
+            ) as pool:
                 futures = {pool.submit(_worker_shard, plan, s, str(out_dir)): s for s in shards}
                 for fut in as_completed(futures):
                     s = futures[fut]

@@ -1,0 +1,313 @@
+"""The tile index: which survey tiles cover which HEALPix pixel, built once per tile set.
+
+Each tile's footprint (its four corners in ICRS, through its own WCS and celestial frame) is
+covered by NESTED HEALPix pixels at one ``order`` (``healpy.query_polygon``, inclusive), and
+the pairs ``(pixel, tile)`` are stored as Parquet.  The search then finds the tiles of a
+catalogue partition by a right shift of these pixels, so planning costs grow with objects +
+tiles instead of their product, and each task receives only the tiles its partition touches.
+
+Layout of an index folder::
+
+    coverage.parquet   pixel (int64, NESTED at ``order``), tile (string), sorted
+    tiles.parquet      one row per usable tile: name, band file paths, shape, pixel scale,
+                       background noise per band, celestial frame, file sizes
+    index.json         order, bands, pattern, hdu, folder, problems {tile: reason}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from skyscan.core.atomic import write_json_atomic, write_parquet_atomic
+from skyscan.core.errors import InputFileError
+from skyscan.skymap.healpix import coarsen, pixels_in_polygon
+from skyscan.tiles.io import (
+    Tile,
+    TileError,
+    find_tiles,
+    pixel_to_sky,
+    read_tile_wcs,
+    tile_background_noise,
+)
+
+__all__ = ["TileIndex", "TileRecord", "build_tile_index", "read_tile_index", "auto_order"]
+
+log = logging.getLogger(__name__)
+
+#: Most pixels of the index per tile side: ~4 x 4 pixels cover a tile at the chosen order.
+PIXELS_PER_SIDE = 4
+MAX_ORDER = 16
+
+
+@dataclass(frozen=True)
+class TileRecord:
+    """What a worker needs to read one tile: its band files and what the index measured."""
+
+    name: str
+    paths: dict
+    hdu: int | None
+    shape: tuple
+    pixel_scale: float
+    noise: tuple
+    frame: str
+
+    def tile(self) -> Tile:
+        """A :class:`skyscan.tiles.io.Tile` for reading (WCS loaded lazily)."""
+        return Tile(self.name, {b: Path(p) for b, p in self.paths.items()}, self.hdu)
+
+
+@dataclass
+class TileIndex:
+    """A loaded tile index (see the module docstring)."""
+
+    folder: Path
+    order: int
+    bands: list
+    pixels: np.ndarray
+    tile_of_pixel: np.ndarray
+    tiles: dict
+    problems: dict
+    identity: str
+
+    def tiles_for_partitions(self, partitions) -> dict:
+        """Names of the tiles touching each catalogue partition.
+
+        Parameters
+        ----------
+        partitions : iterable of (order, pixel)
+
+        Returns
+        -------
+        dict
+            ``{(order, pixel): sorted list of tile names}`` (only partitions with tiles).
+        """
+        partitions = list(partitions)
+        out: dict = {}
+        for k in sorted({int(o) for o, _ in partitions}):
+            wanted = np.array([p for o, p in partitions if o == k], dtype=np.int64)
+            if k <= self.order:
+                keys = coarsen(self.pixels, self.order, k)
+                query = wanted
+            else:  # partitions finer than the index: look up their ancestor
+                keys = self.pixels
+                query = coarsen(wanted, k, self.order)
+            order = np.argsort(keys, kind="stable")
+            keys_sorted, names_sorted = keys[order], self.tile_of_pixel[order]
+            lo = np.searchsorted(keys_sorted, query, side="left")
+            hi = np.searchsorted(keys_sorted, query, side="right")
+            for p, a, b in zip(wanted.tolist(), lo.tolist(), hi.tolist(), strict=False):
+                if b > a:
+                    out[(k, p)] = sorted(set(names_sorted[a:b].tolist()))
+        return out
+
+    def pixels_by_tile(self) -> dict:
+        """``{tile name: its index pixels}`` (one pass over the pairs)."""
+        names = self.tile_of_pixel.astype(str)
+        order = np.argsort(names, kind="stable")
+        names, pixels = names[order], self.pixels[order]
+        starts = np.flatnonzero(np.r_[True, names[1:] != names[:-1]]) if len(names) else []
+        ends = list(starts[1:]) + [len(names)]
+        return {names[a]: pixels[a:b] for a, b in zip(starts, ends, strict=False)}
+
+
+def auto_order(side_deg: float) -> int:
+    """The coarsest order whose pixels are at most a quarter of ``side_deg`` (capped at 16)."""
+    pixel_deg = math.sqrt(4 * math.pi / 12) * 180 / math.pi  # order 0, ~58.6 deg
+    k = 0
+    while k < MAX_ORDER and pixel_deg / 2**k > side_deg / PIXELS_PER_SIDE:
+        k += 1
+    return k
+
+
+def _footprint_corners(tile: Tile) -> tuple[np.ndarray, np.ndarray]:
+    """ICRS positions of a tile's four outer corners (healpy needs a convex polygon without
+    collinear vertices: the edges of a TAN tile are great circles to well within a pixel of
+    the index, and the cover is inclusive)."""
+    h, w = tile.shape
+    x = np.array([-0.5, w - 0.5, w - 0.5, -0.5])
+    y = np.array([-0.5, -0.5, h - 0.5, h - 0.5])
+    return pixel_to_sky(tile, x, y)
+
+
+def build_tile_index(
+    folder,
+    bands,
+    out_dir,
+    pattern: str = "{tile}_{band}.fits",
+    hdu: int | None = None,
+    order: int | None = None,
+    progress: bool = False,
+) -> dict:
+    """Index the tiles of ``folder``: coverage per HEALPix pixel, noise, pixel scale.
+
+    Tiles that cannot be used (a missing band, an unreadable file, no celestial WCS, an
+    all-NaN or constant image) are recorded with the reason in ``index.json`` and left out.
+
+    Parameters
+    ----------
+    folder : path
+        The tile files.
+    bands : sequence of str
+        Bands every tile must have (the model card's).
+    out_dir : path
+        The index folder (see the module docstring).
+    pattern, hdu
+        File names with ``{tile}`` and ``{band}``; the image HDU (None: the first with a WCS).
+    order : int, optional
+        HEALPix order of the coverage; default: about 4 x 4 pixels per tile side.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    dict
+        ``tiles``, ``pairs``, ``order`` and ``problems``.
+    """
+    from tqdm import tqdm
+
+    bands = list(bands)
+    found, problems = find_tiles(folder, bands, pattern, hdu)
+    usable: list[Tile] = []
+    noise: dict[str, list] = {}
+    for tile in tqdm(found, desc="tile index", unit="tile", disable=not progress):
+        try:
+            read_tile_wcs(tile)
+            noise[tile.name] = [float(s) for s in tile_background_noise(tile)]
+        except TileError as exc:
+            problems[tile.name] = str(exc)
+            continue
+        usable.append(tile)
+    if order is None:
+        sides = [max(t.shape) * t.pixel_scale / 3600 for t in usable]
+        order = auto_order(float(np.median(sides))) if sides else 10
+    pix_chunks, name_chunks = [], []
+    for tile in usable:
+        ra, dec = _footprint_corners(tile)
+        if not (np.isfinite(ra).all() and np.isfinite(dec).all()):
+            problems[tile.name] = "the WCS does not map the tile's corners to the sky"
+            continue
+        pixels = pixels_in_polygon(ra, dec, order, inclusive=True)
+        pix_chunks.append(pixels)
+        name_chunks.append(np.full(len(pixels), tile.name, dtype=object))
+    usable = [t for t in usable if t.name not in problems]
+    pixels = np.concatenate(pix_chunks) if pix_chunks else np.zeros(0, np.int64)
+    names = np.concatenate(name_chunks) if name_chunks else np.zeros(0, object)
+    order_rows = np.lexsort((names.astype(str), pixels)) if len(pixels) else np.zeros(0, int)
+    coverage = pa.table(
+        {
+            "pixel": pa.array(pixels[order_rows], pa.int64()),
+            "tile": pa.array(names[order_rows].tolist(), pa.string()),
+        }
+    )
+    tiles = pa.table(
+        {
+            "name": [t.name for t in usable],
+            "paths": [json.dumps({b: str(p) for b, p in t.paths.items()}) for t in usable],
+            "hdu": pa.array([t.hdu for t in usable], pa.int64()),
+            "height": [int(t.shape[0]) for t in usable],
+            "width": [int(t.shape[1]) for t in usable],
+            "pixel_scale": [float(t.pixel_scale) for t in usable],
+            "noise": [noise[t.name] for t in usable],
+            "frame": [_frame_name(t) for t in usable],
+            "bytes": [sum(Path(p).stat().st_size for p in t.paths.values()) for t in usable],
+        }
+    )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_parquet_atomic(coverage, out_dir / "coverage.parquet")
+    write_parquet_atomic(tiles, out_dir / "tiles.parquet")
+    meta = {
+        "order": int(order),
+        "bands": bands,
+        "pattern": pattern,
+        "hdu": hdu,
+        "folder": str(Path(folder)),
+        "tiles": len(usable),
+        "pairs": len(coverage),
+        "problems": dict(sorted(problems.items())),
+    }
+    write_json_atomic(out_dir / "index.json", meta)
+    if not usable:  # nothing to search: say why rather than write an empty index
+        name, reason = next(iter(sorted(problems.items())))
+        raise TileError(
+            f"{folder}: none of the {len(problems)} tile(s) is usable ({name}: {reason}; "
+            f"every reason in {out_dir / 'index.json'})",
+            path=folder,
+        )
+    log.info(
+        "indexed %d tile(s) into %d (pixel, tile) pairs at order %d",
+        len(usable),
+        len(coverage),
+        order,
+    )
+    return {k: meta[k] for k in ("tiles", "pairs", "order", "problems")}
+
+
+def _frame_name(tile: Tile) -> str:
+    frame = getattr(tile, "frame", None)
+    if frame is None:
+        return ""
+    name = frame.name
+    equinox = getattr(frame, "equinox", None)
+    return f"{name}({equinox})" if equinox is not None and name in ("fk4", "fk5") else name
+
+
+def read_tile_index(folder) -> TileIndex:
+    """Load an index written by :func:`build_tile_index`.
+
+    Raises
+    ------
+    InputFileError
+        Naming the folder when it is not a complete index (with the command that makes one).
+    """
+    folder = Path(folder)
+    need = [folder / n for n in ("coverage.parquet", "tiles.parquet", "index.json")]
+    missing = [p.name for p in need if not p.is_file()]
+    if missing:
+        raise InputFileError(
+            f"{folder}: not a tile index (missing {', '.join(missing)}; make one with "
+            f"`skyscan tiles index TILES --out {folder}`)",
+            path=folder,
+        )
+    try:
+        meta = json.loads((folder / "index.json").read_text())
+        coverage = pq.read_table(folder / "coverage.parquet")
+        tiles = pq.read_table(folder / "tiles.parquet").to_pylist()
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise InputFileError(
+            f"{folder}: unreadable tile index ({type(exc).__name__}: {exc})", path=folder
+        ) from None
+    records = {
+        t["name"]: TileRecord(
+            t["name"],
+            json.loads(t["paths"]),
+            t["hdu"],
+            (int(t["height"]), int(t["width"])),
+            float(t["pixel_scale"]),
+            tuple(float(s) for s in t["noise"]),
+            t["frame"],
+        )
+        for t in tiles
+    }
+    digest = hashlib.sha256()
+    for name in ("coverage.parquet", "tiles.parquet", "index.json"):
+        digest.update((folder / name).read_bytes())
+    return TileIndex(
+        folder,
+        int(meta["order"]),
+        list(meta["bands"]),
+        coverage.column("pixel").to_numpy().astype(np.int64),
+        np.asarray(coverage.column("tile").to_pylist(), dtype=object),
+        records,
+        dict(meta.get("problems", {})),
+        digest.hexdigest()[:16],
+    )

@@ -1,0 +1,63 @@
+# The landing page: results/index.html links every plot of the run with a one-line caption,
+# the zoomed sky maps first (the all-sky Mollweide of a small search is nearly empty).
+
+RESULTS_INDEX = f"{RESULTS}/index.html"
+
+#: One line per plot (file stem); galleries take their title from the science case.
+PLOT_CAPTIONS = {
+    "candidates": "candidates above the evaluation's 1% false-positive threshold per HEALPix pixel",
+    "mean_score": "mean lens probability of the scored cutouts per HEALPix pixel",
+    "scored": "cutouts scored per HEALPix pixel",
+    "footprint": "the tiles' footprint (HEALPix MOC pixels searched)",
+    "injection_completeness": "recovery of the lenses injected into the tiles, by theta_E and S/N",
+    "gallery": "highest-scoring search candidates as colour composites, with id and probability",
+    "roc": "ROC on the test split (logarithmic false-positive axis), operating point marked",
+    "completeness": "completeness at the operating false-positive rate per stratum",
+    "scores_by_kind": "score distributions of every kind of the test split",
+    "reliability": "reliability diagram before and after temperature calibration",
+    "preview": "simulated systems, one row per kind",
+}
+INDEX_SECTIONS = []
+if "search" in CASE.stages:
+    INDEX_SECTIONS += [
+        (
+            "Sky maps (zoomed gnomonic view of the searched region, all-sky locator beside it)",
+            [f"{SKYMAP_DIR}/{name}.png" for name in
+             ("candidates", "mean_score", "scored", "footprint", "injection_completeness")],
+        ),
+        ("Search", [f"{SEARCH_DIR}/gallery.png"]),
+    ]
+INDEX_SECTIONS += [
+    ("Evaluation on the test split", [f"{EVAL_DIR}/{plot}.png" for plot in EVAL_PLOTS]),
+    ("Simulation", [SIM_PREVIEW]),
+]
+GALLERY_TITLES = {stem: title for stem, _, title in CASE.galleries}
+INDEX_PAGE = [
+    (
+        title,
+        [
+            (plot, GALLERY_TITLES.get(stem) or PLOT_CAPTIONS.get(stem, stem.replace("_", " ")))
+            for plot in plots
+            for stem in [os.path.splitext(os.path.basename(plot))[0]]
+        ],
+    )
+    for title, plots in INDEX_SECTIONS
+]
+
+
+rule results_index:
+    """results/index.html: every plot linked with a one-line caption, zoomed sky maps first."""
+    input:
+        [plot for _, plots in INDEX_SECTIONS for plot in plots],
+    output:
+        RESULTS_INDEX,
+    log:
+        f"{LOGS}/results_index.log",
+    threads: 1
+    resources:
+        mem_mb=200,
+        runtime=5,
+    run:
+        from skyscan.viz import write_results_index
+
+        write_results_index(output[0], INDEX_PAGE, title=f"skyscan results: {CASE.title}")
