@@ -38,9 +38,14 @@ localrules:
 
 
 # Every case simulates, builds datasets, trains and evaluates; the stages after that are the
-# case's (CASE.stages): a survey search with sky maps, or scoring alert packets.
+# case's (CASE.stages): a survey search with sky maps, or scoring alert packets; a network
+# that estimates parameters (train.target) stops at its own evaluation.
 FINAL_TARGETS = [SIM_SHARDS, SIM_PREVIEW, MODEL_CARD, f"{EVAL_DIR}/metrics.json"]
-if "search" in CASE.stages:
+if config["train"]["target"] == "parameters":
+    # A parameter network (e.g. config/lensparams.yaml) is judged on its own metrics; the
+    # search stages need a classifier.
+    FINAL_TARGETS = [SIM_SHARDS, SIM_PREVIEW, MODEL_CARD, f"{EVAL_DIR}/param_metrics.json"]
+elif "search" in CASE.stages:
     FINAL_TARGETS += [f"{SEARCH_DIR}/candidates.parquet", f"{SKYMAP_DIR}/skymaps.json"]
 if "alerts" in CASE.stages:
     FINAL_TARGETS += [ALERT_SCORES]

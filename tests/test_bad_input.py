@@ -228,7 +228,7 @@ ROWS = [
         ],
         2,
         r"config key 'train\.model': unknown model 'nope' "
-        r"\(allowed: deephits, deeplens, fast, vgg6\)",
+        r"\(allowed: deephits, deeplens, fast, lensparams, vgg6\)",
     ),
     (
         "preview-corrupt-shard",

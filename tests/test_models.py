@@ -37,7 +37,7 @@ def test_models_output_one_logit(name, bands, size):
 
 
 def test_unknown_model():
-    allowed = "deephits, deeplens, fast, vgg6"
+    allowed = "deephits, deeplens, fast, lensparams, vgg6"
     with pytest.raises(ConfigError, match=f"unknown model 'resnet9' \\(allowed: {allowed}\\)"):
         get_model("resnet9")
 

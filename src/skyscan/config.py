@@ -159,10 +159,20 @@ def check_cross_keys(config: Mapping, the_case, given: set | None = None) -> Non
         Naming the first offending key.
     """
     model = config["train"]["model"]
-    if sections_given(given, "train", "case") and the_case.models and model not in the_case.models:
+    # A parameter network (train.target: parameters) is one of the case's parameter models.
+    parameters = config["train"].get("target") == "parameters"
+    if sections_given(given, "train", "case") and parameters and not the_case.parameters:
         raise ConfigError(
-            f"config key 'train.model': {model!r} is not a model for case "
-            f"{the_case.name!r} (allowed: {', '.join(the_case.models)})",
+            f"config key 'train.target': case {the_case.name!r} has no physical parameters "
+            "to estimate (use target: label)",
+            key="train.target",
+        )
+    allowed = the_case.parameter_models if parameters else the_case.models
+    if sections_given(given, "train", "case") and allowed and model not in allowed:
+        what = "parameter model" if parameters else "model"
+        raise ConfigError(
+            f"config key 'train.model': {model!r} is not a {what} for case "
+            f"{the_case.name!r} (allowed: {', '.join(allowed)})",
             key="train.model",
         )
     splits = config["dataset"]["splits"]

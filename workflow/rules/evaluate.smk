@@ -36,3 +36,34 @@ rule evaluate:
     shell:
         "{params.skyscan} evaluate --model {input.card} --dataset {params.dataset}"
         " --out {params.out} --config {input.config} > {log} 2>&1"
+
+
+rule evaluate_params:
+    """A parameter network (train.target: parameters): errors, bias, 68% coverage of the test
+    positives' parameters and predicted against true values of the first (theta_E)."""
+    input:
+        DATASET_ARRAYS,
+        manifest=DATASET_MANIFEST,
+        card=MODEL_CARD,
+    output:
+        metrics=f"{EVAL_DIR}/param_metrics.json",
+        plot=report(
+            f"{EVAL_DIR}/{CASE.parameters[0].name if CASE.parameters else 'parameters'}.png",
+            category="Evaluation",
+            caption="../report/evaluation.rst",
+        ),
+    log:
+        f"{LOGS}/evaluate_params.log",
+    params:
+        skyscan=SKYSCAN,
+        dataset=lambda wc, input: os.path.dirname(input.manifest),
+        out=lambda wc, output: os.path.dirname(output.metrics),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/skyscan-cpu.yaml"
+    shell:
+        "{params.skyscan} evaluate-params --model {input.card} --dataset {params.dataset}"
+        " --out {params.out} > {log} 2>&1"

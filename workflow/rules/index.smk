@@ -16,9 +16,12 @@ PLOT_CAPTIONS = {
     "scores_by_kind": "score distributions of every kind of the test split",
     "reliability": "reliability diagram before and after temperature calibration",
     "preview": "simulated systems, one row per kind",
+    "theta_E": "predicted against true Einstein radius of the test lenses, 1-sigma bars",
 }
+# A parameter network (train.target: parameters) has its own evaluation plot and no search.
+PARAMETER_NETWORK = config["train"]["target"] == "parameters"
 INDEX_SECTIONS = []
-if "search" in CASE.stages:
+if "search" in CASE.stages and not PARAMETER_NETWORK:
     INDEX_SECTIONS += [
         (
             "Sky maps (zoomed gnomonic view of the searched region, all-sky locator beside it)",
@@ -28,7 +31,12 @@ if "search" in CASE.stages:
         ("Search", [f"{SEARCH_DIR}/gallery.png"]),
     ]
 INDEX_SECTIONS += [
-    ("Evaluation on the test split", [f"{EVAL_DIR}/{plot}.png" for plot in EVAL_PLOTS]),
+    (
+        "Evaluation on the test split",
+        [f"{EVAL_DIR}/{CASE.parameters[0].name}.png"]
+        if PARAMETER_NETWORK
+        else [f"{EVAL_DIR}/{plot}.png" for plot in EVAL_PLOTS],
+    ),
     ("Simulation", [SIM_PREVIEW]),
 ]
 GALLERY_TITLES = {stem: title for stem, _, title in CASE.galleries}

@@ -18,6 +18,10 @@ COMMANDS = {
     "dataset": ("skyscan.cli.dataset", "build train/val/test sets from simulation shards"),
     "train": ("skyscan.cli.train", "train a lens classifier and export it with a model card"),
     "evaluate": ("skyscan.cli.evaluate", "score the test set: ROC, completeness, plots, report"),
+    "evaluate-params": (
+        "skyscan.cli.evaluate_params",
+        "judge a lens-parameter network; measure its vetting flag",
+    ),
     "tiles": (
         "skyscan.cli.tiles",
         "render survey tiles (FITS + WCS) with injected lenses; 'tiles index' indexes tiles",

@@ -33,7 +33,44 @@ import numpy as np
 
 from skyscan.core.errors import ConfigError
 
-__all__ = ["Case", "Strata", "CaseRegistry", "get_case", "register_case", "default_registry"]
+__all__ = [
+    "Case",
+    "Strata",
+    "PhysicalParameter",
+    "CaseRegistry",
+    "get_case",
+    "register_case",
+    "default_registry",
+]
+
+
+@dataclass(frozen=True)
+class PhysicalParameter:
+    """A physical parameter of the positives that a parameter network estimates.
+
+    Attributes
+    ----------
+    name : str
+        The metadata column holding its true value (e.g. ``theta_E``).
+    unit : str
+        Unit of the column (``arcsec``; empty for a dimensionless one).
+    transform : str
+        ``identity`` or ``log``: the network learns the transformed value (a scale parameter
+        such as the Einstein radius is learnt in log, so its errors are relative).
+    description : str
+        One line for cards and reports.
+    symmetry : str
+        How it changes when the stamp is flipped or turned by quarter-turns (the training
+        augmentation): ``scalar`` (it does not, e.g. the Einstein radius), ``x`` / ``y`` (a
+        position on the sky, as the stamp's pixel columns / rows), ``spin2_1`` / ``spin2_2``
+        (the two components of an ellipticity or a shear).
+    """
+
+    name: str
+    unit: str = ""
+    transform: str = "identity"
+    description: str = ""
+    symmetry: str = "scalar"
 
 
 @dataclass(frozen=True)
@@ -96,6 +133,20 @@ class Case:
     #: the registry names of the models that classify this case's stamps (``train.model``);
     #: empty accepts any registered model
     models: ClassVar[tuple[str, ...]] = ()
+    #: the physical parameters of the positives a parameter network estimates
+    #: (``train.target: parameters``), in output order; empty: the case has none
+    parameters: ClassVar[tuple[PhysicalParameter, ...]] = ()
+    #: the registry names of the models that estimate them
+    parameter_models: ClassVar[tuple[str, ...]] = ()
+    #: goals of the parameter estimates on the selection of :meth:`parameter_selection`,
+    #: e.g. ``{"theta_E": {"median_abs_rel_error": 0.10, ...}}`` (recorded beside the metrics)
+    parameter_goals: ClassVar[dict] = {}
+
+    def parameter_selection(self, columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, str]:
+        """The positives on which the parameter estimates are judged (a boolean mask of the
+        rows of ``columns``) and the selection in words; by default every row."""
+        n = len(next(iter(columns.values())))
+        return np.ones(n, dtype=bool), "all"
 
     def check_config(self, config: Mapping, given: set | None = None) -> None:
         """Cross-key checks of a schema-valid config that only this case can make (e.g. that

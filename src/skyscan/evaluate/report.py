@@ -56,6 +56,12 @@ def evaluate(card_path, dataset_dir, out_dir, config: dict) -> dict:
     ec = config["evaluate"]
     out_dir = Path(out_dir)
     model, card = load_model(card_path)
+    if card.targets:
+        raise MismatchError(
+            f"{card_path}: a parameter network's card (it classifies nothing): judge it with "
+            "`skyscan evaluate-params`",
+            path=card_path,
+        )
     case = get_case(card.case)
     manifest_path = Path(dataset_dir) / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}

@@ -20,7 +20,8 @@ def score_split(model, card: dict, dataset_dir: str | Path, split: str, batch_si
     Parameters
     ----------
     model : callable
-        Preprocessed ``(N, bands, H, W)`` tensor -> ``(N,)`` logits (an exported model).
+        Preprocessed ``(N, bands, H, W)`` tensor -> ``(N,)`` logits (an exported model), or
+        ``(N, K)`` outputs (a parameter network).
     card : skyscan.models.card.ModelCard
         Its model card: the dataset must have its bands, cutout shape and preprocessing.
     dataset_dir : str or Path
@@ -28,7 +29,7 @@ def score_split(model, card: dict, dataset_dir: str | Path, split: str, batch_si
 
     Returns
     -------
-    logits : ndarray, shape (N,)
+    logits : ndarray, shape (N,) or (N, K)
     meta : pyarrow.Table
         The split's metadata, row for row.
     """
@@ -39,9 +40,12 @@ def score_split(model, card: dict, dataset_dir: str | Path, split: str, batch_si
         raise MismatchError(
             f"{where}: preprocessing {spec} differs from the model's {card.preprocessing}"
         )
-    out = np.empty(len(images), dtype=np.float32)
+    out = None
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
             batch = torch.from_numpy(np.array(images[start : start + batch_size]))
-            out[start : start + len(batch)] = model(batch).float().numpy()
+            result = model(batch).float().numpy()
+            if out is None:  # (N,) logits, or (N, K) outputs of a parameter network
+                out = np.empty((len(images), *result.shape[1:]), dtype=np.float32)
+            out[start : start + len(batch)] = result
     return out, meta

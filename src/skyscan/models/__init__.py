@@ -1,7 +1,10 @@
 """Stamp classifiers and a name registry: ``get_model("deeplens", in_channels=3)``.
 
-Every model maps ``(N, bands, H, W)`` preprocessed cutouts to ``(N,)`` logits (apply a
-sigmoid for the score of the positive class, e.g. a lens).
+Every classifier maps ``(N, bands, H, W)`` preprocessed cutouts to ``(N,)`` logits (apply a
+sigmoid for the score of the positive class, e.g. a lens).  A parameter network
+(``lensparams``) maps them to ``(N, 2 * P)``: the means and log-variances of P normalised
+physical parameters (its model card's ``targets`` says which, and how to undo the
+normalisation).
 """
 
 from __future__ import annotations
@@ -49,8 +52,9 @@ def get_model(name: str, **kwargs) -> nn.Module:
     ----------
     name : str
         ``deeplens`` (CMU DeepLens, Lanusse et al. 2018), ``fast`` (skyscan's cheap one),
-        ``vgg6`` (ZTF braai, Duev et al. 2019) or ``deephits`` (Deep-HiTS, Cabrera-Vives et
-        al. 2017).
+        ``vgg6`` (ZTF braai, Duev et al. 2019), ``deephits`` (Deep-HiTS, Cabrera-Vives et
+        al. 2017) or ``lensparams`` (lens parameters with uncertainties, after Hezaveh et al.
+        2017).
     **kwargs
         Passed to the model, e.g. ``in_channels``.
     """
@@ -67,7 +71,13 @@ def model_names() -> list[str]:
 
 
 def _load_builtin() -> None:
-    from skyscan.models import deephits, deeplens, fast, vgg6  # noqa: F401  (registers them)
+    from skyscan.models import (  # noqa: F401  (registers them)
+        deephits,
+        deeplens,
+        fast,
+        lensparams,
+        vgg6,
+    )
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -68,6 +68,13 @@ class ModelCard:
         Size and cost of the network.
     survey : str or None
         The survey set-up of the training stamps.
+    targets : dict
+        A parameter network's outputs (empty for a classifier): ``names``, ``units`` and
+        ``transforms`` of the physical parameters (``log``: learnt as the log), the ``mean``
+        and ``std`` that normalise the transformed values, the training ``range`` of each
+        parameter, ``uncertainty_scale`` (one factor per parameter fitted on the validation
+        split so that 68% intervals hold 68% there) with its record (``calibration``), and
+        the ``vetting`` thresholds.  :meth:`parameter_estimates` applies them.
     scoring : dict
         How the exported network is applied: ``{"tta": "dihedral8"}`` averages its logits
         over the 8 flips and quarter-turns of each stamp (test-time augmentation); empty for
@@ -85,6 +92,7 @@ class ModelCard:
     survey: str | None = None
     threshold: dict = field(default_factory=dict)
     calibration: dict = field(default_factory=dict)
+    targets: dict = field(default_factory=dict)
     scoring: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
@@ -127,6 +135,65 @@ class ModelCard:
 
         t = float(self.calibration.get("temperature", 1.0)) if self.calibration else 1.0
         return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64) / t))
+
+    def parameter_estimates(self, outputs, calibrated: bool = True) -> dict:
+        """Physical parameters and their 68% intervals from a parameter network's outputs.
+
+        Parameters
+        ----------
+        outputs : array_like, shape (N, 2 * P)
+            Means then log-variances of the normalised parameters (the exported network's
+            output).
+        calibrated : bool
+            Widen the uncertainties by the card's ``uncertainty_scale`` (fitted on the
+            validation split); False gives the network's own.
+
+        Returns
+        -------
+        dict
+            ``name -> {"value", "sigma", "low", "high"}`` arrays (float64, the parameter's
+            units): the back-transformed mean (for a ``log`` parameter, the median), the 1-sigma
+            uncertainty (for ``log``, value x sigma of the log), and the 68% interval (the
+            back-transformed mean +- one sigma: asymmetric for ``log``).
+        """
+        import numpy as np
+
+        t = self.targets
+        if not t or "names" not in t:
+            raise InputFileError(
+                f"model card {self.name!r}: not a parameter network (no targets)",
+                path=self.name,
+            )
+        names = list(t["names"])
+        p = len(names)
+        out = np.asarray(outputs, dtype=np.float64)
+        if out.ndim != 2 or out.shape[1] != 2 * p:
+            raise ValueError(f"outputs of shape {out.shape}, expected (N, {2 * p})")
+        from skyscan.models.lensparams import LOG_VARIANCE_RANGE
+
+        mean, std = np.asarray(t["mean"]), np.asarray(t["std"])
+        scale = np.asarray(t.get("uncertainty_scale") or [1.0] * p) if calibrated else np.ones(p)
+        mu = out[:, :p] * std + mean
+        sigma = np.exp(0.5 * np.clip(out[:, p:], *LOG_VARIANCE_RANGE)) * std * scale
+        result = {}
+        for k, (name, transform) in enumerate(zip(names, t["transforms"], strict=True)):
+            lo, hi = mu[:, k] - sigma[:, k], mu[:, k] + sigma[:, k]
+            if transform == "log":
+                value = np.exp(mu[:, k])
+                result[name] = {
+                    "value": value,
+                    "sigma": value * sigma[:, k],
+                    "low": np.exp(lo),
+                    "high": np.exp(hi),
+                }
+            elif transform == "identity":
+                result[name] = {"value": mu[:, k], "sigma": sigma[:, k], "low": lo, "high": hi}
+            else:
+                raise InputFileError(
+                    f"model card {self.name!r}: unknown transform {transform!r} of {name}",
+                    path=self.name,
+                )
+        return result
 
     def replace(self, **changes: Any) -> ModelCard:
         """A copy with ``changes``."""

@@ -32,7 +32,12 @@ class ExportError(SkyscanError, RuntimeError):
 
 
 def export_model(
-    net: nn.Module, batch: torch.Tensor, out_dir: str | Path, card: ModelCard
+    net: nn.Module,
+    batch: torch.Tensor,
+    out_dir: str | Path,
+    card: ModelCard,
+    output_name: str = "logit",
+    output: str = "logit (score = sigmoid(logit))",
 ) -> ModelCard:
     """Write ``model.ts``, ``model.onnx`` and ``model_card.json`` into ``out_dir``.
 
@@ -46,6 +51,9 @@ def export_model(
     card : ModelCard
         The card to record (bands, preprocessing, threshold, ...); the export adds the file
         names, the measured differences and the versions.
+    output_name, output : str
+        The ONNX output's name and the card's description of what the network returns (a
+        parameter network: ``"parameters"`` and its means and log-variances).
 
     Returns
     -------
@@ -77,8 +85,8 @@ def export_model(
             (batch,),
             str(tmp),
             input_names=["images"],
-            output_names=["logit"],
-            dynamic_axes={"images": {0: "batch"}, "logit": {0: "batch"}},
+            output_names=[output_name],
+            dynamic_axes={"images": {0: "batch"}, output_name: {0: "batch"}},
             dynamo=False,
         )
     import onnxruntime as ort
@@ -92,7 +100,7 @@ def export_model(
             raise ExportError(f"{name} export differs from the trained model by {diff:.2e}")
     card = card.replace(
         files={"torchscript": ts_path.name, "onnx": onnx_path.name},
-        output="logit (score = sigmoid(logit))",
+        output=output,
         export_check={
             "batch": int(batch.shape[0]),
             "torchscript_max_abs_diff": ts_diff,

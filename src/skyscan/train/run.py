@@ -87,7 +87,9 @@ def _resumable(ckpt_dir: Path, identity: dict) -> bool:
 
 
 def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: int = 1) -> dict:
-    """Train the configured model on a dataset and export it.
+    """Train the configured model on a dataset and export it: a classifier, or with
+    ``train.target: parameters`` a parameter network
+    (:func:`skyscan.train.params.train_parameters`).
 
     Re-running after an interruption resumes from ``checkpoints/last.ckpt``.
 
@@ -116,6 +118,10 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
             f"(allowed: {', '.join(model_names())})",
             key="train.model",
         )
+    if config["train"].get("target") == "parameters":
+        from skyscan.train.params import train_parameters
+
+        return train_parameters(config, dataset_dir, out_dir, threads)
     if config["train"]["ensemble"] > 1:
         return _train_ensemble(config, dataset_dir, Path(out_dir), threads)
     import lightning as L

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from skyscan.core.case import Case, Strata
+from skyscan.core.case import Case, PhysicalParameter, Strata
 from skyscan.core.errors import ConfigError
 
 __all__ = ["LensCase", "CASE", "DEEPLENS_PUBLISHED"]
@@ -29,6 +29,10 @@ DEEPLENS_PUBLISHED = {
 HEADLINE_THETA_E = 1.4
 HEADLINE_SNR = 20.0
 
+#: The lenses on which the parameter network is judged: Einstein radius and best-band S/N.
+PARAMETER_THETA_E = 1.0
+PARAMETER_SNR = 20.0
+
 
 class LensCase(Case):
     """Galaxy-galaxy strong lenses in LSST/DES-like cutouts."""
@@ -42,6 +46,38 @@ class LensCase(Case):
     negative_kinds = ("no_source", "companion", "ring", "spiral", "star_blend")
     stages = ("search",)
     models = ("fast", "deeplens")
+    # The SIE + external shear of the simulation (lenstronomy's names and conventions), as
+    # Hezaveh, Perreault Levasseur & Marshall (2017) estimate them with a network.
+    parameters = (
+        PhysicalParameter("theta_E", "arcsec", "log", "Einstein radius of the SIE"),
+        PhysicalParameter("e1", "", "identity", "SIE ellipticity e1", "spin2_1"),
+        PhysicalParameter("e2", "", "identity", "SIE ellipticity e2", "spin2_2"),
+        PhysicalParameter("gamma1", "", "identity", "external shear gamma1", "spin2_1"),
+        PhysicalParameter("gamma2", "", "identity", "external shear gamma2", "spin2_2"),
+        PhysicalParameter("center_x", "arcsec", "identity", "lens centre x (stamp centre 0)", "x"),
+        PhysicalParameter("center_y", "arcsec", "identity", "lens centre y (stamp centre 0)", "y"),
+    )
+    parameter_models = ("lensparams",)
+    # Goals for an LSST coadd (the issue's; anchor: 10-15% on DES-like sims, Bom et al. 2019).
+    parameter_goals = {
+        "theta_E": {
+            "median_abs_rel_error": {"max": 0.10, "stretch": 0.05},
+            "median_rel_bias": {"max_abs": 0.02},
+            "fraction_off_30pct": {"max": 0.05},
+        },
+        "coverage68": {"min": 0.63, "max": 0.73},
+    }
+
+    def parameter_selection(self, columns):
+        """Lenses with theta_E >= 1" and a lensed-source S/N >= 20 in their best band."""
+        from skyscan.sim import best_band_snr
+
+        snr = best_band_snr(columns)[0]
+        theta = np.asarray(columns["theta_E"], dtype=float)
+        with np.errstate(invalid="ignore"):
+            mask = (theta >= PARAMETER_THETA_E) & (snr >= PARAMETER_SNR)
+        return mask, f"theta_E >= {PARAMETER_THETA_E:g} and best-band S/N >= {PARAMETER_SNR:g}"
+
     galleries = (
         ("false_positives", "top_negatives", "highest-scoring non-lenses (false positives)"),
         ("missed_lenses", "bottom_positives", "lowest-scoring lenses"),
