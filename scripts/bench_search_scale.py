@@ -263,7 +263,7 @@ def table_model(work: Path, rows: int, card: Path) -> None:
     build_tile_index(folder, BANDS, index)
     catalog = work / f"cat_m{rows}.parquet"
     make_catalog(catalog, rows, box)
-    import_catalog(catalog, work / "hats_m", partition_rows=max(rows // 8, 100), overwrite=True)
+    import_catalog(catalog, work / "hats_m", partition_rows=max(rows // 16, 100), overwrite=True)
     torch.set_num_threads(1)
     model = load_model(card)[0]
     batch = 512

@@ -222,13 +222,12 @@ def plan_search(
     used = np.unique(np.concatenate(list(touching.values()))) if touching else []
     usable: dict[int, TileRecord] = {}  # only the tiles some partition touches
     noise = {}
-    for tile_id in used:
-        record = index.record(int(tile_id))
+    for tile_id, record in index.records(used).items():
         reason = _refusal(record, card)
         if reason:
             problems[record.name] = reason
             continue
-        usable[int(tile_id)] = record
+        usable[tile_id] = record
         noise[record.name] = _noise_ratios(record, card, index.bands)
     by_tile = index.pixels_by_tile(usable)
     base = {

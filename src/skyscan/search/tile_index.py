@@ -84,18 +84,22 @@ class TileIndex:
     problems: dict
     identity: str
 
-    def record(self, tile_id: int) -> TileRecord:
-        """The record of one tile (by id)."""
-        row = {k: self.table.column(k)[tile_id].as_py() for k in self.table.column_names}
-        return TileRecord(
-            row["name"],
-            json.loads(row["paths"]),
-            row["hdu"],
-            (int(row["height"]), int(row["width"])),
-            float(row["pixel_scale"]),
-            tuple(float(v) for v in row["noise"]),
-            row["frame"],
-        )
+    def records(self, tile_ids) -> dict:
+        """``{tile id: TileRecord}`` for the ids asked for (one read of their rows)."""
+        ids = [int(k) for k in tile_ids]
+        rows = self.table.take(pa.array(ids, pa.int64())).to_pylist()
+        return {
+            k: TileRecord(
+                row["name"],
+                json.loads(row["paths"]),
+                row["hdu"],
+                (int(row["height"]), int(row["width"])),
+                float(row["pixel_scale"]),
+                tuple(float(v) for v in row["noise"]),
+                row["frame"],
+            )
+            for k, row in zip(ids, rows, strict=True)
+        }
 
     def tiles_for_partitions(self, partitions) -> dict:
         """Ids of the tiles touching each catalogue partition.
