@@ -414,3 +414,50 @@ def test_candidates_carry_known_lens_matches(setup, tmp_path):
     assert cand["known_sep_arcsec"][row[1]] == pytest.approx(0.5, abs=0.01)
     assert cand["known_name"][row[2]] is None
     assert summary["known_lenses"] == 1
+
+
+def test_candidates_carry_lens_parameters(setup, tmp_path):
+    """``parameters``: a parameter network's estimates, 68% intervals and vetting flag on
+    every candidate (an untrained network: the columns and their consistency are tested)."""
+    from skyscan.models.card import read_card
+
+    root, card = setup
+    torch.manual_seed(1)
+    net = get_model("lensparams", in_channels=3, n_parameters=2).eval()
+    base = read_card(card)
+    pcard = base.replace(
+        name="params",
+        model="lensparams",
+        targets={
+            "names": ["theta_E", "e1"],
+            "units": ["arcsec", ""],
+            "transforms": ["log", "identity"],
+            "mean": [float(np.log(1.5)), 0.0],
+            "std": [0.5, 0.2],
+            "uncertainty_scale": [1.5, 1.0],
+            "vetting": {"low": 0.5, "high": 3.0, "max_rel_sigma": 0.6, "parameter": "theta_E"},
+        },
+    )
+    export_model(
+        net,
+        torch.randn(4, 3, 45, 45),
+        tmp_path / "params",
+        pcard,
+        output_name="params",
+        output="means then log-variances",
+    )
+    plan = plan_search(
+        card,
+        root / "index",
+        root / "catalog",
+        tmp_path / "out",
+        parameters=tmp_path / "params" / "model_card.json",
+    )
+    run_search(plan, 0, progress=False)
+    cand = pq.read_table(tmp_path / "out" / "candidates.parquet").to_pydict()
+    theta, lo, hi = (np.array(cand[c]) for c in ("theta_e", "theta_e_lo", "theta_e_hi"))
+    assert len(theta) and np.isfinite(theta).all()
+    assert (lo < theta).all() and (theta < hi).all() and (lo > 0).all()
+    assert {"e1", "e1_lo", "e1_hi", "params_implausible"} <= set(cand)
+    flagged = np.array(cand["params_implausible"], dtype=bool)
+    assert flagged[(theta < 0.5) | (theta > 3.0)].all()  # outside the vetting range

@@ -33,6 +33,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="override search.workers (0: no Dask)")
     p.add_argument("--top-n", type=int, help="override search.top_n")
     p.add_argument("--pattern", help="with --tiles: override search.pattern")
+    p.add_argument(
+        "--parameters", help="lens-parameter network's card: estimates on the candidates"
+    )
     return p
 
 
@@ -83,6 +86,7 @@ def _run(args) -> int:
         args.out,
         batch_size=sc["batch_size"],
         top_n=sc["top_n"],
+        parameters=args.parameters or sc["parameters"],
     )
     summary = run_search(plan, sc["workers"], progress=show_progress(args), cluster=sc["cluster"])
     write_gallery(plan, sc["gallery"])

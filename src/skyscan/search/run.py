@@ -120,6 +120,7 @@ class SearchPlan:
     partitions_without_tiles: int
     index_dir: Path
     top_n: int | None = None
+    parameters: str | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -166,6 +167,7 @@ def plan_search(
     top_n: int | None = None,
     id_column: str = "id",
     scorer: str = "model",
+    parameters=None,
 ) -> SearchPlan:
     """Pair each partition of a HATS catalogue with the tiles that touch it.
 
@@ -188,6 +190,9 @@ def plan_search(
     scorer : str
         ``"model"``; ``"mean-pixel"`` replaces the network by the stamp's mean, for
         benchmarks of the orchestration alone.
+    parameters : path, optional
+        A parameter network's card (``train.target: parameters``): the candidates get its
+        estimates and 68% intervals and the vetting flag.
 
     Returns
     -------
@@ -280,6 +285,7 @@ def plan_search(
         len(pixels) - len(tasks),
         Path(index_dir),
         top_n,
+        str(parameters) if parameters else None,
     )
 
 
@@ -797,11 +803,67 @@ def _write_candidates(plan: SearchPlan, written, schema) -> tuple[int, dict]:
         parts.append(table)
     merged = pa.concat_tables(parts) if parts else schema.empty_table()
     merged = _top(merged, plan.top_n or len(merged), plan.context.id_column)
+    if plan.parameters:
+        merged = _add_parameters(plan, merged)
     merged, known = get_case(plan.card.case).annotate_candidates(
         merged, plan.context.ra_column, plan.context.dec_column
     )
     write_parquet_atomic(merged, plan.out_dir / "candidates.parquet", compression="zstd")
     return len(merged), known
+
+
+def _add_parameters(plan: SearchPlan, candidates: pa.Table) -> pa.Table:
+    """Each candidate's physical parameters from a parameter network (its own card: bands,
+    stamp, preprocessing): ``<name>``, ``<name>_lo``, ``<name>_hi`` (68% interval) per
+    parameter, and ``params_implausible`` where the card's vetting thresholds flag it."""
+    from skyscan.evaluate.vetting import flag_implausible
+
+    card = read_card(plan.parameters)
+    if not card.targets or "names" not in card.targets:
+        raise MismatchError(
+            f"{plan.parameters}: not a parameter network's card (no targets)",
+            path=plan.parameters,
+        )
+    missing = [b for b in card.bands if b not in plan.card.bands]
+    if missing:
+        raise MismatchError(
+            f"{plan.parameters}: needs band(s) {missing}, the search's tiles hold "
+            f"{plan.card.bands}",
+            path=plan.parameters,
+        )
+    size = int(card.input_shape[-1])
+    records = {r.name: r for task in plan.tasks for r in task.tiles}
+    n = len(candidates)
+    outputs = None
+    names = candidates.column("tile").to_pylist()
+    x = candidates.column("x").to_numpy()
+    y = candidates.column("y").to_numpy()
+    import torch
+
+    model = load_model(plan.parameters)[0]
+    for name in sorted(set(names)):
+        rows = np.flatnonzero(np.asarray(names, dtype=object) == name)
+        tile = _tile_header(records[name], tuple(card.bands))
+        stamps, _ = tile_cutouts(tile, x[rows], y[rows], size)
+        with torch.inference_mode():
+            out = model(torch.from_numpy(preprocess(stamps, card.preprocessing))).double()
+        if outputs is None:
+            outputs = np.full((n, out.shape[1]), np.nan)
+        outputs[rows] = out.numpy()
+    if outputs is None:
+        outputs = np.zeros((0, 2 * len(card.targets["names"])))
+    estimates = card.parameter_estimates(outputs)
+    for pname, est in estimates.items():
+        column = pname.lower()
+        candidates = candidates.append_column(column, pa.array(est["value"]))
+        candidates = candidates.append_column(f"{column}_lo", pa.array(est["low"]))
+        candidates = candidates.append_column(f"{column}_hi", pa.array(est["high"]))
+    vetting = card.targets.get("vetting")
+    if vetting:
+        est = estimates[vetting.get("parameter", "theta_E")]
+        flags = flag_implausible(est["value"], est["sigma"], vetting)
+        candidates = candidates.append_column("params_implausible", pa.array(flags))
+    return candidates
 
 
 def _top(table: pa.Table, n: int, id_column: str) -> pa.Table:
