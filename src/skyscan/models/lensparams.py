@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from skyscan.models import register
+from skyscan.models.fast import _down, _Residual  # the same residual blocks as `fast`
 
 __all__ = ["LensParams", "gaussian_nll"]
 
@@ -49,28 +50,6 @@ def gaussian_nll(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     mean = output[..., :n]
     log_var = output[..., n:].clamp(*LOG_VARIANCE_RANGE)
     return (0.5 * (log_var + (target - mean) ** 2 * torch.exp(-log_var))).mean()
-
-
-class _Residual(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(channels),
-            nn.ELU(),
-            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(channels),
-        )
-        self.act = nn.ELU()
-
-    def forward(self, x):
-        return self.act(x + self.body(x))
-
-
-def _down(n_in: int, n_out: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(n_in, n_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(n_out), nn.ELU()
-    )
 
 
 @register("lensparams")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -33,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from skyscan.config import config_hash
 from skyscan.core.case import get_case
-from skyscan.core.errors import ConfigError, InputFileError, ResourceError
+from skyscan.core.errors import ConfigError, InputFileError
 from skyscan.data.datasets import load_split
 from skyscan.models import count_macs, count_parameters, get_model
 from skyscan.models.lensparams import LOG_VARIANCE_RANGE, gaussian_nll
@@ -308,12 +307,10 @@ def train_parameters(config: dict, dataset_dir, out_dir, threads: int = 1):
         The card, with ``targets`` (names, units, normalisation, uncertainty scales, vetting
         thresholds) and the test split's figures in ``test_metrics``.
     """
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
 
     from skyscan.models.card import ModelCard
     from skyscan.train.export import export_model
-    from skyscan.train.run import _epoch_log_callback, _resumable, _training_identity
+    from skyscan.train.run import _resumable, _training_identity, make_trainer
 
     tc = config["train"]
     if tc["ensemble"] > 1:
@@ -354,42 +351,7 @@ def train_parameters(config: dict, dataset_dir, out_dir, threads: int = 1):
         weight_decay=tc["weight_decay"],
         augment=tc["augment"],
     )
-    gpu = tc["accelerator"] != "cpu" and torch.cuda.is_available()
-    if tc["accelerator"] == "gpu" and not gpu:
-        raise ResourceError(
-            "config key 'train.accelerator' is 'gpu' but no CUDA device is visible",
-            key="train.accelerator",
-        )
-    ckpt_dir = out_dir / "checkpoints"
-    best_cb = ModelCheckpoint(
-        dirpath=ckpt_dir,
-        filename="best",
-        monitor="val_nll",
-        mode="min",
-        enable_version_counter=False,
-    )
-    last_cb = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False
-    )
-    callbacks = [best_cb, last_cb, _epoch_log_callback()]
-    if tc["patience"] is not None:
-        from lightning.pytorch.callbacks import EarlyStopping
-
-        callbacks.append(
-            EarlyStopping(monitor="val_nll", mode="min", patience=tc["patience"], min_delta=0.0)
-        )
-    trainer = L.Trainer(
-        max_epochs=tc["epochs"],
-        enable_progress_bar=sys.stderr.isatty(),
-        accelerator="gpu" if gpu else "cpu",
-        devices=1,
-        precision="bf16-mixed" if gpu else "32-true",
-        deterministic="warn",
-        callbacks=callbacks,
-        logger=CSVLogger(out_dir, name="logs"),
-        log_every_n_steps=10,
-        enable_model_summary=False,
-    )
+    trainer, best_cb, ckpt_dir = make_trainer(tc, out_dir, monitor="val_nll", mode="min")
     last = ckpt_dir / "last.ckpt"
     resume = str(last) if _resumable(ckpt_dir, _training_identity(config, dataset_dir)) else None
     if resume:

@@ -20,6 +20,59 @@ __all__ = ["train"]
 log = logging.getLogger(__name__)
 
 
+def make_trainer(tc, out_dir: Path, monitor: str, mode: str):
+    """The Lightning trainer every training stage uses: bf16 on a GPU when there is one,
+    the best checkpoint by ``monitor`` and the last one for resuming, early stopping by
+    ``train.patience``, one CSV log per run.
+
+    Returns
+    -------
+    trainer, best_callback, checkpoint_dir
+    """
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    gpu = tc["accelerator"] != "cpu" and torch.cuda.is_available()
+    if tc["accelerator"] == "gpu" and not gpu:
+        raise ResourceError(
+            "config key 'train.accelerator' is 'gpu' but no CUDA device is visible",
+            key="train.accelerator",
+        )
+    ckpt_dir = Path(out_dir) / "checkpoints"
+    best_cb = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, enable_version_counter=False
+    )
+    # The state after every epoch, for resuming.  Not `save_last=True` on the callback above:
+    # with a monitor, Lightning 2.6 rewrites last.ckpt only when the best one improves, so a
+    # resumed run restarted from the best epoch, not the last.
+    last_cb = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False
+    )
+    callbacks = [best_cb, last_cb, _epoch_log_callback()]
+    if tc["patience"] is not None:
+        from lightning.pytorch.callbacks import EarlyStopping
+
+        # Counted in epochs without improvement, so the stopping epoch is reproducible.
+        callbacks.append(
+            EarlyStopping(monitor=monitor, mode=mode, patience=tc["patience"], min_delta=0.0)
+        )
+    trainer = L.Trainer(
+        max_epochs=tc["epochs"],
+        enable_progress_bar=sys.stderr.isatty(),
+        accelerator="gpu" if gpu else "cpu",
+        devices=1,
+        precision="bf16-mixed" if gpu else "32-true",
+        deterministic="warn",
+        callbacks=callbacks,
+        # One CSV per run (logs/version_N): a resumed run adds its epochs beside the first.
+        logger=CSVLogger(out_dir, name="logs"),
+        log_every_n_steps=10,
+        enable_model_summary=False,
+    )
+    return trainer, best_cb, ckpt_dir
+
+
 def _epoch_log_callback():
     import lightning as L
 
@@ -125,8 +178,6 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
     if config["train"]["ensemble"] > 1:
         return _train_ensemble(config, dataset_dir, Path(out_dir), threads)
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
 
     from skyscan.models.card import ModelCard
     from skyscan.train.datamodule import StampDataModule
@@ -150,47 +201,7 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
         augment=tc["augment"],
         zoom=tuple(tc["zoom"]) if tc["zoom"] else None,
     )
-    gpu = tc["accelerator"] != "cpu" and torch.cuda.is_available()
-    if tc["accelerator"] == "gpu" and not gpu:
-        raise ResourceError(
-            "config key 'train.accelerator' is 'gpu' but no CUDA device is visible",
-            key="train.accelerator",
-        )
-    ckpt_dir = out_dir / "checkpoints"
-    best_cb = ModelCheckpoint(
-        dirpath=ckpt_dir,
-        filename="best",
-        monitor="val_auroc",
-        mode="max",
-        enable_version_counter=False,
-    )
-    # The state after every epoch, for resuming.  Not `save_last=True` on the callback above:
-    # with a monitor, Lightning 2.6 rewrites last.ckpt only when the best one improves, so a
-    # resumed run restarted from the best epoch, not the last.
-    last_cb = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False
-    )
-    callbacks = [best_cb, last_cb, _epoch_log_callback()]
-    if tc["patience"] is not None:
-        from lightning.pytorch.callbacks import EarlyStopping
-
-        # Counted in epochs without improvement, so the stopping epoch is reproducible.
-        callbacks.append(
-            EarlyStopping(monitor="val_auroc", mode="max", patience=tc["patience"], min_delta=0.0)
-        )
-    trainer = L.Trainer(
-        max_epochs=tc["epochs"],
-        enable_progress_bar=sys.stderr.isatty(),
-        accelerator="gpu" if gpu else "cpu",
-        devices=1,
-        precision="bf16-mixed" if gpu else "32-true",
-        deterministic="warn",
-        callbacks=callbacks,
-        # One CSV per run (logs/version_N): a resumed run adds its epochs beside the first.
-        logger=CSVLogger(out_dir, name="logs"),
-        log_every_n_steps=10,
-        enable_model_summary=False,
-    )
+    trainer, best_cb, ckpt_dir = make_trainer(tc, out_dir, monitor="val_auroc", mode="max")
     last = ckpt_dir / "last.ckpt"
     resume = str(last) if _resumable(ckpt_dir, _training_identity(config, dataset_dir)) else None
     if resume:
