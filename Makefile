@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml
 	# Torch first and pinned, so that nothing below pulls a different (multi-GB) build.
 	$(BIN)/python -m pip install "$(TORCH)"
 	$(BIN)/python -m pip install -e ".[workflow,test]"
+	# lenscat's known-lens catalogue file only: its package imports ligo.skymap (heavy), which
+	# skyscan never imports (skyscan.catalog.known reads the shipped CSV)
+	$(BIN)/python -m pip install --no-deps "lenscat>=1.1"
 	touch $@
 
 run: setup
