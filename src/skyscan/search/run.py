@@ -462,6 +462,14 @@ def _tile_header(record: TileRecord, bands: tuple) -> Tile:
     return tile
 
 
+def _use_system_memory_pool() -> None:
+    """Arrow's own allocator (jemalloc/mimalloc) keeps what partitions freed: a process that
+    scored 338 partitions of 10^7 rows peaked at 2.27 GB, 1.35 GB with the system allocator
+    (measured here with the trivial scorer).  Set once per worker process."""
+    if pa.default_memory_pool().backend_name != "system":
+        pa.set_memory_pool(pa.system_memory_pool())
+
+
 def score_partition(task: PartitionTask, context: SearchContext) -> dict:
     """Score one partition and write its file and marker atomically.
 
@@ -471,6 +479,7 @@ def score_partition(task: PartitionTask, context: SearchContext) -> dict:
         ``rows`` written, ``off_tiles`` (objects on no tile), ``lost`` (objects whose every
         tile failed) and ``failures`` ``{tile: reason}``.
     """
+    _use_system_memory_pool()
     card = context.card
     spec = card.preprocessing
     size = int(card.input_shape[-1])
