@@ -28,7 +28,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -110,7 +110,6 @@ class SearchPlan:
 
     context: SearchContext
     tasks: list
-    identity: str
     problems: dict
     noise: dict
     catalog_dir: Path
@@ -119,9 +118,9 @@ class SearchPlan:
     input_schema: pa.Schema
     partitions_without_tiles: int
     index_dir: Path
+    tiles_source: dict
     top_n: int | None = None
     parameters: str | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def out_dir(self) -> Path:
@@ -135,22 +134,8 @@ class SearchPlan:
     def scores_dir(self) -> Path:
         return self.out_dir / "scores"
 
-    @property
-    def batch_size(self) -> int:
-        return self.context.batch_size
-
-    @batch_size.setter
-    def batch_size(self, value: int) -> None:
-        self.context = _replace(self.context, batch_size=int(value))
-
     def output_file(self, task: PartitionTask) -> Path:
         return partition_file(self.scores_dir, task.order, task.pixel)
-
-
-def _replace(obj, **changes):
-    import dataclasses
-
-    return dataclasses.replace(obj, **changes)
 
 
 def _marker(out_dir: Path, order: int, pixel: int) -> Path:
@@ -275,7 +260,6 @@ def plan_search(
     return SearchPlan(
         context,
         tasks,
-        _digest({**base, "index": index.identity, "top_n": top_n}),
         problems,
         noise,
         Path(catalog_dir),
@@ -284,6 +268,7 @@ def plan_search(
         schema,
         len(pixels) - len(tasks),
         Path(index_dir),
+        {"tiles": index.tiles_folder, "pattern": index.pattern, "hdu": index.hdu},
         top_n,
         str(parameters) if parameters else None,
     )
@@ -748,7 +733,6 @@ def _finish(plan: SearchPlan, done: dict, errors: dict, skipped: int, tried: int
         creation_date=plan.creation_date,
     )
     candidates, known = _write_candidates(plan, written, schema)
-    index_meta = json.loads((plan.index_dir / "index.json").read_text())
     summary = {
         "partitions": len(plan.tasks),
         "partitions_without_tiles": plan.partitions_without_tiles,
@@ -765,9 +749,7 @@ def _finish(plan: SearchPlan, done: dict, errors: dict, skipped: int, tried: int
         "noise_ratio": _noise_summary(plan),
         "catalog": str(plan.catalog_dir),
         "index": str(plan.index_dir),
-        "tiles": index_meta["folder"],
-        "pattern": index_meta["pattern"],
-        "hdu": index_meta["hdu"],
+        **plan.tiles_source,  # where the grading page finds the tiles
         "card": plan.context.card_path,
         "scores": str(plan.scores_dir),
     }

@@ -16,7 +16,6 @@ Layout of an index folder::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -82,7 +81,9 @@ class TileIndex:
     names: list
     table: pa.Table
     problems: dict
-    identity: str
+    tiles_folder: str
+    pattern: str
+    hdu: int | None
 
     def records(self, tile_ids) -> dict:
         """``{tile id: TileRecord}`` for the ids asked for (one read of their rows)."""
@@ -313,9 +314,6 @@ def read_tile_index(folder) -> TileIndex:
         raise InputFileError(
             f"{folder}: unreadable tile index ({type(exc).__name__}: {exc})", path=folder
         ) from None
-    digest = hashlib.sha256()
-    for name in ("coverage.parquet", "tiles.parquet", "index.json"):
-        digest.update((folder / name).read_bytes())
     return TileIndex(
         folder,
         int(meta["order"]),
@@ -325,5 +323,7 @@ def read_tile_index(folder) -> TileIndex:
         tiles.column("name").to_pylist(),
         tiles,
         dict(meta.get("problems", {})),
-        digest.hexdigest()[:16],
+        meta["folder"],
+        meta["pattern"],
+        meta["hdu"],
     )

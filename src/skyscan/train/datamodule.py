@@ -21,7 +21,11 @@ __all__ = ["CutoutDataset", "StampDataModule", "dihedral_augment", "zoom_augment
 
 
 class CutoutDataset(Dataset):
-    """Preprocessed cutouts and labels of one split, read batch-wise from the memory map."""
+    """Preprocessed cutouts and labels of one split, read batch-wise from the memory map.
+
+    ``rows`` (the split's rows served, all by default) and ``targets`` (one per served row,
+    the labels by default) let a subclass serve a subset with other targets.
+    """
 
     def __init__(self, dataset_dir: str | Path, split: str):
         self.dataset_dir = Path(dataset_dir)
@@ -29,10 +33,12 @@ class CutoutDataset(Dataset):
         images, meta, self.spec = load_split(dataset_dir, split)
         self.n = len(images)
         self.labels = meta.column("label").to_numpy().astype(np.float32)
+        self.rows = np.arange(self.n)
+        self.targets = self.labels
         self._images = None  # opened lazily in each worker process
 
     def __len__(self) -> int:
-        return self.n
+        return len(self.rows)
 
     def _memmap(self):
         if self._images is None:
@@ -41,10 +47,11 @@ class CutoutDataset(Dataset):
 
     def __getitems__(self, indices):
         idx = np.asarray(indices)
-        order = np.argsort(idx)  # sequential reads; restore the sampler's order after
+        rows = self.rows[idx]
+        order = np.argsort(rows)  # sequential reads; restore the sampler's order after
         images = np.empty((len(idx), *self._memmap().shape[1:]), dtype=np.float32)
-        images[order] = self._memmap()[idx[order]]
-        return torch.from_numpy(images), torch.from_numpy(self.labels[idx])
+        images[order] = self._memmap()[rows[order]]
+        return torch.from_numpy(images), torch.from_numpy(self.targets[idx])
 
     def __getitem__(self, i):
         x, y = self.__getitems__([i])

@@ -28,7 +28,7 @@ import lightning as L
 import numpy as np
 import pyarrow as pa
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from skyscan.config import config_hash
 from skyscan.core.case import get_case
@@ -36,6 +36,7 @@ from skyscan.core.errors import ConfigError, InputFileError
 from skyscan.data.datasets import load_split
 from skyscan.models import count_macs, count_parameters, get_model
 from skyscan.models.lensparams import LOG_VARIANCE_RANGE, gaussian_nll
+from skyscan.train.datamodule import CutoutDataset
 
 __all__ = [
     "ParameterDataset",
@@ -65,8 +66,9 @@ def transform_targets(columns, names, transforms) -> np.ndarray:
     return np.stack(out, axis=1)
 
 
-class ParameterDataset(Dataset):
-    """The positives of one split: preprocessed stamps and their transformed targets.
+class ParameterDataset(CutoutDataset):
+    """The positives of one split: preprocessed stamps and their transformed targets
+    (batches are read as :class:`CutoutDataset` reads them, over ``rows``).
 
     Parameters
     ----------
@@ -98,26 +100,6 @@ class ParameterDataset(Dataset):
         self.truth = {n: np.asarray(columns[n], dtype=np.float64) for n in names}
         self.targets = transform_targets(columns, names, transforms).astype(np.float32)
         self._images = None  # opened lazily in each worker process
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def _memmap(self):
-        if self._images is None:
-            self._images = np.load(self.dataset_dir / self.split / "images.npy", mmap_mode="r")
-        return self._images
-
-    def __getitems__(self, indices):
-        idx = np.asarray(indices)
-        rows = self.rows[idx]
-        order = np.argsort(rows)  # sequential reads; restore the sampler's order after
-        images = np.empty((len(idx), *self._memmap().shape[1:]), dtype=np.float32)
-        images[order] = self._memmap()[rows[order]]
-        return torch.from_numpy(images), torch.from_numpy(self.targets[idx])
-
-    def __getitem__(self, i):
-        x, y = self.__getitems__([i])
-        return x[0], y[0]
 
 
 def dihedral_augment_parameters(
