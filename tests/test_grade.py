@@ -482,6 +482,7 @@ def test_grading_in_a_real_browser(results, built):
     """Enter a name, grade with the keyboard, reload: the grade is still there."""
     import uvicorn
     from selenium import webdriver
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
@@ -514,27 +515,38 @@ def test_grading_in_a_real_browser(results, built):
             time.sleep(0.05)
         assert server.started
         driver = webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=options)
-        wait = WebDriverWait(driver, 20)
+        # htmx swaps a card when it is graded: a looked-up element can go stale, so every
+        # look-up is retried inside a wait
+        wait = WebDriverWait(driver, 20, ignored_exceptions=(StaleElementReferenceException,))
         driver.get(f"http://127.0.0.1:{port}/")
         name = wait.until(ec.presence_of_element_located((By.ID, "grader")))
         name.send_keys("ada", Keys.ENTER)
         wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "article.card.current")))
-        first = driver.find_elements(By.CSS_SELECTOR, "article.card")[0].get_attribute("data-item")
+        first = wait.until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, "article.card")[0].get_attribute("data-item")
+        )
         body = driver.find_element(By.TAG_NAME, "body")
         body.send_keys("3")  # grades the highlighted (first) candidate, moves to the second
         wait.until(
             lambda d: d.find_element(By.ID, f"c-{first}").get_attribute("class").count("graded")
         )
-        second = driver.find_elements(By.CSS_SELECTOR, "article.card")[1].get_attribute("data-item")
+        second = wait.until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, "article.card")[1].get_attribute("data-item")
+        )
         wait.until(
             lambda d: "current" in d.find_element(By.ID, f"c-{second}").get_attribute("class")
         )
         body.send_keys("1")
         wait.until(lambda d: session.store.grades_of("ada").get(second) == 1)
         driver.refresh()
-        card = wait.until(ec.presence_of_element_located((By.ID, f"c-{first}")))
-        chosen = card.find_element(By.CSS_SELECTOR, "button.chosen")
-        assert chosen.text.startswith("3")
+        chosen = wait.until(
+            lambda d: (
+                d.find_element(By.ID, f"c-{first}")
+                .find_element(By.CSS_SELECTOR, "button.chosen")
+                .text
+            )
+        )
+        assert chosen.startswith("3")
         assert session.store.grades_of("ada") == {first: 3, second: 1}
         # every stamp of the page has loaded before the picture is taken
         wait.until(
