@@ -39,11 +39,11 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from skyscan.cases.lenses.sim import best_band_snr  # noqa: E402
 from skyscan.core.case import get_case  # noqa: E402
 from skyscan.data.datasets import load_split  # noqa: E402
 from skyscan.data.shards import read_images  # noqa: E402
 from skyscan.models.card import load_model  # noqa: E402
-from skyscan.sim import best_band_snr  # noqa: E402
 
 NAMES = ("theta_E", "e1", "e2", "gamma1", "gamma2", "center_x", "center_y")
 #: The fits' starting point, recorded with cached fits (a changed start refits).

@@ -30,10 +30,10 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from conftest import NO_NEIGHBOURS, ONLY_LENSES, draw_params, lsst_bands  # noqa: E402
 
+from skyscan.cases.lenses.sim.lenstronomy_interop import lenstronomy_image_model, lenstronomy_kwargs  # noqa: E402
+from skyscan.cases.lenses.sim.render import Observation, render  # noqa: E402
+from skyscan.cases.lenses.sim.simulate import SimulationPlan, write_shard  # noqa: E402
 from skyscan.config import load_config  # noqa: E402
-from skyscan.sim.lenstronomy_interop import lenstronomy_image_model, lenstronomy_kwargs  # noqa: E402
-from skyscan.sim.render import Observation, render  # noqa: E402
-from skyscan.sim.simulate import SimulationPlan, write_shard  # noqa: E402
 
 
 def time_lenstronomy(params, n, supersampling):

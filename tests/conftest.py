@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from skyscan.cases.lenses.sim.population import Population, block_rng
+from skyscan.cases.lenses.sim.survey import get_bands, get_survey
 from skyscan.config import load_config
-from skyscan.sim.population import Population, block_rng
-from skyscan.sim.survey import get_bands, get_survey
 
 ONLY_LENSES = {"lens": 1, "no_source": 0, "companion": 0, "ring": 0, "spiral": 0, "star_blend": 0}
 
@@ -43,7 +43,7 @@ def lsst_bands(names=("g", "r", "i")):
 
 def lenstronomy_image(params: dict, i: int, band, stamp: int = 45, supersampling: int = 3):
     """Render system ``i`` of drawn ``params`` in ``band`` with lenstronomy (the reference)."""
-    from skyscan.sim.lenstronomy_interop import lenstronomy_image as render_row
+    from skyscan.cases.lenses.sim.lenstronomy_interop import lenstronomy_image as render_row
 
     row = {k: v[i] for k, v in params.items()}
     return render_row(row, band, stamp, supersampling)
@@ -73,9 +73,9 @@ def trained(tmp_path_factory):
     """
     from types import SimpleNamespace
 
+    from skyscan.cases.lenses.sim.simulate import SimulationPlan, run_simulation
     from skyscan.data.datasets import build_dataset
     from skyscan.evaluate.report import evaluate
-    from skyscan.sim.simulate import SimulationPlan, run_simulation
     from skyscan.train.run import train
 
     root = tmp_path_factory.mktemp("trained")

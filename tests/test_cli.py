@@ -5,7 +5,26 @@ import sys
 
 import pytest
 
-from skyscan.cli import COMMANDS, main
+from skyscan.cli import main
+
+#: The verbs the skyscan command offers, written out here (not read from skyscan.cli.COMMANDS,
+#: which generates the help): a verb dropped from or added to the command fails the tests.
+EXPECTED_VERBS = {
+    "simulate",
+    "preview",
+    "dataset",
+    "train",
+    "evaluate",
+    "evaluate-params",
+    "tiles",
+    "catalog",
+    "search",
+    "skymaps",
+    "grade",
+    "inject",
+    "make-alerts",
+    "score-alerts",
+}
 
 
 def run_cli(*args, cwd=None):
@@ -14,14 +33,22 @@ def run_cli(*args, cwd=None):
     )
 
 
-def test_top_level_help_lists_every_verb(capsys):
-    assert main(["--help"]) == 0
-    out = capsys.readouterr().out
-    for verb in COMMANDS:
-        assert verb in out
+def test_top_level_help_lists_every_verb():
+    result = run_cli("--help")
+    assert result.returncode == 0, result.stderr
+    verbs_section = result.stdout.split("verbs:\n", 1)[1].split("\n\n", 1)[0]
+    listed = {line.split()[0] for line in verbs_section.splitlines() if line.strip()}
+    assert listed == EXPECTED_VERBS
 
 
-@pytest.mark.parametrize("verb", sorted(COMMANDS))
+def test_top_level_version(capsys):
+    import skyscan
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"skyscan {skyscan.__version__}"
+
+
+@pytest.mark.parametrize("verb", sorted(EXPECTED_VERBS))
 def test_every_verb_has_help(verb):
     result = run_cli(verb, "--help")
     assert result.returncode == 0, result.stderr

@@ -2,8 +2,8 @@
 
 import pytest
 
+from skyscan.cases.lenses.sim.population import Population
 from skyscan.config import ConfigError, load_config, validate_config
-from skyscan.sim.population import Population
 
 
 def test_defaults_are_filled():

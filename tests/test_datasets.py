@@ -6,10 +6,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from skyscan.cases.lenses.sim.simulate import SimulationPlan, run_simulation
 from skyscan.config import load_config
 from skyscan.data.datasets import DatasetError, assign_splits, build_dataset, load_split
 from skyscan.data.shards import read_images, write_table_atomic
-from skyscan.sim.simulate import SimulationPlan, run_simulation
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from skyscan.cases.lenses.sim import best_band_snr, detectable, get_survey
+from skyscan.cases.lenses.sim.simulate import SimulationPlan, run_simulation
 from skyscan.config import load_config
 from skyscan.core.case import Case
 from skyscan.core.errors import ConfigError
 from skyscan.data.datasets import build_dataset, load_split
-from skyscan.sim import best_band_snr, detectable, get_survey
-from skyscan.sim.simulate import SimulationPlan, run_simulation
 
 ROOT = Path(__file__).resolve().parents[1]
 LENSPOP = {"min_snr": 20, "snr_bands": "any", "min_magnification": 3, "resolved": True}

@@ -19,6 +19,7 @@ import pytest
 import torch
 from astropy.io import fits
 from astropy.wcs import WCS
+from starlette import testclient as starlette_testclient
 
 from skyscan.data.preprocess import make_spec, preprocess
 from skyscan.data.shards import read_images
@@ -29,8 +30,6 @@ from skyscan.train.export import export_model
 from skyscan.vet.exports import export_grades, export_training_stamps
 from skyscan.vet.session import GradingSession, resolve_sources
 from skyscan.vet.store import GradeStore, consensus, consensus_class, grader_stats
-
-starlette_testclient = pytest.importorskip("starlette.testclient")
 
 BANDS = ["g", "r", "i"]
 SIZE = 45
@@ -384,9 +383,9 @@ def test_training_examples_from_the_consensus(results, tmp_path):
         np.testing.assert_allclose(images[k], expected, rtol=1e-5)
     assert ids[clean[3].row] not in by_id  # mean 2: unused
 
+    from skyscan.cases.lenses.sim.simulate import SimulationPlan, run_simulation
     from skyscan.config import load_config
     from skyscan.data.datasets import DatasetError, build_dataset, load_split
-    from skyscan.sim.simulate import SimulationPlan, run_simulation
 
     config = load_config(
         None,

@@ -1,11 +1,10 @@
 """HEALPix partition assignment against healpy and the HATS layout."""
 
+import healpy as hp
 import numpy as np
 import pytest
 
 from skyscan.skymap import healpix as H
-
-hp = pytest.importorskip("healpy")
 
 
 def test_radec_to_pixel_matches_healpy_nested():

@@ -10,11 +10,11 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from skyscan.cases.lenses.inject import inject_arcs
+from skyscan.cases.lenses.sim import get_bands, get_survey
+from skyscan.cases.lenses.tiles import paste_stamps
 from skyscan.config import load_config
 from skyscan.core.errors import MismatchError, UsageError
-from skyscan.sim import get_bands, get_survey
-from skyscan.tiles.inject import inject_arcs
-from skyscan.tiles.make import paste_stamps
 
 BANDS = ("g", "r", "i")
 SIZE = 160
@@ -176,7 +176,7 @@ def test_positions_are_where_the_table_says(injected, inputs):
 def test_light_is_the_simulators_rendering_at_the_table_position(inputs, config, tmp_path):
     """Noise-free, on the float tile: the added light equals the simulator's rendering of the
     table's truth (lens model, source, sub-pixel position), pixel by pixel."""
-    from skyscan.sim import Observation, render
+    from skyscan.cases.lenses.sim import Observation, render
 
     root, tiles, catalog = inputs
     one = root / "one.parquet"

@@ -1,8 +1,6 @@
-"""Known-lens cross-match against lenscat's shipped catalogue (skyscan.catalog.known)."""
+"""Known-lens cross-match against lenscat's shipped catalogue (skyscan.cases.lenses.known)."""
 
 from __future__ import annotations
-
-import importlib.util
 
 import numpy as np
 import pyarrow as pa
@@ -12,10 +10,6 @@ from astropy.coordinates import SkyCoord
 
 from skyscan.catalog import known
 from skyscan.core.errors import InputFileError
-
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("lenscat") is None, reason="lenscat (the 'known' extra) absent"
-)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import ONLY_LENSES
 
+from skyscan.cases.lenses.models.lensparams import gaussian_nll
 from skyscan.config import ConfigError, load_config
 from skyscan.evaluate.params import (
     COVERAGE_68,
@@ -19,7 +20,6 @@ from skyscan.evaluate.params import (
     relative_errors,
 )
 from skyscan.models.card import ModelCard
-from skyscan.models.lensparams import gaussian_nll
 from skyscan.vet.params import choose_thresholds, flag_implausible, flag_summary
 
 NAMES = ["theta_E", "e1", "e2", "gamma1", "gamma2", "center_x", "center_y"]
@@ -162,7 +162,6 @@ def test_vetting_flag_loses_at_most_the_allowed_lenses():
 def test_augmentation_moves_the_targets_with_the_stamp():
     """Each flip/turn of the SIE + shear lensing potential on the stamp's pixel grid equals
     the potential of the transformed parameters (lenstronomy computes both)."""
-    pytest.importorskip("lenstronomy")
     from lenstronomy.LensModel.lens_model import LensModel
 
     from skyscan.train.params import dihedral_augment_parameters
@@ -207,8 +206,8 @@ def test_parameter_target_needs_a_parameter_model():
 @pytest.fixture(scope="module")
 def tiny_parameters(tmp_path_factory):
     """A parameter network trained for one epoch on ~270 small lenses, exported."""
+    from skyscan.cases.lenses.sim.simulate import SimulationPlan, run_simulation
     from skyscan.data.datasets import build_dataset
-    from skyscan.sim.simulate import SimulationPlan, run_simulation
     from skyscan.train.run import train
 
     root = tmp_path_factory.mktemp("lensparams")

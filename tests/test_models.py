@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
+from skyscan.cases.lenses.sim.survey import ConfigError
 from skyscan.models import count_macs, count_parameters, get_model
-from skyscan.sim.survey import ConfigError
 
 
 def test_deeplens_matches_the_published_architecture():
@@ -166,7 +166,7 @@ def test_count_macs_per_stamp():
 
 @pytest.mark.parametrize("size", [1, 4, 6, 7, 13, 25, 45])
 def test_grid_max_pool_is_adaptive_max_pooling(size):
-    from skyscan.models._grid import GridMaxPool
+    from skyscan.cases.transients.models._grid import GridMaxPool
 
     x = torch.randn(2, 3, size, size)
     expected = torch.nn.functional.adaptive_max_pool2d(x, 6)
@@ -180,7 +180,8 @@ def test_grid_max_pool_is_adaptive_max_pooling(size):
     [("vgg6", 3, 63), ("vgg6", 1, 45), ("deephits", 4, 21), ("deephits", 3, 45)],
 )
 def test_torchscript_and_onnx_exports_match_eager(name, bands, size, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+
     from skyscan.models.card import ModelCard, load_model
     from skyscan.train.export import TOLERANCE, export_model
 

@@ -1,14 +1,13 @@
 """Mass and light profiles against lenstronomy 1.14.2 (the independent implementation)."""
 
+import lenstronomy  # noqa: F401  (the reference implementation; a test dependency)
 import numpy as np
 import pytest
 import torch
 from conftest import draw_params
 from scipy import integrate
 
-from skyscan.sim import profiles as prof
-
-pytest.importorskip("lenstronomy")
+from skyscan.cases.lenses.sim import profiles as prof
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +134,7 @@ def test_magnitude_normalisation_matches_lenstronomy():
     from lenstronomy.SimulationAPI.ObservationConfig.LSST import LSST
     from lenstronomy.SimulationAPI.sim_api import SimAPI
 
-    from skyscan.sim.survey import get_survey
+    from skyscan.cases.lenses.sim.survey import get_survey
 
     band = get_survey("lsst").band("r")
     sim = SimAPI(

@@ -8,12 +8,11 @@ import torch
 from conftest import lsst_bands
 from scipy import ndimage, signal
 
-from skyscan.sim.psf import PSFConvolver, moffat_alpha, psf_kernel
+from skyscan.cases.lenses.sim.psf import PSFConvolver, moffat_alpha, psf_kernel
 
 
 def test_gaussian_kernel_matches_lenstronomy():
     """Same size and values as lenstronomy's PSF(psf_type='GAUSSIAN', truncation=5): atol 1e-15."""
-    pytest.importorskip("lenstronomy")
     from lenstronomy.Data.psf import PSF
 
     for band in lsst_bands(("u", "g", "r", "i", "z", "y")):
@@ -28,7 +27,6 @@ def test_gaussian_kernel_matches_lenstronomy():
 def test_moffat_kernel_matches_lenstronomy():
     """Moffat sampled at pixel centres vs lenstronomy's kernel_moffat_grid (rtol 1e-12), and
     its half maximum lies at FWHM/2."""
-    pytest.importorskip("lenstronomy")
     from lenstronomy.Util import kernel_util, util
 
     band = dataclasses.replace(lsst_bands(("g",))[0], psf_type="moffat", moffat_beta=3.5)

@@ -11,9 +11,9 @@ import torch
 import torch._dynamo.exc
 from conftest import NO_NEIGHBOURS, draw_params, lenstronomy_image, lsst_bands
 
-from skyscan.sim.components import COMPONENTS, KINDS, is_lens
-from skyscan.sim.population import Population
-from skyscan.sim.render import Observation, add_noise, optimal_snr, render
+from skyscan.cases.lenses.sim.components import COMPONENTS, KINDS, is_lens
+from skyscan.cases.lenses.sim.population import Population
+from skyscan.cases.lenses.sim.render import Observation, add_noise, optimal_snr, render
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,6 @@ def lens_draws():
 
 @pytest.fixture(scope="module")
 def reference_images(lens_draws):
-    pytest.importorskip("lenstronomy")
     bands = lsst_bands()
     return np.array([[lenstronomy_image(lens_draws, i, b) for b in bands] for i in range(30)])
 
@@ -140,7 +139,7 @@ def test_magnification_of_a_singular_isothermal_sphere():
     """Round SIS, no shear: the total magnification of an extended Sersic source equals the
     source-weighted point magnification, 2 theta_E/beta inside the Einstein radius and
     1 + theta_E/beta outside it, integrated on a fine source-plane grid (2%)."""
-    from skyscan.sim.profiles import sersic_b_n
+    from skyscan.cases.lenses.sim.profiles import sersic_b_n
 
     params = draw_params(4, seed=2)
     for k in ("e1", "e2", "center_x", "center_y", "gamma1", "gamma2", "source_e1", "source_e2"):
@@ -165,7 +164,7 @@ def test_magnification_of_a_singular_isothermal_sphere():
 
 def test_star_flux_and_kinds_render():
     """Every kind renders finite images; a star adds its catalogue flux (1%) to the stamp."""
-    from skyscan.sim.population import KINDS
+    from skyscan.cases.lenses.sim.population import KINDS
 
     params = draw_params(120, seed=8, kinds={k: 1 for k in KINDS})
     obs = Observation(lsst_bands(), 45, 3, "coadd")
@@ -194,7 +193,7 @@ def test_star_flux_and_kinds_render():
 def test_bands_must_share_pixel_scale():
     import dataclasses
 
-    from skyscan.sim.survey import ConfigError
+    from skyscan.cases.lenses.sim.survey import ConfigError
 
     g, r, _ = lsst_bands()
     with pytest.raises(ConfigError, match="share one pixel_scale"):

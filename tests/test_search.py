@@ -5,6 +5,7 @@ import gzip
 import json
 import shutil
 
+import healpy as hp
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -13,6 +14,7 @@ import torch
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from skyscan.cases.lenses.tiles import make_tiles
 from skyscan.catalog.hats_catalog import import_catalog
 from skyscan.config import load_config
 from skyscan.data.preprocess import make_spec
@@ -20,10 +22,7 @@ from skyscan.models import get_model
 from skyscan.models.card import ModelCard
 from skyscan.search.run import FLAG_EDGE, FLAG_NAN, cutouts, plan_search, run_search
 from skyscan.search.tile_index import build_tile_index
-from skyscan.tiles.make import make_tiles
 from skyscan.train.export import export_model
-
-hp = pytest.importorskip("healpy")
 
 SMALL = {
     "tiles": {
@@ -374,7 +373,7 @@ def test_kill_9_then_rerun_gives_the_same_bytes(setup, tmp_path):
 def test_candidates_carry_known_lens_matches(setup, tmp_path):
     """A tile around a catalogued lens (lenscat): the candidate at its position (0.5" off)
     carries its name and grade; one 20" away carries none; the summary counts the match."""
-    from skyscan.catalog.known import load_known_lenses
+    from skyscan.cases.lenses.known import load_known_lenses
 
     root, card = setup
     known = load_known_lenses()

@@ -5,10 +5,10 @@ import pytest
 import torch
 from conftest import NO_NEIGHBOURS, ONLY_LENSES, draw_params, lsst_bands
 
-from skyscan.sim import field
-from skyscan.sim import profiles as prof
-from skyscan.sim.components import NEIGHBOUR_GALAXIES, neighbour_slots
-from skyscan.sim.render import Observation, render
+from skyscan.cases.lenses.sim import field
+from skyscan.cases.lenses.sim import profiles as prof
+from skyscan.cases.lenses.sim.components import NEIGHBOUR_GALAXIES, neighbour_slots
+from skyscan.cases.lenses.sim.render import Observation, render
 
 ONLY = {k: 0 for k in ONLY_LENSES}
 RINGS = {**ONLY, "ring": 1}

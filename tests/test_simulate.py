@@ -6,10 +6,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from skyscan.cases.lenses.sim.population import BLOCK_SIZE, KINDS
+from skyscan.cases.lenses.sim.simulate import (
+    SimulationPlan,
+    run_simulation,
+    shard_path,
+    write_shard,
+)
 from skyscan.config import load_config
 from skyscan.data.shards import read_images, read_metadata
-from skyscan.sim.population import BLOCK_SIZE, KINDS
-from skyscan.sim.simulate import SimulationPlan, run_simulation, shard_path, write_shard
 
 
 def plan_for(n=300, shard_size=100, seed=7, **sim):
@@ -158,7 +163,7 @@ def test_truncated_shard_is_detected_and_rewritten(tmp_path):
 
 
 def test_shard_index_out_of_range():
-    from skyscan.sim.survey import ConfigError
+    from skyscan.cases.lenses.sim.survey import ConfigError
 
     with pytest.raises(ConfigError, match=r"shard 3 is out of range \(0..2\)"):
         plan_for().shard_rows(3)

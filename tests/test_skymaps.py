@@ -2,20 +2,19 @@
 
 import json
 
+import healpy as hp
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from skyscan.cases.lenses.tiles import make_tiles
 from skyscan.config import load_config
 from skyscan.core.case import get_case
 from skyscan.evaluate.metrics import wilson_interval
 from skyscan.skymap.maps import footprint_pixels, injection_recovery, make_maps
 from skyscan.tiles.io import find_tiles, read_tile_wcs
-from skyscan.tiles.make import make_tiles
-
-hp = pytest.importorskip("healpy")
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,8 @@ pytestmark = [
 
 def _cluster_up() -> bool:
     result = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
-    return result.returncode == 0 and "idle" in result.stdout + "mixed"
+    states = result.stdout.split()
+    return result.returncode == 0 and ("idle" in states or "mixed" in states)
 
 
 @pytest.fixture(scope="module")
@@ -177,13 +178,13 @@ def tiny_search(tmp_path_factory):
     import torch
     from astropy.io import fits
 
+    from skyscan.cases.lenses.tiles import make_tiles
     from skyscan.catalog.hats_catalog import import_catalog
     from skyscan.config import load_config
     from skyscan.data.preprocess import make_spec
     from skyscan.models import get_model
     from skyscan.models.card import ModelCard
     from skyscan.search.tile_index import build_tile_index
-    from skyscan.tiles.make import make_tiles
     from skyscan.train.export import export_model
 
     root = tmp_path_factory.mktemp("slurm-search")

@@ -1,11 +1,10 @@
 """The survey registry against lenstronomy's ObservationConfig, and its error messages."""
 
+import lenstronomy  # noqa: F401  (the reference implementation; a test dependency)
 import numpy as np
 import pytest
 
-from skyscan.sim.survey import Band, ConfigError, get_bands, get_survey
-
-pytest.importorskip("lenstronomy")
+from skyscan.cases.lenses.sim.survey import Band, ConfigError, get_bands, get_survey
 
 
 @pytest.mark.parametrize("survey, bands", [("lsst", "ugrizy"), ("des", "grizY")])

@@ -7,9 +7,9 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from skyscan.cases.lenses.sim.survey import ConfigError
+from skyscan.cases.lenses.tiles import make_tiles, tile_grid, tile_wcs
 from skyscan.config import load_config
-from skyscan.sim.survey import ConfigError
-from skyscan.tiles.make import make_tiles, tile_grid, tile_wcs
 
 SMALL = {
     "tiles": {

@@ -21,7 +21,14 @@ def test_transient_case_is_registered_with_its_section():
     from skyscan.config import load_config
 
     case = get_case("transients")
-    assert case.kinds == simulate.KINDS and case.stages == ("alerts",)
+    # written out here: the real (label 1) and bogus (label 0) kinds, in the simulator's order
+    real = ("host_sn", "hostless", "variable_star")
+    bogus = ("dipole", "cosmic_ray", "bad_pixel", "bright_star", "psf_mismatch", "edge")
+    assert case.positive_kinds == real and case.negative_kinds == bogus
+    assert case.kinds == real + bogus
+    assert case.label(real + bogus).tolist() == [1, 1, 1, 0, 0, 0, 0, 0, 0]
+    assert tuple(simulate.resolve_section({})["kinds"]) == real + bogus  # what it draws from
+    assert case.stages == ("alerts",)
     config = load_config(ROOT / "config" / "transients-ztf.yaml")
     assert config["case"] == "transients" and config["transients"]["setup"] == "ztf"
     assert config["transients"]["alerts"]["n"] == 300

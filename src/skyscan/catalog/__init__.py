@@ -1,2 +1,1 @@
-"""Catalogues: HATS import and output (:mod:`.hats_catalog`) and the known lenses that
-searches are compared with (:mod:`.known`)."""
+"""Catalogues: HATS import and output (:mod:`.hats_catalog`)."""

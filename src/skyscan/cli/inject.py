@@ -59,8 +59,8 @@ def _run(args) -> int:
 
     import torch
 
+    from skyscan.cases.lenses.inject import inject_arcs
     from skyscan.config import load_config
-    from skyscan.tiles.inject import inject_arcs
 
     torch.set_num_threads(1)
     overrides = {}

@@ -99,8 +99,8 @@ def _run(args) -> int:
 
     import torch
 
+    from skyscan.cases.lenses.tiles import make_tiles
     from skyscan.config import load_config
-    from skyscan.tiles.make import make_tiles
 
     torch.set_num_threads(1)
     summary = make_tiles(load_config(args.config), args.out)

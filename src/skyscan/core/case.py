@@ -269,6 +269,21 @@ class Case:
         """Draw up to ``per_kind`` stamps of every kind in ``shards`` into the PNG ``out``."""
         raise NotImplementedError
 
+    def load_models(self) -> None:
+        """Register the case's own networks with :mod:`skyscan.models`: import the ``models``
+        subpackage of the case's module when there is one (heavy: torch), so that
+        :func:`skyscan.models.get_model` finds them by name."""
+        import importlib.util
+
+        package = type(self).__module__
+        if importlib.util.find_spec(package) is None:
+            return
+        module = importlib.import_module(package)
+        if not hasattr(module, "__path__"):  # a plain module (e.g. a test's case)
+            return
+        if importlib.util.find_spec(f"{package}.models") is not None:
+            importlib.import_module(f"{package}.models")
+
     def settings(self, config: Mapping) -> dict:
         """The case's own config section with its defaults (empty if it has none)."""
         return dict(config.get(self.name, {})) if self.config_schema else {}

@@ -51,10 +51,9 @@ def get_model(name: str, **kwargs) -> nn.Module:
     Parameters
     ----------
     name : str
-        ``deeplens`` (CMU DeepLens, Lanusse et al. 2018), ``fast`` (skyscan's cheap one),
-        ``vgg6`` (ZTF braai, Duev et al. 2019), ``deephits`` (Deep-HiTS, Cabrera-Vives et
-        al. 2017) or ``lensparams`` (lens parameters with uncertainties, after Hezaveh et al.
-        2017).
+        ``fast`` (skyscan's cheap one, shared) or a case's own network (e.g. the lens
+        case's ``deeplens`` and ``lensparams``, the transient case's ``vgg6`` and
+        ``deephits``): :func:`model_names` lists them.
     **kwargs
         Passed to the model, e.g. ``in_channels``.
     """
@@ -71,13 +70,14 @@ def model_names() -> list[str]:
 
 
 def _load_builtin() -> None:
-    from skyscan.models import (  # noqa: F401  (registers them)
-        deephits,
-        deeplens,
-        fast,
-        lensparams,
-        vgg6,
-    )
+    """Register the shared networks, then every registered case's own (the ``models``
+    subpackage of its module, when it has one: :meth:`skyscan.core.case.Case.load_models`),
+    so a case's network is found by name whatever was imported before."""
+    from skyscan.core.case import default_registry
+    from skyscan.models import fast  # noqa: F401  (registers it)
+
+    for name in default_registry.names():
+        default_registry.get(name).load_models()
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -169,7 +169,7 @@ class ModelCard:
         out = np.asarray(outputs, dtype=np.float64)
         if out.ndim != 2 or out.shape[1] != 2 * p:
             raise ValueError(f"outputs of shape {out.shape}, expected (N, {2 * p})")
-        from skyscan.models.lensparams import LOG_VARIANCE_RANGE
+        from skyscan.models.heads import LOG_VARIANCE_RANGE
 
         mean, std = np.asarray(t["mean"]), np.asarray(t["std"])
         scale = np.asarray(t.get("uncertainty_scale") or [1.0] * p) if calibrated else np.ones(p)

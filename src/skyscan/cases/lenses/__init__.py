@@ -70,7 +70,7 @@ class LensCase(Case):
 
     def parameter_selection(self, columns):
         """Lenses with theta_E >= 1" and a lensed-source S/N >= 20 in their best band."""
-        from skyscan.sim import best_band_snr
+        from skyscan.cases.lenses.sim import best_band_snr
 
         snr = best_band_snr(columns)[0]
         theta = np.asarray(columns["theta_E"], dtype=float)
@@ -241,7 +241,7 @@ class LensCase(Case):
 
     def detection_snr(self, columns: Mapping[str, np.ndarray]) -> np.ndarray | None:
         """The lensed source's S/N in its best band (NaN for non-lenses)."""
-        from skyscan.sim import best_band_snr
+        from skyscan.cases.lenses.sim import best_band_snr
 
         if not any(str(c).startswith("snr_") for c in columns):
             return None
@@ -250,8 +250,8 @@ class LensCase(Case):
     def detectable(self, columns, observation, criteria) -> np.ndarray:
         """LensPop's selection (Collett 2015) at the simulated survey's depth and seeing:
         S/N, magnification and resolved images in the best band
-        (:func:`skyscan.sim.detectable`; the seeing is the shards' PSF FWHM)."""
-        from skyscan.sim import detectable
+        (:func:`skyscan.cases.lenses.sim.detectable`; the seeing is the shards' PSF FWHM)."""
+        from skyscan.cases.lenses.sim import detectable
 
         return detectable(columns, observation, criteria)
 
@@ -260,7 +260,7 @@ class LensCase(Case):
         ``known`` extra), as ``known_name``, ``known_grade``, ``known_type`` and
         ``known_sep_arcsec``; without the catalogue the table is returned as it is, and the
         summary says why."""
-        from skyscan.catalog.known import add_known_lens_columns
+        from skyscan.cases.lenses.known import add_known_lens_columns
         from skyscan.core.errors import SkyscanError
 
         if not len(candidates):
@@ -300,18 +300,18 @@ class LensCase(Case):
         )
 
     def preview(self, shards, out, per_kind: int = 4):
-        """Colour composites of every kind, labelled with θE and S/N (skyscan.sim.preview)."""
-        from skyscan.sim.preview import write_preview
+        """Colour composites of every kind, labelled with θE and S/N (:mod:`.sim.preview`)."""
+        from skyscan.cases.lenses.sim.preview import write_preview
 
         return write_preview(shards, out, per_kind=per_kind)
 
     def simulate(self, config: Mapping, out_dir, **options) -> list:
-        """Simulate lenses and non-lenses into Parquet shards (:mod:`skyscan.sim.simulate`).
+        """Simulate lenses and non-lenses into Parquet shards (:mod:`.sim.simulate`).
 
-        ``options`` go to :func:`skyscan.sim.simulate.run_simulation` (``shards``,
+        ``options`` go to :func:`skyscan.cases.lenses.sim.simulate.run_simulation` (``shards``,
         ``workers``, ``show_progress``).
         """
-        from skyscan.sim.simulate import SimulationPlan, run_simulation
+        from skyscan.cases.lenses.sim.simulate import SimulationPlan, run_simulation
 
         return run_simulation(SimulationPlan.from_config(config), out_dir, **options)
 

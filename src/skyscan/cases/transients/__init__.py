@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 #: The kinds and their default fractions, here (not in the simulator, which imports torch
-#: through skyscan.sim) because the registry loads this module whenever a config is read.
+#: through a simulator) because the registry loads this module whenever a config is read.
 REAL_KINDS = ("host_sn", "hostless", "variable_star")
 BOGUS_KINDS = ("dipole", "cosmic_ray", "bad_pixel", "bright_star", "psf_mismatch", "edge")
 

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from skyscan.core.atomic import write_parquet_atomic
-from skyscan.sim import BLOCK_SIZE
+from skyscan.core.seeding import BLOCK_SIZE
 
 __all__ = ["make_demo_alerts"]
 

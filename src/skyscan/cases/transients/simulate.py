@@ -13,7 +13,7 @@ matching kernels together, so light from beyond the stamp edge is there and noth
 and cropped at the end.  A *scene* (counts per pixel before the atmosphere) is built per image:
 point sources split bilinearly over the four nearest pixels (the pixel response), Sersic
 galaxies integrated over 3x3 sub-pixels (lenstronomy's product-average ellipse and ``b_n``,
-as :mod:`skyscan.sim.profiles`).  The PSF of each image is the *discrete* Gaussian kernel
+as :mod:`skyscan.core.profiles`).  The PSF of each image is the *discrete* Gaussian kernel
 ``T(m, t) = exp(-t) I_m(t)`` per axis (Lindeberg 1990), with ``t = sigma^2`` in pixels^2
 from the drawn FWHM: the sampled-grid analogue of a Gaussian, with variance exactly ``t``
 and, what matters here, the semigroup property ``T(t1) * T(t2) = T(t1 + t2)``.  So the
@@ -63,10 +63,10 @@ host centre to transient; star to stamp centre for ``bright_star`` and ``edge``)
 ignoring the correlation of the convolved noise.
 
 Randomness: rows are a function of ``(seed, index)`` through fixed blocks of
-:data:`skyscan.sim.BLOCK_SIZE` rows (:func:`skyscan.sim.block_rng`): parameters from the block's
-numpy generator, a fixed sequence of uniforms whatever the kinds, and noise from a numpy
-generator on the block's noise seed.  A block is always rendered whole, so shards of any size
-and any number of workers give the same bytes.
+:data:`~skyscan.core.seeding.BLOCK_SIZE` rows (:func:`~skyscan.core.seeding.block_rng`):
+parameters from the block's numpy generator, a fixed sequence of uniforms whatever the
+kinds, and noise from a numpy generator on the block's noise seed.  A block is always
+rendered whole, so shards of any size and any number of workers give the same bytes.
 """
 
 from __future__ import annotations
@@ -91,6 +91,8 @@ from skyscan.cases.transients import BOGUS_KINDS, DEFAULT_KIND_FRACTIONS, REAL_K
 from skyscan.config import config_hash
 from skyscan.core.errors import ConfigError
 from skyscan.core.process import die_with_parent
+from skyscan.core.profiles import fwhm_to_sigma, sersic_b_n, sersic_total_flux
+from skyscan.core.seeding import BLOCK_SIZE, block_rng
 from skyscan.data.shards import (
     images_to_array,
     shard_count,
@@ -98,7 +100,6 @@ from skyscan.data.shards import (
     shard_rows,
     write_table_atomic,
 )
-from skyscan.sim import BLOCK_SIZE, block_rng, fwhm_to_sigma, sersic_b_n, sersic_total_flux
 
 __all__ = [
     "TransientSetup",

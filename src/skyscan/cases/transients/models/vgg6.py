@@ -24,7 +24,7 @@ Differences from braai, none of which changes the network at 63x63: the output i
 (braai applies the sigmoid in the last layer); the flatten is channel-first (PyTorch order;
 it matters only to port braai's Keras weights, whose flatten is channel-last); other stamp
 sizes get their final feature map max-pooled onto braai's 6x6 grid
-(:class:`~skyscan.models._grid.GridMaxPool`, the identity at 63x63) so that the dense head,
+(:class:`._grid.GridMaxPool`, the identity at 63x63) so that the dense head,
 and the parameter count, stay those of the paper.  Stamps need at least 20x20 pixels.
 """
 
@@ -33,8 +33,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from skyscan.cases.transients.models._grid import GridMaxPool
 from skyscan.models import register
-from skyscan.models._grid import GridMaxPool
 
 __all__ = ["VGG6"]
 

@@ -7,8 +7,8 @@ them the light of a lensed source, each galaxy being the deflector: its own ligh
 one, so only the source is rendered.  The source and the lens model (theta_E, ellipticity,
 shear, source size, offset and magnitudes) come from the simulator's priors (the config's
 ``simulate.priors``), rendered with the survey's PSF by the same renderer as the training
-sets (:func:`skyscan.tiles.make.render_stamps`), and the added light gets its own Poisson
-noise (the simulator's :func:`skyscan.sim.add_noise` with no background term: the tile
+sets (:func:`skyscan.cases.lenses.tiles.render_stamps`), and the added light gets its own Poisson
+noise (the simulator's :func:`skyscan.cases.lenses.sim.add_noise` with no background term: the tile
 already has its background noise).
 
 Units: the renderer works in e-/s at the band's zero point; a tile whose header has
@@ -36,11 +36,18 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from skyscan.cases.lenses.sim import (
+    Observation,
+    Population,
+    add_noise,
+    best_band_snr,
+    get_bands,
+    get_survey,
+)
+from skyscan.cases.lenses.tiles import paste_stamps, render_stamps
 from skyscan.core.atomic import write_bytes_atomic, write_parquet_atomic
 from skyscan.core.errors import InputFileError, MismatchError, UsageError
-from skyscan.sim import Observation, Population, add_noise, best_band_snr, get_bands, get_survey
 from skyscan.tiles.io import find_tiles, read_band_unscaled, read_tile_wcs
-from skyscan.tiles.make import paste_stamps, render_stamps
 
 __all__ = ["inject_arcs", "read_galaxies", "INJECT_STREAM", "PIXEL_SCALE_RTOL"]
 

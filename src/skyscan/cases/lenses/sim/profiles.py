@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from scipy import special
 
+from skyscan.core.profiles import sersic_b_n, sersic_total_flux  # noqa: F401  (re-exported)
+
 __all__ = [
     "ellipticity_to_phi_q",
     "phi_q_to_ellipticity",
@@ -79,23 +81,6 @@ def phi_q_to_ellipticity(phi, q):
     q = np.asarray(q, dtype=np.float64)
     e = (1.0 - q) / (1.0 + q)
     return e * np.cos(2 * phi), e * np.sin(2 * phi)
-
-
-def sersic_b_n(n):
-    """lenstronomy's approximation ``b_n = 1.9992 n - 0.3271`` (floored at 1e-5)."""
-    return np.maximum(1.9992 * np.asarray(n, dtype=np.float64) - 0.3271, 1e-5)
-
-
-def sersic_total_flux(R_sersic, n_sersic):
-    """Total flux of a Sersic profile with ``amp = 1`` (flux units x arcsec^2).
-
-    ``2 pi n R^2 e^{b_n} b_n^{-2n} Gamma(2n)``, exact for lenstronomy's product-average
-    ellipse, which preserves area.
-    """
-    n = np.asarray(n_sersic, dtype=np.float64)
-    r = np.maximum(np.asarray(R_sersic, dtype=np.float64), _SERSIC_SMOOTHING)
-    bn = sersic_b_n(n)
-    return 2 * np.pi * n * r**2 * np.exp(bn) * bn ** (-2 * n) * special.gamma(2 * n)
 
 
 def ring_total_flux(

@@ -9,7 +9,7 @@ its *best band* (the band of highest lensed-source S/N):
    ``theta_E**2 > R_source**2 + (seeing / 2)**2``, with the band's PSF FWHM as seeing.
 
 The simulator stores every ingredient per row: ``snr_<band>`` (the same optimal-aperture S/N,
-:func:`skyscan.sim.render.optimal_snr`), ``magnification``, ``theta_E`` and
+:func:`skyscan.cases.lenses.sim.render.optimal_snr`), ``magnification``, ``theta_E`` and
 ``source_R_sersic`` (arcsec); the seeing of each band comes from the survey registry or from a
 shard's ``psf`` metadata.  The thresholds are a mapping (the config's ``dataset.detectable``):
 
@@ -108,7 +108,7 @@ def best_band_snr(meta: Mapping, snr_bands="any") -> tuple[np.ndarray, np.ndarra
 
 
 def seeing_of(survey_or_psf) -> dict[str, float]:
-    """PSF FWHM (arcsec) of each band, from a :class:`~skyscan.sim.survey.Survey`, a
+    """PSF FWHM (arcsec) of each band, from a :class:`~skyscan.cases.lenses.sim.survey.Survey`, a
     ``{band: fwhm}`` mapping, or a shard's metadata (``bands`` and ``psf`` keys)."""
     bands = getattr(survey_or_psf, "bands", None)
     if bands is not None and not isinstance(survey_or_psf, Mapping):  # a Survey

@@ -6,13 +6,13 @@ science cases) use; the submodules are its internals (``pyproject.toml`` holds t
 import-linter contract that keeps ``skyscan.tiles`` to this API).
 """
 
-from skyscan.sim.detectability import DETECTABLE_DEFAULTS, best_band_snr, detectable
-from skyscan.sim.field import field_galaxies, field_stars, magnitude_counts
-from skyscan.sim.population import BLOCK_SIZE, KINDS, Population, block_rng
-from skyscan.sim.profiles import phi_q_to_ellipticity, sersic_b_n, sersic_total_flux
-from skyscan.sim.psf import fwhm_to_sigma, psf_kernel_radius
-from skyscan.sim.render import Observation, add_noise, render
-from skyscan.sim.survey import Band, Survey, get_bands, get_survey
+from skyscan.cases.lenses.sim.detectability import DETECTABLE_DEFAULTS, best_band_snr, detectable
+from skyscan.cases.lenses.sim.field import field_galaxies, field_stars, magnitude_counts
+from skyscan.cases.lenses.sim.population import BLOCK_SIZE, KINDS, Population, block_rng
+from skyscan.cases.lenses.sim.profiles import phi_q_to_ellipticity, sersic_b_n, sersic_total_flux
+from skyscan.cases.lenses.sim.psf import fwhm_to_sigma, psf_kernel_radius
+from skyscan.cases.lenses.sim.render import Observation, add_noise, render
+from skyscan.cases.lenses.sim.survey import Band, Survey, get_bands, get_survey
 
 __all__ = [
     "BLOCK_SIZE",

@@ -3,7 +3,7 @@
 One call renders a whole batch of systems at once in torch (CPU or GPU), in named steps
 (see :func:`render`):
 
-1. every light component of the table :data:`skyscan.sim.components.COMPONENTS` is evaluated
+1. every light component of the table :data:`.components.COMPONENTS` is evaluated
    on the super-sampled grid for the systems that carry it (lensed ones through the
    deflector's SIE + shear) with unit amplitude, and averaged to the pixel grid
    (:func:`draw_components`);
@@ -32,10 +32,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from skyscan.sim import profiles as prof
-from skyscan.sim.components import COMPONENTS, LightComponent, carriers
-from skyscan.sim.psf import PSFConvolver, psf_kernel
-from skyscan.sim.survey import Band, ConfigError
+from skyscan.cases.lenses.sim import profiles as prof
+from skyscan.cases.lenses.sim.components import COMPONENTS, LightComponent, carriers
+from skyscan.cases.lenses.sim.psf import PSFConvolver, psf_kernel
+from skyscan.cases.lenses.sim.survey import Band, ConfigError
 
 __all__ = [
     "Observation",
@@ -256,7 +256,7 @@ class Scene:
     """A batch being rendered: its columns, the observation and the super-sampled grid.
 
     Built by :func:`setup_scene`; the light components' render functions (see
-    :mod:`skyscan.sim.components`) draw on it with :meth:`evaluate`.
+    :mod:`skyscan.cases.lenses.sim.components`) draw on it with :meth:`evaluate`.
 
     Parameters
     ----------
@@ -328,7 +328,7 @@ class Scene:
         rows : ndarray of int
             Systems to draw.
         fn : callable
-            A profile kernel of :mod:`skyscan.sim.profiles`.
+            A profile kernel of :mod:`skyscan.cases.lenses.sim.profiles`.
         *constant_sets : list of ndarray
             Its constant tables, one float64 column per constant, one row per system.
         **static
@@ -423,7 +423,7 @@ def deflector_mass(scene: Scene, rows: np.ndarray) -> list[np.ndarray]:
     Returns
     -------
     list of ndarray
-        Columns from :func:`skyscan.sim.profiles.sie_constants`.
+        Columns from :func:`skyscan.cases.lenses.sim.profiles.sie_constants`.
     """
     names = ("theta_E", "e1", "e2", "center_x", "center_y", "gamma1", "gamma2")
     return prof.sie_constants(*(scene.col(k, rows) for k in names))
@@ -436,7 +436,7 @@ def draw_components(scene: Scene, components=COMPONENTS) -> list[Layer]:
     ----------
     scene : Scene
     components : sequence of LightComponent
-        The table (:data:`skyscan.sim.components.COMPONENTS`).
+        The table (:data:`skyscan.cases.lenses.sim.components.COMPONENTS`).
 
     Returns
     -------
@@ -606,7 +606,7 @@ def render(
     """Render a batch of systems.
 
     The steps: :func:`setup_scene`, :func:`draw_components` (each light component of
-    :data:`skyscan.sim.components.COMPONENTS` for the systems that carry it, lensed ones
+    :data:`.components.COMPONENTS` for the systems that carry it, lensed ones
     through :func:`deflector_mass`), :func:`compose_bands`, :func:`convolve` (with the
     :func:`lensed_signal`), :func:`add_point_sources`, :func:`measure_magnification`,
     :func:`measure_snr` and :func:`add_noise`.
@@ -614,7 +614,7 @@ def render(
     Parameters
     ----------
     params : mapping of str to array
-        Columns as drawn by :class:`skyscan.sim.population.Population` (``kind`` plus the
+        Columns as drawn by :class:`.population.Population` (``kind`` plus the
         parameters, NaN where a kind lacks a component).
     obs : Observation
         Bands, stamp and depth.
@@ -662,7 +662,7 @@ def add_noise(model: torch.Tensor, sigma_bkg, exposure_time, seed: int):
     """Add Gaussian noise of variance ``sigma_bkg^2 + max(model, 0) / exposure_time``.
 
     The background term is sky Poisson noise plus read noise (see
-    :meth:`skyscan.sim.survey.Band.background_sigma`); the second is the sources' own Poisson
+    :meth:`.survey.Band.background_sigma`); the second is the sources' own Poisson
     noise, both in their Gaussian limit as lenstronomy's ``noise_for_model`` does.  The unit
     normals come from one ``torch.randn`` call of the model's shape on a CPU generator seeded
     with ``seed``, so they depend only on the seed (and the torch version), on any device.

@@ -1,8 +1,8 @@
 """The field: galaxies and stars seen along any line of sight, by number counts.
 
 One set of distributions for every place the simulator puts unrelated objects on the sky: the
-survey tiles' field galaxies and stars (:mod:`skyscan.tiles.make`) and the line-of-sight
-neighbours scattered over every training stamp (:meth:`skyscan.sim.population.Population.draw`),
+survey tiles' field galaxies and stars (:mod:`skyscan.cases.lenses.tiles`) and the line-of-sight
+neighbours scattered over every training stamp (:meth:`.population.Population.draw`),
 so that a stamp's neighbours look like the objects around a tile's candidates.
 
 Magnitudes follow number counts ``dN/dm ~ 10^(slope m)`` in the i band; other bands follow
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from skyscan.sim.profiles import phi_q_to_ellipticity
+from skyscan.cases.lenses.sim.profiles import phi_q_to_ellipticity
 
 __all__ = [
     "GALAXY_MAGS",

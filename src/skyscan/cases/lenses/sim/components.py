@@ -7,11 +7,11 @@ number at the configured density, unused slots NaN and not drawn.  :data:`COMPON
 per component, which kinds carry it, whether it is lensed (ray-traced through the deflector's
 SIE + shear) or drawn in the image plane, whether it is convolved with the PSF, and the
 function that renders it.  The population
-(:mod:`skyscan.sim.population`: colour priors, blanking the columns a kind lacks, the label)
-and the renderer (:func:`skyscan.sim.render.render`) both read this table, so adding a
+(:mod:`.population`: colour priors, blanking the columns a kind lacks, the label)
+and the renderer (:func:`skyscan.cases.lenses.sim.render.render`) both read this table, so adding a
 component is one :class:`LightComponent` entry plus its render function, its priors in the
 config (``simulate.priors.<name>_mag``, ``<name>_colors`` and the shape priors) and their draw
-in :meth:`skyscan.sim.population.Population.draw`.
+in :meth:`skyscan.cases.lenses.sim.population.Population.draw`.
 
 A component's columns are named ``<name>_...``: its magnitudes ``<name>_mag_<band>`` set its
 per-band amplitudes, and every ``<name>_*`` column is NaN in the rows of kinds that lack it (and,
@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from skyscan.sim import profiles as prof
-from skyscan.sim.profiles import RING_KNOTS
-from skyscan.sim.psf import psf_kernel_radius, psf_profile
+from skyscan.cases.lenses.sim import profiles as prof
+from skyscan.cases.lenses.sim.profiles import RING_KNOTS
+from skyscan.cases.lenses.sim.psf import psf_kernel_radius, psf_profile
 
 if TYPE_CHECKING:
-    from skyscan.sim.render import Scene
+    from skyscan.cases.lenses.sim.render import Scene
 
 __all__ = [
     "KINDS",
@@ -63,7 +63,7 @@ class LightComponent:
         The kinds that carry it; its columns are NaN in the other rows.
     render : callable
         ``render(scene, rows, mass)`` draws the component for the systems ``rows`` (indices
-        into the batch) on the scene's grid (see :class:`skyscan.sim.render.Scene`).  ``mass``
+        into the batch) on the scene's grid (see :class:`.render.Scene`).  ``mass``
         is the deflector's SIE + shear constants of these rows if ``lensed``, else ``None``.
         A ``convolved`` component returns its unit-amplitude pixel images ``(m, H, W)`` and
         their total flux ``(m,)`` (the bands then only scale them by ``<name>_mag_<band>``);
@@ -77,7 +77,7 @@ class LightComponent:
         grid; ``False`` for a point source drawn as the PSF itself, added after convolution.
     neighbour : bool
         A line-of-sight neighbour slot: drawn from the field's number counts
-        (:mod:`skyscan.sim.field`) rather than from ``<name>_mag``/``<name>_colors`` priors,
+        (:mod:`.field`) rather than from ``<name>_mag``/``<name>_colors`` priors,
         and rendered only in the rows whose slot is filled (finite ``<name>_mag_<band>``); a
         batch without its columns (the survey tiles' objects) has none.
     colors_relative_to : str, optional

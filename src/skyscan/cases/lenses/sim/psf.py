@@ -15,18 +15,14 @@ import math
 import numpy as np
 import torch
 
-from skyscan.sim.survey import Band
+from skyscan.cases.lenses.sim.survey import Band
+from skyscan.core.profiles import fwhm_to_sigma
 
 __all__ = ["fwhm_to_sigma", "moffat_alpha", "psf_profile", "psf_kernel", "PSFConvolver"]
 
 _GAUSSIAN_TRUNCATION = 5.0  # sigma; lenstronomy's default
 _MOFFAT_ENCLOSED = 0.999
 _MAX_KERNEL = 221  # pixels; lenstronomy's cap
-
-
-def fwhm_to_sigma(fwhm: float) -> float:
-    """Gaussian sigma from the full width at half maximum."""
-    return fwhm / (2 * math.sqrt(2 * math.log(2)))
 
 
 def moffat_alpha(fwhm: float, beta: float) -> float:

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from skyscan.sim.survey import Band
+from skyscan.cases.lenses.sim.survey import Band
 
 __all__ = [
     "lenstronomy_kwargs",

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from skyscan import sim
+from skyscan.cases.lenses import sim
+from skyscan.cases.lenses.sim import Observation, Population, add_noise, get_bands, get_survey
 from skyscan.core.atomic import write_json_atomic, write_parquet_atomic
 from skyscan.core.errors import ConfigError
-from skyscan.sim import Observation, Population, add_noise, get_bands, get_survey
 from skyscan.tiles.io import write_tile_band
 
 __all__ = ["TileSpec", "tile_grid", "tile_wcs", "make_tiles", "render_stamps", "paste_stamps"]
@@ -248,7 +248,7 @@ def _stamp_sizes(params, bands, tile_obs, smallest: int) -> np.ndarray:
     stamp, in every band, and a lens's images (within 1.5 theta_E + 5 source radii) must fit.
     Bright n = 4 wings reach tens of arcsec: a fixed stamp would cut them into squares.
     """
-    from skyscan.sim import psf_kernel_radius, sersic_b_n, sersic_total_flux
+    from skyscan.cases.lenses.sim import psf_kernel_radius, sersic_b_n, sersic_total_flux
 
     pix = bands[0].pixel_scale
     r_e = np.asarray(params["lens_R_sersic"], np.float64)
@@ -276,7 +276,7 @@ def _stamp_sizes(params, bands, tile_obs, smallest: int) -> np.ndarray:
 def render_stamps(params, tile_obs, observations: dict, smallest: int):
     """Render systems noise-free on stamps just large enough for their light, by size.
 
-    Each system is rendered by the simulator (:func:`skyscan.sim.render`, the renderer of the
+    Each system is rendered by the simulator (:func:`.sim.render`, the renderer of the
     training sets) on the smallest stamp of :data:`STAMP_SIZES` that holds its light (see
     :func:`_stamp_sizes`), systems of one size together.
 
@@ -287,7 +287,7 @@ def render_stamps(params, tile_obs, observations: dict, smallest: int):
     tile_obs : Observation
         The tile's observation (its bands and depth set the stamp sizes).
     observations : dict
-        Stamp side -> :class:`skyscan.sim.Observation`; must hold ``smallest``, whose
+        Stamp side -> :class:`skyscan.cases.lenses.sim.Observation`; must hold ``smallest``, whose
         super-sampling and exposures are used for the others, which are added to it.
     smallest : int
         The smallest stamp side.

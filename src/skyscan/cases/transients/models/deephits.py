@@ -39,7 +39,7 @@ two-way softmax (the same classifier, 65 output parameters instead of 130); the 
 before adding the bias and activating, which equals pooling after (max pooling commutes with a
 per-channel bias and a monotonic activation); dropout is inverted (scaled in training, not at
 inference).  Stamps other than 21x21 get their final feature maps max-pooled onto the 6x6 grid
-(:class:`~skyscan.models._grid.GridMaxPool`, the identity at 21x21), so the dense head and
+(:class:`._grid.GridMaxPool`, the identity at 21x21), so the dense head and
 the parameter count stay those of the paper; stamps must be square (they are rotated).
 """
 
@@ -48,8 +48,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from skyscan.cases.transients.models._grid import GridMaxPool
 from skyscan.models import register
-from skyscan.models._grid import GridMaxPool
 
 __all__ = ["DeepHiTS"]
 

@@ -7,7 +7,7 @@ number of workers.
 
 Kinds (column ``kind``; ``label`` is 1 for the kinds that carry a lensed light component, i.e.
 ``lens`` only; which kind carries which component is the table
-:data:`skyscan.sim.components.COMPONENTS`):
+:data:`skyscan.cases.lenses.sim.components.COMPONENTS`):
 
 ``lens``
     SIE + shear deflector (Sersic light) and a Sersic source behind it.
@@ -27,7 +27,7 @@ Kinds (column ``kind``; ``label`` is 1 for the kinds that carry a lensed light c
     A deflector with a bright star close by.
 
 Every kind also has line-of-sight neighbours: field galaxies and stars of
-:mod:`skyscan.sim.field` (the survey tiles' number counts and sizes) at ``simulate.neighbours``
+:mod:`.field` (the survey tiles' number counts and sizes) at ``simulate.neighbours``
 densities, a Poisson number per stamp in fixed slots (4 galaxies, 1 star), scattered uniformly
 over the stamp outside ``min_distance`` of its centre, and drawn after everything else so the
 other columns do not depend on them.  They are not lensed signal.
@@ -47,18 +47,23 @@ from collections.abc import Mapping
 import numpy as np
 from scipy import special, stats
 
-from skyscan.sim import field
-from skyscan.sim.components import COMPONENTS as LIGHT_COMPONENTS
-from skyscan.sim.components import KINDS, carriers, component_names, is_lens, neighbour_slots
-from skyscan.sim.profiles import RING_KNOTS, phi_q_to_ellipticity
-from skyscan.sim.survey import ConfigError
+from skyscan.cases.lenses.sim import field
+from skyscan.cases.lenses.sim.components import COMPONENTS as LIGHT_COMPONENTS
+from skyscan.cases.lenses.sim.components import (
+    KINDS,
+    carriers,
+    component_names,
+    is_lens,
+    neighbour_slots,
+)
+from skyscan.cases.lenses.sim.profiles import RING_KNOTS, phi_q_to_ellipticity
+from skyscan.cases.lenses.sim.survey import ConfigError
+from skyscan.core.seeding import BLOCK_SIZE, block_rng
 
 __all__ = ["KINDS", "BLOCK_SIZE", "Prior", "parse_prior", "Population", "block_rng"]
 
 log = logging.getLogger(__name__)
 
-#: Rows per random block; the unit of randomness (not of work).
-BLOCK_SIZE = 250
 
 _DIST_PARAMS = {
     "uniform": ("low", "high"),
@@ -154,14 +159,6 @@ def parse_prior(key: str, spec: Mapping) -> Prior:
     return Prior(key, spec)
 
 
-def block_rng(seed: int, block: int) -> tuple[np.random.Generator, int]:
-    """Independent random streams of one block: a numpy generator for the parameters and a
-    64-bit seed for the noise (drawn by torch's generator, 3x faster than numpy's normals)."""
-    params_ss, noise_ss = np.random.SeedSequence(seed, spawn_key=(block,)).spawn(2)
-    noise_seed = int(noise_ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
-    return np.random.default_rng(params_ss), noise_seed
-
-
 def _color_offsets(key: str, colors: Mapping, reference: str, bands) -> dict[str, list]:
     """For each band, the signed chain of colour keys leading from the reference band."""
     edges: dict[str, list] = {}
@@ -201,7 +198,7 @@ class Population:
         Band names, in channel order.
     """
 
-    #: Names of the light components (:data:`skyscan.sim.components.COMPONENTS`) with their
+    #: Names of the light components (:data:`.components.COMPONENTS`) with their
     #: ``<name>_mag`` and ``<name>_colors`` priors (the neighbour slots have none).
     COMPONENTS = component_names(neighbours=False)
 

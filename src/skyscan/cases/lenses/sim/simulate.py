@@ -1,7 +1,7 @@
 """From a validated config to Parquet shards of simulated systems.
 
 Rows are a function of ``(seed, global row index)`` only (see
-:mod:`skyscan.sim.population`): shard ``k`` holds rows ``[k * shard_size, (k+1) * shard_size)``
+:mod:`.population`): shard ``k`` holds rows ``[k * shard_size, (k+1) * shard_size)``
 and is rendered block by block, so the same config and seed give the same bytes whatever the
 number of workers, and the same rows whatever the shard size.
 """
@@ -18,6 +18,9 @@ import numpy as np
 import pyarrow as pa
 
 import skyscan
+from skyscan.cases.lenses.sim.population import BLOCK_SIZE, Population, block_rng
+from skyscan.cases.lenses.sim.render import Observation, render
+from skyscan.cases.lenses.sim.survey import ConfigError, get_bands, get_survey
 from skyscan.config import config_hash
 from skyscan.data.shards import (
     images_to_array,
@@ -26,9 +29,6 @@ from skyscan.data.shards import (
     shard_rows,
     write_table_atomic,
 )
-from skyscan.sim.population import BLOCK_SIZE, Population, block_rng
-from skyscan.sim.render import Observation, render
-from skyscan.sim.survey import ConfigError, get_bands, get_survey
 
 __all__ = ["SimulationPlan", "simulate_rows", "write_shard", "run_simulation", "shard_path"]
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from skyscan.cases.lenses.sim.population import KINDS
 from skyscan.data.shards import first_per_kind
-from skyscan.sim.population import KINDS
 from skyscan.viz import color_composite, save_grid
 
 __all__ = ["write_preview"]

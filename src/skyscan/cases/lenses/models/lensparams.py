@@ -4,7 +4,7 @@ After Hezaveh, Perreault Levasseur & Marshall (2017, Nature 548, 555), who estim
 parameters with CNNs in a fraction of a second, and Perreault Levasseur et al. (2017) for the
 uncertainties: for each of ``n_parameters`` (normalised) targets the network outputs a mean
 and a log-variance, ``(N, 2 * n_parameters)``, means first.  It is trained with the Gaussian
-negative log-likelihood (:func:`skyscan.models.lensparams.gaussian_nll`).
+negative log-likelihood (:func:`skyscan.models.heads.gaussian_nll`).
 
 Layout: a 3x3 stem at full resolution (the Einstein radius is a few pixels: the arc's
 distance from the centre must survive), three stride-2 stages of 3x3 residual units (widths
@@ -20,37 +20,10 @@ import torch
 from torch import nn
 
 from skyscan.models import register
+from skyscan.models.heads import LOG_VARIANCE_RANGE, gaussian_nll  # noqa: F401  (re-exported)
 from skyscan.models.fast import _down, _Residual  # the same residual blocks as `fast`
 
 __all__ = ["LensParams", "gaussian_nll"]
-
-#: Bounds of the predicted log-variance (normalised units): keeps exp() finite early in
-#: training without limiting any sensible uncertainty (e^-9 is a 1% sigma, e^5 twelve).
-LOG_VARIANCE_RANGE = (-9.0, 5.0)
-
-
-def gaussian_nll(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean Gaussian negative log-likelihood (constant dropped) of targets under the network's
-    means and log-variances.
-
-    Parameters
-    ----------
-    output : torch.Tensor, shape (N, 2 * P)
-        Means ``[:, :P]`` and log-variances ``[:, P:]``.
-    target : torch.Tensor, shape (N, P)
-
-    Returns
-    -------
-    torch.Tensor
-        ``mean(0.5 * (log s^2 + (y - mu)^2 / s^2))`` over rows and parameters.
-    """
-    n = target.shape[-1]
-    if output.shape[-1] != 2 * n:
-        raise ValueError(f"output has {output.shape[-1]} columns, expected 2 x {n} targets")
-    mean = output[..., :n]
-    log_var = output[..., n:].clamp(*LOG_VARIANCE_RANGE)
-    return (0.5 * (log_var + (target - mean) ** 2 * torch.exp(-log_var))).mean()
-
 
 @register("lensparams")
 class LensParams(nn.Module):
