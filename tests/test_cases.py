@@ -11,7 +11,7 @@ import torch
 
 import skyscan
 from skyscan.core import case as case_module
-from skyscan.core.case import Case, CaseRegistry, Strata, get_case
+from skyscan.core.case import Case, CaseRegistry, Headline, Strata, get_case
 from skyscan.core.errors import ConfigError
 
 
@@ -48,7 +48,8 @@ def test_lens_labels_strata_and_headline():
     spec = {"theta_E_bins": [0.5, 1.4, 3.0], "snr_bins": [0, 20, 1e6], "snr_band": "g"}
     strata = lenses.strata(meta, spec)
     head = lenses.headline(strata, np.array([True, True, False]))
-    assert head["n_lenses"] == 1 and head["completeness"] == 0.0  # only (2.5", S/N 50)
+    assert head.n == 1 and head.completeness == 0.0  # only (2.5", S/N 50)
+    assert head.extra["n_lenses"] == 1
     with pytest.raises(ConfigError, match="'evaluate.snr_band': 'z' is not a band"):
         lenses.strata(meta, {**spec, "snr_band": "z"})
     assert lenses.evaluation_plots[-2:] == ("false_positives", "missed_lenses")
@@ -77,11 +78,11 @@ class BlobCase(Case):
 
     def headline(self, strata, passed):
         bright = strata.row_values > 50
-        return {
-            "selection": "flux > 50",
-            "n_blobs": int(bright.sum()),
-            "completeness": float(passed[bright].mean()) if bright.any() else None,
-        }
+        return Headline(
+            "flux > 50",
+            int(bright.sum()),
+            float(passed[bright].mean()) if bright.any() else None,
+        )
 
     def comparison_table(self, metrics):
         return f"| AUROC | {metrics['auroc']:.3f} |\n"

@@ -8,7 +8,7 @@ import pytest
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 
-from skyscan.catalog import known
+from skyscan.cases.lenses import known
 from skyscan.core.errors import InputFileError
 
 

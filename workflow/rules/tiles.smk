@@ -30,4 +30,4 @@ rule make_tiles:
     conda:
         "../../envs/skyscan-cpu.yaml"
     shell:
-        "{params.skyscan} tiles --config {input.config} --out {params.out} > {log} 2>&1"
+        "{params.skyscan} make-tiles --config {input.config} --out {params.out} > {log} 2>&1"

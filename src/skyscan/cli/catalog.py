@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import argparse
 
+from skyscan.cli._group import group_parser, run_group
 from skyscan.core.command import CommandParser
 
 PROG = "skyscan catalog"
+IMPORT_PROG = "skyscan catalog import"
 
 
 def parser() -> argparse.ArgumentParser:
-    """Command-line options."""
+    """The verb's options: its sub-commands."""
+    return group_parser(PROG, "Catalogues for the search, as HATS (lsdb reads them).", SUBCOMMANDS)
+
+
+def main(argv=None) -> int:
+    """Run ``skyscan catalog import ...``."""
+    return run_group(PROG, parser, SUBCOMMANDS, argv)
+
+
+def import_parser() -> argparse.ArgumentParser:
+    """Options of ``skyscan catalog import``."""
     p = CommandParser(
-        prog=PROG,
+        prog=IMPORT_PROG,
         description=(
             "Turn Parquet, CSV or FITS tables (concatenated, same columns) into one HATS "
             "catalogue that lsdb.open_catalog reads and `skyscan search` takes, keeping every "
@@ -29,51 +41,51 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--partition-rows",
         type=int,
-        default=100_000,
-        help="most rows per partition (one search task each; default 100,000)",
+        help="most rows per partition, one search task each (default: search.partition_rows, "
+        "100,000 in the built-in config)",
     )
     p.add_argument("--name", help="catalogue name (default: the folder's name)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing catalogue")
+    p.add_argument("--config", help="YAML/JSON config (search.partition_rows)")
     return p
 
 
-def main(argv=None) -> int:
-    """Run ``skyscan catalog import ...``."""
-    import sys
-
+def import_main(argv=None) -> int:
+    """Run ``skyscan catalog import`` (``argv`` without the word ``import``)."""
     from skyscan.core.command import run_command
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "import":
-        argv = argv[1:]
-    elif argv and not argv[0].startswith("-"):
-        print(
-            f"skyscan catalog: unknown sub-command {argv[0]!r} (allowed: import)", file=sys.stderr
-        )
-        return 2
-    return run_command(PROG, parser, _run, argv)
+    # Errors read "skyscan catalog: error: ...", as before the verb had a help of its own.
+    return run_command(PROG, import_parser, _run, argv)
 
 
 def _run(args) -> int:
     import json
 
     from skyscan.catalog.hats_catalog import import_catalog
+    from skyscan.config import load_config
     from skyscan.core.errors import ConfigError
 
-    if args.partition_rows < 1:
-        raise ConfigError(f"--partition-rows must be >= 1, got {args.partition_rows}")
+    search = load_config(args.config)["search"]
+    rows = search["partition_rows"] if args.partition_rows is None else args.partition_rows
+    if rows < 1:
+        raise ConfigError(f"--partition-rows must be >= 1, got {rows}")
     summary = import_catalog(
         args.tables,
         args.out,
         ra_column=args.ra_column,
         dec_column=args.dec_column,
         id_column=args.id_column,
-        partition_rows=args.partition_rows,
+        partition_rows=rows,
         name=args.name,
         overwrite=args.overwrite,
     )
     print(json.dumps(summary, indent=1))
     return 0
+
+
+SUBCOMMANDS = {
+    "import": ("Parquet, CSV or FITS tables into one HATS catalogue", import_main),
+}
 
 
 if __name__ == "__main__":

@@ -14,9 +14,9 @@ def parser() -> argparse.ArgumentParser:
     p = CommandParser(
         prog=PROG,
         description=(
-            "Split simulation shards into train, val and test sets (no system in two), "
-            "balance classes, drop images with NaN pixels (with a count) and store the "
-            "preprocessed cutouts as memory-mappable arrays with their preprocessing."
+            "Split simulation shards into train, val and test sets (no example in two), "
+            "balance classes, drop samples with NaN values (with a count) and store the "
+            "preprocessed samples as memory-mappable arrays with their preprocessing."
         ),
     )
     p.add_argument("shards", nargs="+", help="simulation shards (.parquet)")

@@ -1,4 +1,4 @@
-"""``skyscan evaluate``: test-split metrics, completeness grid, plots, DeepLens comparison."""
+"""``skyscan evaluate``: test-split metrics, completeness grid, plots, comparison with papers."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ def parser() -> argparse.ArgumentParser:
         prog=PROG,
         description=(
             "Score a dataset's test split with an exported model and write metrics.json "
-            "(AUROC, TPR at 1%% FPR, TPR0, TPR10, completeness in theta_E x S/N), "
-            "scores.parquet, ROC / completeness / score-histogram plots, galleries of the "
-            "worst mistakes, and comparison.md beside CMU DeepLens."
+            "(AUROC, TPR at 1%% FPR, TPR0, TPR10, completeness in the science case's strata, "
+            "e.g. theta_E x S/N for lenses), scores.parquet, ROC / completeness / "
+            "score-histogram plots, galleries of the worst mistakes, and comparison.md "
+            "beside the case's published figures."
         ),
     )
     p.add_argument("--model", required=True, help="model card (model_card.json)")

@@ -15,13 +15,14 @@ def parser() -> argparse.ArgumentParser:
     p = CommandParser(
         prog=PROG,
         description=(
-            "Estimate the lens parameters of a dataset's test positives with an exported "
-            "parameter network (train.target: parameters) and write param_metrics.json "
-            "(median |dtheta_E|/theta_E, bias, fraction off by > 30%%, 68%% coverage per "
-            "parameter with Wilson intervals) and a predicted-vs-true theta_E plot. With "
+            "Estimate the physical parameters of a dataset's test positives (those the "
+            "science case names, e.g. theta_E for lenses) with an exported parameter "
+            "network (train.target: parameters) and write param_metrics.json (median "
+            "relative error, bias, fraction off by > 30%%, 68%% coverage per parameter with "
+            "Wilson intervals) and a predicted-vs-true plot of the first parameter. With "
             "--vet-dataset, also measure on that classification dataset's test split how "
-            "many non-lenses (and, with --classifier and --scores, the classifier's false "
-            "positives) the card's vetting flag removes, and how many lenses it loses."
+            "many negatives (and, with --classifier and --scores, the classifier's false "
+            "positives) the card's vetting flag removes, and how many positives it loses."
         ),
     )
     p.add_argument("--model", required=True, help="the parameter network's model_card.json")

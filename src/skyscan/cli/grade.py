@@ -15,10 +15,11 @@ def parser() -> argparse.ArgumentParser:
         prog=PROG,
         description=(
             "Serve a page (http://HOST:PORT) where graders give each candidate of a search "
-            "a grade: 0 not a lens, 1 possible, 2 probable, 3 definite, by keyboard. Grades "
-            "go to an SQLite database; RESULTS/grades.parquet, consensus.parquet and "
-            "grader_stats.json are rewritten after every grade. --export writes them and "
-            "graded_stamps.parquet (training examples from the consensus) and exits."
+            "a grade: 0 not one (e.g. not a lens), 1 possible, 2 probable, 3 definite, by "
+            "keyboard. Grades go to an SQLite database; RESULTS/grades.parquet, "
+            "consensus.parquet and grader_stats.json are rewritten after every grade. "
+            "--export writes them and graded_stamps.parquet (training examples from the "
+            "consensus) and exits."
         ),
     )
     p.add_argument("results", help="search output folder (candidates.parquet, summary.json)")

@@ -1,4 +1,4 @@
-"""``skyscan preview``: a PNG grid of simulated systems, one row per kind."""
+"""``skyscan preview``: a PNG grid of simulated samples, one row per kind."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ def parser() -> argparse.ArgumentParser:
         prog=PROG,
         description=(
             "Draw the first few stamps of each kind found in simulation shards, as the "
-            "science case draws them (lenses: colour composites labelled with kind, Einstein "
-            "radius and S/N)."
+            "science case draws them (e.g. colour composites labelled with kind, Einstein "
+            "radius and S/N for lenses)."
         ),
     )
     p.add_argument("shards", nargs="+", help="simulation shard(s) (.parquet)")

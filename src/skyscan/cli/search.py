@@ -34,7 +34,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--top-n", type=int, help="override search.top_n")
     p.add_argument("--pattern", help="with --tiles: override search.pattern")
     p.add_argument(
-        "--parameters", help="lens-parameter network's card: estimates on the candidates"
+        "--parameters", help="a parameter network's card: its estimates beside the candidates"
     )
     return p
 

@@ -1,4 +1,4 @@
-"""``skyscan simulate``: render lenses and non-lenses into Parquet shards."""
+"""``skyscan simulate``: the configured science case's examples into Parquet shards."""
 
 from __future__ import annotations
 
@@ -15,16 +15,17 @@ def parser() -> argparse.ArgumentParser:
     p = CommandParser(
         prog=PROG,
         description=(
-            "Simulate strong lenses and non-lenses (deflector only, companions, rings, spirals, "
-            "star blends) as multi-band cutouts, written as Parquet shards "
-            "shard-NNNNN.parquet. Options override the config file's values."
+            "Simulate examples of the configured science case (config key 'case'): its "
+            "positives and negatives of every kind, written as Parquet shards "
+            "shard-NNNNN.parquet with the case's simulator. Options override the config "
+            "file's values."
         ),
     )
     p.add_argument("--config", help="YAML config (default: built-in defaults)")
     p.add_argument("--out", help="output folder (default: RESULTS/sims from the config)")
-    p.add_argument("--n", type=int, help="number of systems (simulate.n)")
+    p.add_argument("--n", type=int, help="number of examples (simulate.n)")
     p.add_argument("--seed", type=int, help="root random seed (seed)")
-    p.add_argument("--shard-size", type=int, help="systems per shard (simulate.shard_size)")
+    p.add_argument("--shard-size", type=int, help="examples per shard (simulate.shard_size)")
     p.add_argument(
         "--shard",
         type=int,
@@ -33,7 +34,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--device", help="torch device: cpu, cuda, cuda:N, auto (simulate.device)")
-    p.add_argument("--no-noise", action="store_true", help="noise-free images (simulate.noise)")
+    p.add_argument("--no-noise", action="store_true", help="noise-free examples (simulate.noise)")
     p.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,

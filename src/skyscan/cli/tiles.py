@@ -1,42 +1,35 @@
-"""``skyscan tiles``: simulated survey tiles (FITS + WCS) with injected lenses and catalogs."""
+"""``skyscan tiles index``: index survey tiles (HEALPix coverage, pixel scale, noise) once.
+
+Simulated tiles are made by a science case's own verb (``skyscan --help`` lists them).
+"""
 
 from __future__ import annotations
 
 import argparse
 
+from skyscan.cli._group import group_parser, run_group
 from skyscan.core.command import CommandParser
 
 PROG = "skyscan tiles"
+INDEX_PROG = "skyscan tiles index"
 
 
 def parser() -> argparse.ArgumentParser:
-    """Command-line options."""
-    p = CommandParser(
-        prog=PROG,
-        description=(
-            "Render a grid of survey tiles (one FITS file per band with a TAN WCS) holding "
-            "field galaxies, stars, deflectors and injected lenses, with the truth catalog "
-            "and the input catalog of deflector candidates to score."
-        ),
+    """The verb's options: its sub-commands."""
+    return group_parser(
+        PROG,
+        "Work with a folder of survey tiles (FITS, one file per band, any WCS).",
+        SUBCOMMANDS,
     )
-    p.add_argument("--config", help="YAML/JSON config (seed, survey, bands, simulate, tiles)")
-    p.add_argument("--out", required=True, help="folder for the tiles and catalogs")
-    return p
 
 
 def main(argv=None) -> int:
-    """Run the command; ``skyscan tiles index ...`` builds a tile index instead."""
-    import sys
-
-    from skyscan.core.command import run_command
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "index":
-        return run_command(INDEX_PROG, index_parser, _run_index, argv[1:])
-    return run_command(PROG, parser, _run, argv)
+    """Run ``skyscan tiles index ...``."""
+    return run_group(PROG, parser, SUBCOMMANDS, argv, hint=HINT)
 
 
-INDEX_PROG = "skyscan tiles index"
+#: after the error line of a missing sub-command: where the old ``skyscan tiles --out`` went
+HINT = "; simulated tiles are made by a science case's own verb ('skyscan --help' lists them)"
 
 
 def index_parser() -> argparse.ArgumentParser:
@@ -58,6 +51,13 @@ def index_parser() -> argparse.ArgumentParser:
     p.add_argument("--pattern", help="override search.pattern, e.g. '{tile}.{band}.fits.gz'")
     p.add_argument("--order", type=int, help="HEALPix order (default: ~4x4 pixels per tile)")
     return p
+
+
+def index_main(argv=None) -> int:
+    """Run ``skyscan tiles index`` (``argv`` without the word ``index``)."""
+    from skyscan.core.command import run_command
+
+    return run_command(INDEX_PROG, index_parser, _run_index, argv)
 
 
 def _run_index(args) -> int:
@@ -94,18 +94,9 @@ def _run_index(args) -> int:
     return 0
 
 
-def _run(args) -> int:
-    import json
-
-    import torch
-
-    from skyscan.cases.lenses.tiles import make_tiles
-    from skyscan.config import load_config
-
-    torch.set_num_threads(1)
-    summary = make_tiles(load_config(args.config), args.out)
-    print(json.dumps({k: summary[k] for k in ("objects", "catalog_rows")}, indent=1))
-    return 0
+SUBCOMMANDS = {
+    "index": ("tiles' HEALPix coverage, pixel scale and noise, for the search", index_main),
+}
 
 
 if __name__ == "__main__":

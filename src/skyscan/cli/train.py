@@ -1,4 +1,4 @@
-"""``skyscan train``: fit a lens classifier, export it (TorchScript, ONNX) with a model card."""
+"""``skyscan train``: fit a model on a dataset, export it (TorchScript, ONNX) with a model card."""
 
 from __future__ import annotations
 
@@ -8,21 +8,36 @@ from skyscan.core.command import CommandParser
 
 PROG = "skyscan train"
 
+#: what ``--model`` (the old spelling of ``--architecture``) says on stderr when used
+MODEL_DEPRECATED = (
+    f"{PROG}: --model is deprecated here, use --architecture NAME "
+    "(--model names a model card in every other verb)"
+)
+
 
 def parser() -> argparse.ArgumentParser:
     """Command-line options."""
     p = CommandParser(
         prog=PROG,
         description=(
-            "Train the configured model (train.model) on a dataset with PyTorch Lightning "
+            "Train the configured architecture (train.model; a classifier, or a parameter "
+            "network with train.target: parameters) on a dataset with PyTorch Lightning "
             "(GPU with bf16 when there is one), keep the best (validation AUROC) and last "
-            "checkpoints, resume from the last one when re-run, and export the best."
+            "checkpoints, resume from the last one when re-run, and export the best with "
+            "its model card."
         ),
     )
     p.add_argument("--dataset", required=True, help="dataset folder (skyscan dataset)")
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--config", help="YAML/JSON config (the 'seed' and 'train' keys)")
-    p.add_argument("--model", help="override train.model (deeplens, fast, vgg6, deephits)")
+    p.add_argument(
+        "--architecture",
+        metavar="NAME",
+        help="override train.model: a registered architecture the config's case accepts "
+        "(e.g. fast, deeplens, lensparams for lenses; vgg6, deephits for transients)",
+    )
+    # The old spelling: still accepted with a one-line notice, and not shown in --help.
+    p.add_argument("--model", dest="model_deprecated", help=argparse.SUPPRESS)
     p.add_argument("--epochs", type=int, help="override train.epochs")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
     return p
@@ -35,6 +50,24 @@ def main(argv=None) -> int:
     return run_command(PROG, parser, _run, argv)
 
 
+def architecture(args) -> str | None:
+    """The architecture asked for: ``--architecture``, or the deprecated ``--model``."""
+    import sys
+
+    from skyscan.core.errors import UsageError
+
+    old = getattr(args, "model_deprecated", None)
+    if old is None:
+        return args.architecture
+    print(MODEL_DEPRECATED, file=sys.stderr)
+    if args.architecture is not None and args.architecture != old:
+        raise UsageError(
+            f"--architecture {args.architecture} and --model {old} disagree: "
+            "give --architecture only"
+        )
+    return old
+
+
 def _run(args) -> int:
     import json
 
@@ -42,8 +75,9 @@ def _run(args) -> int:
     from skyscan.train.run import train
 
     overrides = {"train": {}}
-    if args.model:
-        overrides["train"]["model"] = args.model
+    name = architecture(args)
+    if name:
+        overrides["train"]["model"] = name
     if args.epochs:
         overrides["train"]["epochs"] = args.epochs
     card = train(load_config(args.config, overrides), args.dataset, args.out, args.threads)

@@ -36,6 +36,7 @@ from skyscan.core.errors import ConfigError
 __all__ = [
     "Case",
     "Strata",
+    "Headline",
     "PhysicalParameter",
     "CaseRegistry",
     "get_case",
@@ -99,6 +100,37 @@ class Strata:
     record: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Headline:
+    """A case's headline figure: a completeness on a selection of the test positives, with
+    its sample size (the evaluation adds the 95% Wilson interval, for every case).
+
+    Attributes
+    ----------
+    selection : str
+        The selection in words.
+    n : int
+        Positives in the selection.
+    completeness : float or None
+        Fraction of them above the operating threshold (None when ``n`` is 0).
+    extra : dict
+        Further JSON-able entries for ``metrics.json`` (e.g. the published figure beside it).
+    """
+
+    selection: str
+    n: int
+    completeness: float | None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self, completeness_ci95=None) -> dict:
+        """The ``headline`` entry of ``metrics.json``."""
+        out = {"selection": self.selection, "n": int(self.n), **self.extra}
+        out["completeness"] = self.completeness
+        if completeness_ci95 is not None:
+            out["completeness_ci95"] = completeness_ci95
+        return out
+
+
 class Case:
     """Base class of a science case; subclasses set the class attributes and methods.
 
@@ -127,6 +159,11 @@ class Case:
     #: optional stages after the evaluation that the workflow runs for this case:
     #: "search" (survey tiles, HEALPix search, sky maps), "alerts" (score alert packets)
     stages: ClassVar[tuple[str, ...]] = ()
+    #: the case's own command-line verbs: verb -> (module with ``parser()`` and ``main()``,
+    #: one line for ``skyscan --help``), listed there under the case's name.  A verb may not
+    #: repeat a shared verb or another case's.  The modules live under the case
+    #: (``skyscan.cases.<name>.cli``) and import nothing heavy at module level.
+    verbs: ClassVar[dict[str, tuple[str, str]]] = {}
     #: JSON schema (as a dict) of the case's own config section, ``config[name]``; None if
     #: the case has no settings of its own
     config_schema: ClassVar[dict | None] = None
@@ -202,9 +239,10 @@ class Case:
         """
         raise NotImplementedError
 
-    def headline(self, strata: Strata, passed: np.ndarray) -> dict:
-        """The case's headline figure (a completeness in a selection) as a JSON-able dict."""
-        return {}
+    def headline(self, strata: Strata, passed: np.ndarray) -> Headline:
+        """The case's headline figure: a completeness on a selection of the positives
+        (``passed``: which positives of ``strata`` are above the operating threshold)."""
+        return Headline("all positives", len(passed), float(passed.mean()) if len(passed) else None)
 
     def extra_metrics(
         self,
@@ -269,6 +307,13 @@ class Case:
         """Draw up to ``per_kind`` stamps of every kind in ``shards`` into the PNG ``out``."""
         raise NotImplementedError
 
+    def samples(self):
+        """The case's sample description (a :class:`skyscan.data.samples.SampleDescription`:
+        what a sample is, its preprocessing, augmentation, test-time averaging and picture);
+        None, the default, means multi-band image stamps
+        (:class:`skyscan.data.samples.Stamps`)."""
+        return None
+
     def load_models(self) -> None:
         """Register the case's own networks with :mod:`skyscan.models`: import the ``models``
         subpackage of the case's module when there is one (heavy: torch), so that
@@ -313,6 +358,36 @@ class Case:
         raise NotImplementedError
 
 
+#: Environment variable naming modules that define a ``CASE`` outside :mod:`skyscan.cases`
+#: (comma-separated ``NAME=module`` or ``module``; the name defaults to the module's last part).
+CASES_ENV = "SKYSCAN_CASES"
+
+#: Entry-point group under which an installed package registers its cases
+#: (``NAME = "package.module"``, the module defining ``CASE``).
+ENTRY_POINT_GROUP = "skyscan.cases"
+
+
+def external_cases() -> dict[str, str]:
+    """Cases that live outside skyscan: name -> module defining ``CASE``.
+
+    From installed packages' ``skyscan.cases`` entry points, then the ``SKYSCAN_CASES``
+    environment variable (so a case in a project folder, or a test's, runs through the CLI
+    and the workflow, whose jobs inherit the variable).  Modules are imported only when the
+    case is asked for.
+    """
+    import os
+    from importlib.metadata import entry_points
+
+    found = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    for item in os.environ.get(CASES_ENV, "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, _, module = item.rpartition("=")
+        found[name or module.rsplit(".", 1)[-1]] = module
+    return found
+
+
 class CaseRegistry:
     """A lazy name -> case registry.
 
@@ -339,6 +414,12 @@ class CaseRegistry:
                 continue
             module = f"{self._package}.{info.name}"
             self._loaders[info.name] = lambda module=module: importlib.import_module(module).CASE
+        for name, module in external_cases().items():
+            if name in self._loaders:
+                raise ConfigError(
+                    f"case {name!r} from {module} is already a built-in case (rename it)"
+                )
+            self._loaders[name] = lambda module=module: importlib.import_module(module).CASE
 
     def register(self, case_or_loader, name: str | None = None, force: bool = False) -> None:
         """Add a case (or a zero-argument loader of one) under ``name``.

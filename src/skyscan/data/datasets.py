@@ -4,7 +4,9 @@ Layout of a dataset folder::
 
     manifest.json          counts per split and kind, rejected rows, sources, config hash
     preprocessing.json     the transform applied to the stored images (see preprocess.py)
-    {split}/images.npy     float32 (N, bands, H, W), already preprocessed, memory-mappable
+    {split}/images.npy     float32 (N, *shape): each sample's payload as the case's sample
+                           description says ((bands, H, W) stamps, (T, F) sequences, ...),
+                           already preprocessed, memory-mappable
     {split}/meta.parquet   one row per image: every simulation column (label, kind, theta_E,
                            snr_*, ...) in the same order as images.npy
 
@@ -34,7 +36,7 @@ from skyscan.config import config_hash
 from skyscan.core.atomic import write_json_atomic
 from skyscan.core.case import get_case
 from skyscan.core.errors import ConfigError, InputFileError
-from skyscan.data.preprocess import make_spec, preprocess
+from skyscan.data.samples import describe
 from skyscan.data.shards import read_images, read_metadata
 
 __all__ = ["SPLITS", "build_dataset", "load_split", "assign_splits", "DatasetError"]
@@ -169,7 +171,12 @@ def _select_detectable(case, tables, metas, label, good, criteria) -> tuple[np.n
             )
     # The warning: are the positives that enter the dataset mostly below detection?
     if columns is None:
-        names = [n for n in tables[0].column_names if n.startswith("snr_")]
+        # Every numeric column: which ones measure detection is the case's business.
+        names = [
+            n
+            for n in tables[0].column_names
+            if pa.types.is_floating(tables[0].schema.field(n).type)
+        ]
         columns = {
             n: np.concatenate([t.column(n).to_numpy(zero_copy_only=False) for t in tables])
             for n in names
@@ -223,17 +230,17 @@ def build_dataset(
     if not shards:
         raise DatasetError("no simulation shard given")
     metas = [(p, read_metadata(p)) for p in shards]
-    for key in ("bands", "shape", "pixel_scale", "background_sigma"):
+    case = get_case(config["case"])
+    samples = describe(case)
+    kinds = {m.get("sample", "stamps") for _, m in metas}
+    if kinds != {samples.kind}:
+        raise DatasetError(
+            f"{metas[0][0]}: shards hold {', '.join(sorted(kinds))} samples, case "
+            f"{case.name!r} expects {samples.kind}"
+        )
+    for key in samples.same_keys:
         _check_same(metas, key)
     meta0 = metas[0][1]
-    spec = make_spec(
-        meta0["bands"],
-        meta0["background_sigma"],
-        ds["clip_sigma"],
-        meta0["shape"],
-        stretch=ds["stretch"],
-        softening=ds["asinh_softening"],
-    )
 
     # Pass 1: scalar columns and a finite check of every image, shard by shard.
     tables, good_masks, rejected = [], [], {}
@@ -258,7 +265,6 @@ def build_dataset(
     if len(np.unique(index)) != len(index):
         raise DatasetError("the shards repeat system indices: were two simulations mixed?")
     label = np.concatenate([t.column("label").to_numpy() for t in tables]).astype(np.int8)
-    case = get_case(config["case"])
     for path, table in zip(shards, tables, strict=True):
         kinds = table.column("kind").to_pylist()
         unknown = sorted(set(kinds) - set(case.kinds))
@@ -295,13 +301,14 @@ def build_dataset(
             hint = " (or loosen dataset.detectable)" if detection else ""
             raise DatasetError(f"split {split!r} holds a single class: raise simulate.n{hint}")
 
+    spec = samples.fit(meta0, ds, _train_payloads(shards, tables, members["train"], samples))
     graded = _read_graded(ds.get("graded_examples"), spec) if ds.get("graded_examples") else None
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-build-", dir=out_dir))
     try:
-        counts = _write_splits(shards, tables, members, spec, tmp, progress, graded)
+        counts = _write_splits(shards, tables, members, spec, samples, tmp, progress, graded)
         manifest = {
             "splits": counts,
             "rejected_nonfinite": rejected,
@@ -321,8 +328,8 @@ def build_dataset(
                 for p, m in metas
             ],
             "case": case.name,
-            "survey": meta0["survey"],
-            "pixel_scale": meta0["pixel_scale"],
+            "survey": meta0.get("survey"),
+            "pixel_scale": meta0.get("pixel_scale"),
             "exposures": meta0.get("exposures"),
             "dataset_config_hash": config_hash({"seed": seed, "dataset": ds}),
         }
@@ -371,7 +378,23 @@ def _read_graded(path, spec: Mapping) -> tuple[np.ndarray, pa.Table]:
     return images, table
 
 
-def _write_splits(shards, tables, members, spec, tmp: Path, progress: bool, graded=None) -> dict:
+def _train_payloads(shards, tables, train_rows, samples):
+    """The raw payloads of the training rows, shard by shard (read only when the sample
+    description's fit needs them: ``SampleDescription.fit_reads_rows``)."""
+    if not samples.fit_reads_rows:
+        return
+    offsets = np.cumsum([0] + [len(t) for t in tables])
+    rows = np.sort(train_rows)
+    for k, path in enumerate(shards):
+        local = rows[(rows >= offsets[k]) & (rows < offsets[k + 1])] - offsets[k]
+        if len(local):
+            images, _, _ = read_images(path)
+            yield images[local]
+
+
+def _write_splits(
+    shards, tables, members, spec, samples, tmp: Path, progress: bool, graded=None
+) -> dict:
     offsets = np.cumsum([0] + [len(t) for t in tables])
     shape = tuple(spec["shape"])
     # Graded search cutouts are training examples only: validation and test stay simulated,
@@ -398,11 +421,11 @@ def _write_splits(shards, tables, members, spec, tmp: Path, progress: bool, grad
             local = rows[(rows >= lo) & (rows < hi)] - lo
             if len(local):
                 c = cursors[split]
-                outputs[split][c : c + len(local)] = preprocess(images[local], spec)
+                outputs[split][c : c + len(local)] = samples.apply(images[local], spec)
                 cursors[split] = c + len(local)
     if extra["train"]:
         c = cursors["train"]
-        outputs["train"][c:] = preprocess(graded[0], spec)
+        outputs["train"][c:] = samples.apply(graded[0], spec)
     counts = {}
     table = pa.concat_tables(tables)
     for split, rows in split_rows.items():

@@ -8,8 +8,10 @@ shards 4x faster to write, and the noisy pixels are stored uncompressed (zstd sa
 of them at 3x the cost).
 The schema metadata (UTF-8 JSON values) says how to read it:
 
-``skyscan_version``, ``survey``, ``bands`` (list), ``shape`` ([bands, H, W]), ``pixel_scale``
-(arcsec), ``units`` of the pixels, plus whatever the writing stage adds (``config_hash``, ...).
+``skyscan_version``, ``shape`` (of one sample's payload), ``sample`` (the kind of sample,
+:mod:`skyscan.data.samples`; absent for image stamps) and the keys that kind needs (stamps:
+``survey``, ``bands`` (list), ``pixel_scale`` (arcsec), ``units`` of the pixels), plus
+whatever the writing stage adds (``config_hash``, ...).
 
 Writes are atomic: a temporary file in the same folder, renamed over the target when complete,
 so a crash never leaves a half-written shard under the final name.
@@ -42,7 +44,9 @@ __all__ = [
     "ShardError",
 ]
 
-REQUIRED_METADATA = ("bands", "shape", "pixel_scale", "survey", "skyscan_version")
+#: Metadata every shard holds; a shard's sample description (``sample``, absent for image
+#: stamps) adds its own (:attr:`skyscan.data.samples.SampleDescription.shard_keys`).
+REQUIRED_METADATA = ("shape", "skyscan_version")
 
 
 class ShardError(InputFileError):
@@ -133,7 +137,12 @@ def read_metadata(path: str | Path) -> dict:
             out[key] = json.loads(v)
         except ValueError:
             out[key] = v.decode(errors="replace")
-    missing = [k for k in REQUIRED_METADATA if k not in out]
+    from skyscan.data.samples import _KINDS, Stamps
+
+    kind = _KINDS.get(out.get("sample", Stamps.kind))
+    if kind is None:
+        raise ShardError(f"{path}: unknown sample kind {out.get('sample')!r}")
+    missing = [k for k in REQUIRED_METADATA + kind.shard_keys if k not in out]
     if missing:
         raise ShardError(f"{path}: shard metadata lacks {', '.join(missing)}")
     return out

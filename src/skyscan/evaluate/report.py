@@ -106,10 +106,11 @@ def evaluate(card_path, dataset_dir, out_dir, config: dict) -> dict:
         above = logits[kinds == k] > threshold
         per_kind[k] = float(above.mean())
         per_kind_ci[k] = M.wilson_interval(int(above.sum()), len(above))
-    headline = case.headline(strata, passed)
-    if headline.get("n_lenses") is not None and headline.get("completeness") is not None:
-        k = int(round(headline["completeness"] * headline["n_lenses"]))
-        headline["completeness_ci95"] = M.wilson_interval(k, headline["n_lenses"])
+    head = case.headline(strata, passed)
+    ci = None
+    if head.n and head.completeness is not None:
+        ci = M.wilson_interval(int(round(head.completeness * head.n)), head.n)
+    headline = head.to_dict(ci)
     probability = card.probability(logits)
     raw_probability = sigmoid(logits)
     metrics = {
@@ -238,16 +239,7 @@ def evaluate(card_path, dataset_dir, out_dir, config: dict) -> dict:
     )
     images, _, spec = load_split(dataset_dir, "test")
     _galleries(
-        case,
-        images,
-        spec,
-        columns,
-        logits,
-        probability,
-        positive,
-        ec["gallery"],
-        out_dir,
-        manifest.get("pixel_scale"),
+        case, images, spec, columns, logits, probability, positive, ec["gallery"], out_dir, manifest
     )
 
     write_text_atomic(out_dir / "comparison.md", case.comparison_table(metrics))
@@ -256,14 +248,17 @@ def evaluate(card_path, dataset_dir, out_dir, config: dict) -> dict:
 
 
 def _galleries(
-    case, images, spec, columns, logits, prob, positive, n, out_dir: Path, pixel_scale=None
+    case, images, spec, columns, logits, prob, positive, n, out_dir: Path, manifest
 ) -> None:
-    """The case's galleries: Lupton colour with a 2" scale bar (when the dataset records its
-    pixel scale), captioned by the case (kind, calibrated probability, simulated truth)."""
-    from skyscan.data.preprocess import invert
+    """The case's galleries, each sample drawn as its sample description says (stamps: Lupton
+    colour with a 2" scale bar when the dataset records its pixel scale), captioned by the
+    case (kind, calibrated probability, simulated truth)."""
+    from skyscan.data.samples import describe
     from skyscan.viz import stamp_gallery
 
-    bands = spec["bands"]
+    samples = describe(case, spec)
+    bands = spec.get("bands", [])
+    pixel_scale, scale_bar = samples.gallery_scale_bar(manifest)
     names = list(columns)
 
     def caption(r):
@@ -280,17 +275,19 @@ def _galleries(
             raise ValueError(f"case {case.name!r}: unknown gallery selection {which!r}")
         stamps = []
         for r in rows:
-            stamp = invert(images[r], spec)
+            stamp = samples.invert(images[r], spec)
             picture = case.picture(stamp, bands)
+            if picture is None:
+                picture = samples.picture(stamp, spec)
             stamps.append(stamp if picture is None else picture)
         if stamps:
             stamp_gallery(
                 stamps,
                 bands,
                 [caption(r) for r in rows],
-                float(pixel_scale) if pixel_scale else 1.0,
+                pixel_scale,
                 out_dir / f"{stem}.png",
                 ncols=min(8, len(stamps)),
                 title=title,
-                scale_bar_arcsec=2.0 if pixel_scale else 0.0,
+                scale_bar_arcsec=scale_bar,
             )

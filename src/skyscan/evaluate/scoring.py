@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from skyscan.core.case import get_case
 from skyscan.core.errors import MismatchError
 from skyscan.data.datasets import load_split
-from skyscan.data.preprocess import check_compatible
+from skyscan.data.samples import describe
 
 __all__ = ["score_split"]
 
@@ -35,7 +36,7 @@ def score_split(model, card: dict, dataset_dir: str | Path, split: str, batch_si
     """
     images, meta, spec = load_split(dataset_dir, split)
     where = f"dataset {dataset_dir} ({split})"
-    check_compatible(card.preprocessing, spec["bands"], spec["shape"], where)
+    describe(get_case(card.case), spec).check(card.preprocessing, spec, where)
     if card.preprocessing != spec:
         raise MismatchError(
             f"{where}: preprocessing {spec} differs from the model's {card.preprocessing}"

@@ -26,6 +26,7 @@ from typing import Any
 
 from skyscan.core.atomic import write_json_atomic
 from skyscan.core.errors import InputFileError
+from skyscan.data.samples import TTA_GROUPS, DihedralAverage  # noqa: F401  (re-exported)
 
 __all__ = ["ModelCard", "read_card", "load_model", "CARD_NAME"]
 
@@ -47,7 +48,8 @@ class ModelCard:
     bands : list of str
         Input bands in channel order.
     input_shape : list of int
-        ``[bands, H, W]`` of one preprocessed stamp.
+        Shape of one preprocessed sample (``[bands, H, W]`` for stamps, ``[T, F]`` for
+        sequences: :mod:`skyscan.data.samples`).
     pixel_scale : float or None
         Arcsec per pixel of the training stamps.
     preprocessing : dict
@@ -76,10 +78,11 @@ class ModelCard:
         split so that 68% intervals hold 68% there) with its record (``calibration``), and
         the ``vetting`` thresholds.  :meth:`parameter_estimates` applies them.
     scoring : dict
-        How the exported network is applied: ``{"tta": "dihedral8"}`` averages its logits
-        over the 8 flips and quarter-turns of each stamp (test-time augmentation); empty for
-        one pass.  :func:`load_model` applies it, so thresholds, evaluation and search all
-        score the same way.
+        How the exported network is applied: ``{"tta": GROUP}`` averages its logits over a
+        test-time averaging group of the samples (:data:`skyscan.data.samples.TTA_GROUPS`:
+        ``dihedral8``, the 8 flips and quarter-turns of a stamp); empty for one pass.
+        :func:`load_model` applies it, so thresholds, evaluation and search all score the
+        same way.
     """
 
     name: str
@@ -246,39 +249,11 @@ def load_model(card_path: str | Path):
         ) from None
     model = model.eval()
     tta = card.scoring.get("tta") if card.scoring else None
-    if tta == "dihedral8":
-        model = DihedralAverage(model)
-    elif tta is not None:
-        raise InputFileError(f"{card_path}: unknown scoring.tta {tta!r}", path=card_path)
+    if tta is not None:
+        if tta not in TTA_GROUPS:
+            raise InputFileError(
+                f"{card_path}: unknown scoring.tta {tta!r} (allowed: {', '.join(TTA_GROUPS)})",
+                path=card_path,
+            )
+        model = TTA_GROUPS[tta](model)
     return model, card
-
-
-class DihedralAverage:
-    """Test-time augmentation: the mean logit of a model over the 8 symmetries of the square
-    (identity, three quarter-turns, and their mirror images).
-
-    Lens and transient stamps have no preferred orientation, so the network's answer should
-    not depend on one; averaging removes what it learned about orientation by chance.
-
-    Parameters
-    ----------
-    model : callable
-        ``(N, C, H, W)`` tensor -> ``(N,)`` logits.
-    """
-
-    def __init__(self, model):
-        self.model = model
-
-    def __call__(self, x):
-        total = None
-        for flip in (False, True):
-            y = x.flip(-1) if flip else x
-            for turns in range(4):
-                out = self.model(y.rot90(turns, dims=(-2, -1))).float()
-                total = out if total is None else total + out
-        return total / 8.0
-
-    def eval(self):
-        """For symmetry with torch modules."""
-        self.model.eval()
-        return self

@@ -240,12 +240,12 @@ def injection_recovery(
         strata.row_values, strata.col_values, passed[is_pos], strata.row_bins, strata.col_bins
     )
     injected = int(case.label(truth["kind"], strict=False).sum())
-    headline = case.headline(strata, passed[is_pos])
-    if headline.get("completeness") is not None:
-        n_head = next((v for k, v in headline.items() if k.startswith("n_")), None)
-        if n_head:
-            k = int(round(headline["completeness"] * n_head))
-            headline["completeness_ci95"] = wilson_interval(k, n_head)
+    head = case.headline(strata, passed[is_pos])
+    n_head = head.n
+    ci = None
+    if head.completeness is not None and n_head:
+        ci = wilson_interval(int(round(head.completeness * n_head)), n_head)
+    headline = head.to_dict(ci)
     shares_cutout = np.zeros(len(rows), dtype=bool)
     if cutout_radius_arcsec and {"ra", "dec"} <= set(truth):
         shares_cutout = _near_positive(case, truth, rows, cutout_radius_arcsec) & ~is_pos
@@ -289,7 +289,6 @@ def injection_recovery(
         positives=case.positives,
         negatives=case.negatives,
     )
-    n_head = next((v for k, v in headline.items() if k.startswith("n_")), None)
     lines = [
         "| quantity | injection-recovery on tiles | evaluation (test split) |",
         "|---|---|---|",

@@ -1,9 +1,10 @@
 """A LightningDataModule over a dataset folder (see :mod:`skyscan.data.datasets`).
 
 Batches are read as slices of the memory-mapped ``images.npy`` (one fancy-indexing read per
-batch through ``__getitems__``, no per-item Python).  Augmentation (random 90-degree rotations
-and flips, the CMU DeepLens recipe less its zoom) is applied to training batches only, after
-they reach the device.
+batch through ``__getitems__``, no per-item Python), whatever shape the case's samples have.
+Augmentation is the sample description's (:mod:`skyscan.data.samples`; random 90-degree
+rotations and flips for stamps), applied to training batches only, after they reach the
+device.
 """
 
 from __future__ import annotations
@@ -16,8 +17,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from skyscan.data.datasets import load_split
+from skyscan.data.samples import dihedral_augment, zoom_augment  # noqa: F401  (re-exported)
 
-__all__ = ["CutoutDataset", "StampDataModule", "dihedral_augment", "zoom_augment"]
+__all__ = [
+    "CutoutDataset",
+    "SampleDataModule",
+    "StampDataModule",
+    "dihedral_augment",
+    "zoom_augment",
+]
 
 
 class CutoutDataset(Dataset):
@@ -62,40 +70,7 @@ def _as_batch(batch):
     return batch  # __getitems__ already returns (images, labels) tensors
 
 
-def dihedral_augment(images: torch.Tensor, generator: torch.Generator | None = None):
-    """Apply one of the 8 rotations/flips, drawn per cutout, to ``(N, C, H, W)`` images."""
-    n = images.shape[0]
-    choice = torch.randint(0, 8, (n,), generator=generator, device="cpu").to(images.device)
-    out = images.clone()
-    for k in range(8):
-        mask = choice == k
-        if not bool(mask.any()):
-            continue
-        x = images[mask]
-        if k >= 4:
-            x = torch.flip(x, dims=(-1,))
-        out[mask] = torch.rot90(x, k % 4, dims=(-2, -1))
-    return out
-
-
-def zoom_augment(
-    images: torch.Tensor, low: float, high: float, generator: torch.Generator | None = None
-):
-    """Zoom each ``(N, C, H, W)`` cutout about its centre by a factor drawn uniformly in
-    ``[low, high]`` (CMU DeepLens's ``zoom_range``): a factor z samples the central z-th of
-    the stamp onto the whole grid (bilinear), so z < 1 magnifies and no border is invented."""
-    import torch.nn.functional as F
-
-    n = images.shape[0]
-    z = torch.empty(n).uniform_(low, high, generator=generator).to(images.device, images.dtype)
-    theta = torch.zeros(n, 2, 3, device=images.device, dtype=images.dtype)
-    theta[:, 0, 0] = z
-    theta[:, 1, 1] = z
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-class StampDataModule(L.LightningDataModule):
+class SampleDataModule(L.LightningDataModule):
     """Train / val / test loaders over a dataset folder.
 
     Parameters
@@ -143,3 +118,7 @@ class StampDataModule(L.LightningDataModule):
 
     def test_dataloader(self):
         return self._loader("test", shuffle=False)
+
+
+#: The former name (every case's samples go through the same module).
+StampDataModule = SampleDataModule

@@ -7,9 +7,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from skyscan.core.case import get_case
+from skyscan.data.samples import describe
 from skyscan.evaluate.metrics import auroc
 from skyscan.models import get_model
-from skyscan.train.datamodule import dihedral_augment, zoom_augment
 
 __all__ = ["Classifier"]
 
@@ -26,9 +27,16 @@ class Classifier(L.LightningModule):
     learning_rate, lr_step_epochs, lr_factor, weight_decay : float, int, float, float
         Adam, with the rate multiplied by ``lr_factor`` every ``lr_step_epochs`` epochs.
     augment : bool
-        Random dihedral transforms of training batches.
+        Random transforms of training batches (the case's sample description says which:
+        dihedral for stamps).
     zoom : pair of float, optional
-        Random zoom of training batches by a factor in ``[low, high]`` (DeepLens: 0.9-1.0).
+        Random zoom of training stamps by a factor in ``[low, high]`` (DeepLens: 0.9-1.0).
+    case : str, optional
+        The science case whose sample description augments batches (image stamps if None).
+    spec : dict, optional
+        The dataset's preprocessing spec (what the augmentation may need).
+    model_kwargs : dict, optional
+        What sizes the network to the samples (default ``{"in_channels": in_channels}``).
     """
 
     def __init__(
@@ -41,10 +49,14 @@ class Classifier(L.LightningModule):
         weight_decay: float = 0.0,
         augment: bool = True,
         zoom: tuple[float, float] | None = None,
+        case: str | None = None,
+        spec: dict | None = None,
+        model_kwargs: dict | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.net = get_model(model, in_channels=in_channels)
+        self.samples = describe(get_case(case) if case else None)
+        self.net = get_model(model, **(model_kwargs or {"in_channels": in_channels}))
         self.loss = nn.BCEWithLogitsLoss()
         self._val_scores: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
@@ -55,13 +67,9 @@ class Classifier(L.LightningModule):
     def on_after_batch_transfer(self, batch, dataloader_idx):
         images, labels = batch
         trainer = self._trainer  # None outside a Trainer (the property would raise)
-        if trainer is not None and trainer.training and self.hparams.augment:
-            images = dihedral_augment(images)
-            if self.hparams.zoom is not None:
-                images = zoom_augment(images, *self.hparams.zoom)
-        if images.is_cuda:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return images, labels
+        augment = trainer is not None and trainer.training and self.hparams.augment
+        settings = {"augment": augment, "zoom": self.hparams.zoom}
+        return self.samples.augment(images, self.hparams.spec, settings), labels
 
     def training_step(self, batch, batch_idx):
         images, labels = batch

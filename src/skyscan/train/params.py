@@ -30,12 +30,12 @@ import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader
 
-from skyscan.models.heads import LOG_VARIANCE_RANGE, gaussian_nll
 from skyscan.config import config_hash
 from skyscan.core.case import get_case
 from skyscan.core.errors import ConfigError, InputFileError
 from skyscan.data.datasets import load_split
 from skyscan.models import count_macs, count_parameters, get_model
+from skyscan.models.heads import LOG_VARIANCE_RANGE, gaussian_nll
 from skyscan.train.datamodule import CutoutDataset
 
 __all__ = [

@@ -12,6 +12,7 @@ import torch
 
 from skyscan.config import config_hash
 from skyscan.core.atomic import write_json_atomic
+from skyscan.core.case import get_case
 from skyscan.core.errors import ConfigError, InputFileError, ResourceError
 from skyscan.models import count_macs, count_parameters, model_names
 
@@ -179,8 +180,9 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
         return _train_ensemble(config, dataset_dir, Path(out_dir), threads)
     import lightning as L
 
+    from skyscan.data.samples import describe
     from skyscan.models.card import ModelCard
-    from skyscan.train.datamodule import StampDataModule
+    from skyscan.train.datamodule import SampleDataModule
     from skyscan.train.export import export_model
     from skyscan.train.module import Classifier
 
@@ -189,17 +191,25 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
     torch.set_num_threads(max(1, threads))
     L.seed_everything(int(config["seed"]), workers=True, verbose=False)
     workers = tc["num_workers"] if tc["num_workers"] is not None else max(0, threads - 1)
-    dm = StampDataModule(dataset_dir, batch_size=tc["batch_size"], num_workers=workers)
+    manifest = _dataset_manifest(dataset_dir)
+    samples = describe(get_case(manifest["case"]))
+    dm = SampleDataModule(dataset_dir, batch_size=tc["batch_size"], num_workers=workers)
     spec = dm.spec
+    describe(get_case(manifest["case"]), spec)  # the dataset is of the case's kind of sample
+    samples.tta(tc["tta"])  # refused before training when the samples have no TTA group
+    model_kwargs = samples.model_kwargs(spec)
     module = Classifier(
         model=tc["model"],
-        in_channels=len(spec["bands"]),
+        in_channels=model_kwargs.get("in_channels", 0),
         learning_rate=tc["learning_rate"],
         lr_step_epochs=tc["lr_step_epochs"],
         lr_factor=tc["lr_factor"],
         weight_decay=tc["weight_decay"],
         augment=tc["augment"],
         zoom=tuple(tc["zoom"]) if tc["zoom"] else None,
+        case=manifest["case"],
+        spec=spec,
+        model_kwargs=model_kwargs,
     )
     trainer, best_cb, ckpt_dir = make_trainer(tc, out_dir, monitor="val_auroc", mode="max")
     last = ckpt_dir / "last.ckpt"
@@ -216,21 +226,12 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
     test_images = dm.datasets["test"]
     batch, _ = test_images.__getitems__(list(range(min(tc["export_batch"], len(test_images)))))
     shape = tuple(spec["shape"])
-    manifest_path = Path(dataset_dir) / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    if "case" not in manifest:
-        raise InputFileError(
-            f"{manifest_path}: names no science case (built by an older skyscan: rebuild it)",
-            path=manifest_path,
-        )
     card = ModelCard(
         name=f"skyscan-{tc['model']}",
         model=tc["model"],
         case=manifest["case"],
-        bands=spec["bands"],
         input_shape=list(shape),
-        pixel_scale=manifest.get("pixel_scale"),
-        survey=manifest.get("survey"),
+        **samples.card_fields(spec, manifest),
         preprocessing=spec,
         parameters=count_parameters(net),
         macs_per_cutout=count_macs(net, shape),
@@ -250,9 +251,26 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
     return _finish(card, out_dir, dataset_dir, tc)
 
 
+def _dataset_manifest(dataset_dir) -> dict:
+    """A dataset's manifest; it must name its science case."""
+    manifest_path = Path(dataset_dir) / "manifest.json"
+    if not manifest_path.is_file():
+        from skyscan.data.datasets import DatasetError
+
+        raise DatasetError(f"{dataset_dir}: not a complete dataset (no manifest.json)")
+    manifest = json.loads(manifest_path.read_text())
+    if "case" not in manifest:
+        raise InputFileError(
+            f"{manifest_path}: names no science case (built by an older skyscan: rebuild it)",
+            path=manifest_path,
+        )
+    return manifest
+
+
 def _finish(card, out_dir: Path, dataset_dir, tc: dict):
     """Scoring mode, the operating threshold and the temperature (both on the validation
     split), test metrics, and the card written beside the exported model."""
+    from skyscan.data.samples import describe
     from skyscan.evaluate.metrics import (
         auroc,
         expected_calibration_error,
@@ -262,8 +280,9 @@ def _finish(card, out_dir: Path, dataset_dir, tc: dict):
     from skyscan.evaluate.scoring import score_split
     from skyscan.models.card import CARD_NAME, load_model
 
-    if tc["tta"]:
-        card = card.replace(scoring={"tta": "dihedral8"})
+    group = describe(get_case(card.case)).tta(tc["tta"])
+    if group:
+        card = card.replace(scoring={"tta": group})
         card.write(out_dir / CARD_NAME)
     model, _ = load_model(out_dir / CARD_NAME)
     # The operating threshold is chosen on the validation split, never on the test split.

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from skyscan.core.case import Case, PhysicalParameter, Strata
+from skyscan.core.case import Case, Headline, PhysicalParameter, Strata
 from skyscan.core.errors import ConfigError
 
 __all__ = ["LensCase", "CASE", "DEEPLENS_PUBLISHED"]
@@ -45,6 +45,16 @@ class LensCase(Case):
     positive_kinds = ("lens",)
     negative_kinds = ("no_source", "companion", "ring", "spiral", "star_blend")
     stages = ("search",)
+    verbs = {
+        "make-tiles": (
+            "skyscan.cases.lenses.cli.make_tiles",
+            "render simulated survey tiles (FITS + WCS) with injected lenses",
+        ),
+        "inject": (
+            "skyscan.cases.lenses.cli.inject",
+            "paint simulated lensed arcs around catalogue galaxies in your FITS tiles",
+        ),
+    }
     models = ("fast", "deeplens")
     # The SIE + external shear of the simulation (lenstronomy's names and conventions), as
     # Hezaveh, Perreault Levasseur & Marshall (2017) estimate them with a network.
@@ -128,12 +138,15 @@ class LensCase(Case):
     def headline(self, strata: Strata, passed: np.ndarray) -> dict:
         """Completeness for theta_E > 1.4" and S/N > 20, beside CMU DeepLens's 90%."""
         head = (strata.row_values > HEADLINE_THETA_E) & (strata.col_values > HEADLINE_SNR)
-        return {
-            "selection": f"theta_E > 1.4 and snr_{strata.record['snr_band']} > 20",
-            "n_lenses": int(head.sum()),
-            "completeness": float(passed[head].mean()) if head.any() else None,
-            "deeplens_published": DEEPLENS_PUBLISHED["completeness_headline"],
-        }
+        return Headline(
+            selection=f"theta_E > 1.4 and snr_{strata.record['snr_band']} > 20",
+            n=int(head.sum()),
+            completeness=float(passed[head].mean()) if head.any() else None,
+            extra={
+                "n_lenses": int(head.sum()),
+                "deeplens_published": DEEPLENS_PUBLISHED["completeness_headline"],
+            },
+        )
 
     def comparison_table(self, metrics: Mapping) -> str:
         """Markdown table of skyscan's figures (with 95% intervals and sample sizes) beside

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from skyscan.core.case import Case, Strata
+from skyscan.core.case import Case, Headline, Strata
 from skyscan.core.errors import ConfigError
 
 __all__ = [
@@ -139,6 +139,16 @@ class TransientCase(Case):
     positive_kinds = REAL_KINDS
     negative_kinds = BOGUS_KINDS
     stages = ("alerts",)
+    verbs = {
+        "make-alerts": (
+            "skyscan.cases.transients.cli.make_alerts",
+            "write demonstration alert packets of simulated detections",
+        ),
+        "score-alerts": (
+            "skyscan.cases.transients.cli.score_alerts",
+            "score ZTF alerts (Avro, Parquet, FITS triplets) with a real/bogus model",
+        ),
+    }
     models = ("vgg6", "deephits")
     config_schema = CONFIG_SCHEMA
     galleries = (
@@ -183,11 +193,12 @@ class TransientCase(Case):
     def headline(self, strata: Strata, passed: np.ndarray) -> dict:
         """Completeness of the real detections with S/N > 5 (the usual detection cut)."""
         sel = strata.col_values > 5
-        return {
-            "selection": "real detections with difference-image S/N > 5",
-            "n_real": int(sel.sum()),
-            "completeness": float(passed[sel].mean()) if sel.any() else None,
-        }
+        return Headline(
+            selection="real detections with difference-image S/N > 5",
+            n=int(sel.sum()),
+            completeness=float(passed[sel].mean()) if sel.any() else None,
+            extra={"n_real": int(sel.sum())},
+        )
 
     def extra_metrics(self, columns, labels, logits, thresholds) -> dict:
         """Rates on the detectable set (real with S/N > 5, all bogus), as the papers' data

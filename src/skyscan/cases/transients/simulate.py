@@ -73,12 +73,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import logging
 import math
 from collections.abc import Mapping
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -90,16 +89,10 @@ import skyscan
 from skyscan.cases.transients import BOGUS_KINDS, DEFAULT_KIND_FRACTIONS, REAL_KINDS
 from skyscan.config import config_hash
 from skyscan.core.errors import ConfigError
-from skyscan.core.process import die_with_parent
 from skyscan.core.profiles import fwhm_to_sigma, sersic_b_n, sersic_total_flux
 from skyscan.core.seeding import BLOCK_SIZE, block_rng
-from skyscan.data.shards import (
-    images_to_array,
-    shard_count,
-    shard_is_complete,
-    shard_rows,
-    write_table_atomic,
-)
+from skyscan.data.driver import ShardPlan, gather_blocks, run_shards, shard_path
+from skyscan.data.shards import images_to_array
 
 __all__ = [
     "TransientSetup",
@@ -114,8 +107,6 @@ __all__ = [
     "run_transient_simulation",
     "shard_path",
 ]
-
-log = logging.getLogger(__name__)
 
 #: Units of the pixels: background-subtracted photo-electrons in one science exposure.
 IMAGE_UNITS = "counts"
@@ -862,8 +853,11 @@ def simulate_block(
 
 
 @dataclass(frozen=True)
-class _Plan:
-    """Everything needed to render any shard (picklable for worker processes)."""
+class _Plan(ShardPlan):
+    """Everything needed to render any shard (picklable for worker processes); the shard
+    driver (:mod:`skyscan.data.driver`) writes its shards."""
+
+    unit: ClassVar[str] = "det"
 
     setup: TransientSetup
     section: dict
@@ -873,12 +867,17 @@ class _Plan:
     noise: bool
     config_hash: str
 
-    @property
-    def n_shards(self) -> int:
-        return shard_count(self.n, self.shard_size)
+    def rows(self, start: int, stop: int, progress=None) -> pa.Table:
+        """Rows ``[start, stop)`` as an Arrow table (``image`` column last)."""
 
-    def shard_rows(self, shard: int) -> tuple[int, int]:
-        return shard_rows(self.n, self.shard_size, shard)
+        def block_rows(block: int, lo: int, hi: int) -> dict[str, np.ndarray]:
+            images, cols = simulate_block(
+                self.setup, self.section, self.seed, block, lo, hi, noise=self.noise
+            )
+            return {**cols, "image": images}
+
+        cols = gather_blocks(start, stop, block_rows, progress)
+        return _table(self, cols.pop("image"), cols)
 
     def metadata(self, shard: int) -> dict:
         s = self.setup
@@ -971,49 +970,6 @@ def _table(plan: _Plan, images: np.ndarray, cols: dict[str, np.ndarray]) -> pa.T
     return pa.Table.from_arrays(arrays, names=names)
 
 
-def _simulate_rows(plan: _Plan, start: int, stop: int, progress=None):
-    images = np.empty(
-        (stop - start, len(plan.setup.channels), plan.setup.stamp_size, plan.setup.stamp_size),
-        dtype=np.float32,
-    )
-    parts = []
-    for block in range(start // BLOCK_SIZE, (stop - 1) // BLOCK_SIZE + 1):
-        lo = max(start, block * BLOCK_SIZE)
-        hi = min(stop, (block + 1) * BLOCK_SIZE)
-        img, cols = simulate_block(
-            plan.setup, plan.section, plan.seed, block, lo, hi, noise=plan.noise
-        )
-        images[lo - start : hi - start] = img
-        parts.append(cols)
-        if progress is not None:
-            progress(hi - lo)
-    return images, {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
-def shard_path(out_dir: str | Path, shard: int) -> Path:
-    """File name of shard ``shard`` in ``out_dir``."""
-    return Path(out_dir) / f"shard-{shard:05d}.parquet"
-
-
-def _write_shard(plan: _Plan, shard: int, out_dir, progress=None) -> Path:
-    path = shard_path(out_dir, shard)
-    start, stop = plan.shard_rows(shard)
-    expected = {"config_hash": plan.config_hash, "rows": stop - start, "shard": shard}
-    if shard_is_complete(path, expected):
-        log.info("%s is complete; skipped", path)
-        if progress is not None:
-            progress(stop - start)
-        return path
-    images, cols = _simulate_rows(plan, start, stop, progress)
-    write_table_atomic(_table(plan, images, cols), path, plan.metadata(shard))
-    log.info("wrote %s (%d detections)", path, stop - start)
-    return path
-
-
-def _worker_shard(plan: _Plan, shard: int, out_dir: str) -> str:
-    return str(_write_shard(plan, shard, out_dir))
-
-
 def run_transient_simulation(
     config: Mapping, out_dir, shards=None, workers: int = 1, show_progress: bool = False
 ) -> list[Path]:
@@ -1036,34 +992,6 @@ def run_transient_simulation(
     list of Path
         The shards, in the order asked for.
     """
-    from tqdm import tqdm
-
-    plan = _plan(config)
-    shards = list(range(plan.n_shards)) if shards is None else list(shards)
-    for s in shards:
-        plan.shard_rows(s)  # validates the index
-    total = sum(b - a for a, b in map(plan.shard_rows, shards))
-    bar = tqdm(
-        total=total, unit="det", desc="simulate", disable=not show_progress, dynamic_ncols=True
+    return run_shards(
+        _plan(config), out_dir, shards=shards, workers=workers, show_progress=show_progress
     )
-    paths: dict[int, Path] = {}
-    try:
-        if workers <= 1 or len(shards) <= 1:
-            for s in shards:
-                paths[s] = _write_shard(plan, s, out_dir, progress=bar.update)
-        else:
-            import multiprocessing as mp
-
-            ctx = mp.get_context("spawn")  # the parent may hold torch threads
-            # die_with_parent: a killed parent takes its workers along (none goes on writing)
-            with ProcessPoolExecutor(
-                min(workers, len(shards)), mp_context=ctx, initializer=die_with_parent
-            ) as pool:
-                futures = {pool.submit(_worker_shard, plan, s, str(out_dir)): s for s in shards}
-                for fut in as_completed(futures):
-                    s = futures[fut]
-                    paths[s] = Path(fut.result())
-                    bar.update(plan.shard_rows(s)[1] - plan.shard_rows(s)[0])
-    finally:
-        bar.close()
-    return [paths[s] for s in shards]

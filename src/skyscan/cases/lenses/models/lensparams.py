@@ -20,10 +20,11 @@ import torch
 from torch import nn
 
 from skyscan.models import register
-from skyscan.models.heads import LOG_VARIANCE_RANGE, gaussian_nll  # noqa: F401  (re-exported)
 from skyscan.models.fast import _down, _Residual  # the same residual blocks as `fast`
+from skyscan.models.heads import LOG_VARIANCE_RANGE, gaussian_nll  # noqa: F401  (re-exported)
 
 __all__ = ["LensParams", "gaussian_nll"]
+
 
 @register("lensparams")
 class LensParams(nn.Module):

@@ -9,10 +9,9 @@ number of workers, and the same rows whatever the shard size.
 from __future__ import annotations
 
 import dataclasses
-import logging
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -22,28 +21,24 @@ from skyscan.cases.lenses.sim.population import BLOCK_SIZE, Population, block_rn
 from skyscan.cases.lenses.sim.render import Observation, render
 from skyscan.cases.lenses.sim.survey import ConfigError, get_bands, get_survey
 from skyscan.config import config_hash
-from skyscan.data.shards import (
-    images_to_array,
-    shard_count,
-    shard_is_complete,
-    shard_rows,
-    write_table_atomic,
-)
+from skyscan.data.driver import ShardPlan, gather_blocks, run_shards, shard_path, write_shard
+from skyscan.data.shards import images_to_array
 
 __all__ = ["SimulationPlan", "simulate_rows", "write_shard", "run_simulation", "shard_path"]
-
-log = logging.getLogger(__name__)
 
 #: Units of the image pixels.
 IMAGE_UNITS = "e-/s per pixel (lenstronomy data_count_unit 'e-')"
 
 
 @dataclass
-class SimulationPlan:
+class SimulationPlan(ShardPlan):
     """Everything needed to render any row: resolved from a validated config.
 
     Use :meth:`from_config`; the plan is picklable, so workers rebuild nothing but torch state.
+    A :class:`~skyscan.data.driver.ShardPlan`: the shard driver writes its shards.
     """
+
+    unit: ClassVar[str] = "sys"
 
     seed: int
     n: int
@@ -89,13 +84,9 @@ class SimulationPlan:
             config_hash=config_hash(identity),
         )
 
-    @property
-    def n_shards(self) -> int:
-        return shard_count(self.n, self.shard_size)
-
-    def shard_rows(self, shard: int) -> tuple[int, int]:
-        """Global row range ``[start, stop)`` of a shard."""
-        return shard_rows(self.n, self.shard_size, shard)
+    def rows(self, start: int, stop: int, progress=None) -> pa.Table:
+        """Rows ``[start, stop)`` as an Arrow table (:func:`simulate_rows`)."""
+        return simulate_rows(self, start, stop, progress=progress)
 
     def metadata(self, shard: int) -> dict:
         """Schema metadata of a shard."""
@@ -175,23 +166,12 @@ def simulate_rows(plan: SimulationPlan, start: int, stop: int, progress=None) ->
     progress : callable, optional
         Called with the number of rows finished after each block.
     """
-    parts = []
-    images = None
-    for block in range(start // BLOCK_SIZE, (stop - 1) // BLOCK_SIZE + 1):
-        cols = _render_block(plan, block)
-        lo = max(start - block * BLOCK_SIZE, 0)
-        hi = min(stop - block * BLOCK_SIZE, len(cols["index"]))
-        block_images = cols.pop("image")
-        if images is None:  # one buffer for the shard: no concatenation copies
-            images = np.empty((stop - start, *block_images.shape[1:]), dtype=np.float32)
-        first = block * BLOCK_SIZE + lo - start
-        images[first : first + hi - lo] = block_images[lo:hi]
-        parts.append({k: v[lo:hi] for k, v in cols.items()})
-        if progress is not None:
-            progress(hi - lo)
-    merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    merged["image"] = images
-    return _to_table(plan, merged)
+
+    def block_rows(block: int, lo: int, hi: int) -> dict[str, np.ndarray]:
+        first = block * BLOCK_SIZE
+        return {k: v[lo - first : hi - first] for k, v in _render_block(plan, block).items()}
+
+    return _to_table(plan, gather_blocks(start, stop, block_rows, progress))
 
 
 def _to_table(plan: SimulationPlan, cols: dict[str, np.ndarray]) -> pa.Table:
@@ -214,45 +194,11 @@ def _to_table(plan: SimulationPlan, cols: dict[str, np.ndarray]) -> pa.Table:
     return pa.Table.from_arrays(arrays, names=names)
 
 
-def shard_path(out_dir: str | Path, shard: int) -> Path:
-    """File name of shard ``shard`` in ``out_dir``."""
-    return Path(out_dir) / f"shard-{shard:05d}.parquet"
-
-
-def write_shard(plan: SimulationPlan, shard: int, out_dir: str | Path, progress=None) -> Path:
-    """Render and atomically write one shard, unless a complete identical one exists.
-
-    Returns
-    -------
-    Path
-        The shard's path.
-    """
-    path = shard_path(out_dir, shard)
-    start, stop = plan.shard_rows(shard)
-    expected = {"config_hash": plan.config_hash, "rows": stop - start, "shard": shard}
-    if shard_is_complete(path, expected):
-        log.info("%s is complete; skipped", path)
-        if progress is not None:
-            progress(stop - start)
-        return path
-    table = simulate_rows(plan, start, stop, progress=progress)
-    write_table_atomic(table, path, plan.metadata(shard))
-    log.info("wrote %s (%d systems)", path, stop - start)
-    return path
-
-
-def _worker_init() -> None:
+def _single_threaded_torch() -> None:
+    """Worker set-up: one process per core, so keep each single-threaded (no oversubscription)."""
     import torch
 
-    from skyscan.core.process import die_with_parent
-
-    die_with_parent()  # a killed parent takes its workers along: none goes on writing shards
-    # One process per core: keep each single-threaded so workers do not oversubscribe.
     torch.set_num_threads(1)
-
-
-def _worker_shard(plan: SimulationPlan, shard: int, out_dir: str) -> str:
-    return str(write_shard(plan, shard, out_dir))
 
 
 def run_simulation(
@@ -260,35 +206,18 @@ def run_simulation(
 ) -> list[Path]:
     """Write shards (all by default) with ``workers`` processes, showing progress.
 
+    Complete shards of the same plan are skipped (:func:`skyscan.data.driver.run_shards`).
+
     Returns
     -------
     list of Path
         The shards, in order.
     """
-    from tqdm import tqdm
-
-    shards = list(range(plan.n_shards)) if shards is None else list(shards)
-    for s in shards:
-        plan.shard_rows(s)  # validates the index
-    total = sum(b - a for a, b in map(plan.shard_rows, shards))
-    bar = tqdm(
-        total=total, unit="sys", desc="simulate", disable=not show_progress, dynamic_ncols=True
+    return run_shards(
+        plan,
+        out_dir,
+        shards=shards,
+        workers=workers,
+        show_progress=show_progress,
+        worker_init=_single_threaded_torch,
     )
-    paths: dict[int, Path] = {}
-    try:
-        if workers <= 1 or len(shards) == 1:
-            for s in shards:
-                paths[s] = write_shard(plan, s, out_dir, progress=bar.update)
-        else:
-            import multiprocessing as mp
-
-            ctx = mp.get_context("spawn")  # torch and fork do not mix
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
-                futures = {pool.submit(_worker_shard, plan, s, str(out_dir)): s for s in shards}
-                for fut in as_completed(futures):
-                    s = futures[fut]
-                    paths[s] = Path(fut.result())
-                    bar.update(plan.shard_rows(s)[1] - plan.shard_rows(s)[0])
-    finally:
-        bar.close()
-    return [paths[s] for s in shards]

@@ -14,13 +14,15 @@ def parser() -> argparse.ArgumentParser:
     p = CommandParser(
         prog=PROG,
         description=(
-            "Simulate detections after the training rows (transients case) and write them as "
-            "alert packets with the public ZTF alert schema's field names (Avro or broker "
-            "Parquet, by the suffix of --out), with a truth table (candid, kind, label, mag, "
-            "snr) for scoring them with `skyscan score-alerts`."
+            "Simulate detections after the training rows and write them as alert packets "
+            "with the public ZTF alert schema's field names (Avro or broker Parquet, by the "
+            "suffix of --out), with a truth table (candid, kind, label, mag, snr) for scoring "
+            "them with `skyscan score-alerts`."
         ),
     )
-    p.add_argument("--config", help="YAML/JSON config (case: transients)")
+    p.add_argument(
+        "--config", help="YAML/JSON config (case: transients; seed, simulate, transients)"
+    )
     p.add_argument("--out", required=True, help="alert file: .avro or .parquet")
     p.add_argument("--truth", required=True, help="truth table (Parquet)")
     p.add_argument("--n", type=int, help="number of alerts (default transients.alerts.n)")
@@ -37,12 +39,17 @@ def main(argv=None) -> int:
 def _run(args) -> int:
     import logging
 
+    from skyscan.cases.transients import CASE
     from skyscan.config import load_config
     from skyscan.core.errors import ConfigError, UsageError
 
     config = load_config(args.config)
-    if config["case"] != "transients":
-        raise ConfigError("config key 'case': make-alerts needs the transients case", key="case")
+    if config["case"] != CASE.name:
+        raise ConfigError(
+            f"config key 'case': make-alerts is a verb of the {CASE.name} case, "
+            f"got case {config['case']!r}",
+            key="case",
+        )
     if not str(args.out).endswith((".avro", ".parquet")):
         raise UsageError(f"--out must end in .avro or .parquet, got {args.out}")
     if args.n is not None and args.n < 1:

@@ -1,0 +1,488 @@
+"""Sample descriptions: what one sample of a science case is, and how it flows.
+
+Every shared stage (shards, datasets, the data module, the trainer, the model card, the
+export check, the evaluation's galleries and the search's scoring) handles samples through a
+:class:`SampleDescription`, so a case whose samples are not image stamps is an addition, not
+an edit of the shared stages.  A description says:
+
+- the **payload**: one float32 array of fixed shape per sample (``shape``), stored in a
+  shard's ``image`` column and a dataset split's ``images.npy``;
+- the **preprocessing**: :meth:`~SampleDescription.fit` (on the shards' metadata and, when
+  the description needs it, the training rows), :meth:`~SampleDescription.apply` and
+  :meth:`~SampleDescription.invert`; the fitted specification is a small JSON-able dict
+  written beside every dataset and into every model card, with ``sample`` naming the
+  description (absent: image stamps, as skyscan wrote before descriptions existed);
+- the **training augmentation** (:meth:`~SampleDescription.augment`) and the **test-time
+  averaging group** (:data:`TTA_GROUPS`: the dihedral group of the square for stamps, none
+  for a sequence);
+- how a sample is **drawn** for people (:meth:`~SampleDescription.picture`, an RGB picture
+  for galleries and the grading page).
+
+Two descriptions ship: :class:`Stamps` (``(C, H, W)`` multi-band cutouts with a per-band
+noise-scaled stretch and dihedral augmentation) and :class:`Sequences` (irregular,
+variable-length multi-feature series padded to ``(T, F)`` with a mask feature, standardised
+per feature on the training rows).  A case picks one with :meth:`skyscan.core.case.Case.samples`
+or registers its own with :func:`register_sample_kind`.
+
+Examples
+--------
+>>> import numpy as np
+>>> seq = Sequences(features=("time", "value", "mask"), length=4)
+>>> x = np.array([[[0.0, 1.0, 1], [1.0, 3.0, 1], [0, 0, 0], [0, 0, 0]]], dtype=np.float32)
+>>> spec = seq.fit({"shape": [4, 3]}, {}, train=[x])
+>>> seq.apply(x, spec)[0, :, 1].tolist()
+[-1.0, 1.0, 0.0, 0.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import ClassVar
+
+import numpy as np
+
+from skyscan.core.errors import ConfigError, MismatchError
+
+__all__ = [
+    "SampleDescription",
+    "Stamps",
+    "Sequences",
+    "TTA_GROUPS",
+    "DihedralAverage",
+    "describe",
+    "register_sample_kind",
+    "dihedral_augment",
+    "zoom_augment",
+]
+
+
+class SampleDescription:
+    """Base class: what a sample is and how it is preprocessed, augmented and drawn.
+
+    Subclasses set :attr:`kind` and override the methods; the defaults suit a payload with
+    no preprocessing, no augmentation and no test-time averaging.
+    """
+
+    #: the name written as ``sample`` in shard metadata and preprocessing specs
+    kind: ClassVar[str] = ""
+    #: schema-metadata keys every shard of this kind must hold (besides ``shape``)
+    shard_keys: ClassVar[tuple[str, ...]] = ()
+    #: keys that must agree between all shards of one dataset
+    same_keys: ClassVar[tuple[str, ...]] = ("shape",)
+    #: True when :meth:`fit` reads training rows (the dataset stage then streams them)
+    fit_reads_rows: ClassVar[bool] = False
+
+    def fit(self, shard_meta: Mapping, settings: Mapping, train: Iterable[np.ndarray] = ()) -> dict:
+        """The preprocessing specification.
+
+        Parameters
+        ----------
+        shard_meta : mapping
+            The first shard's schema metadata (every shard agrees on :attr:`same_keys`).
+        settings : mapping
+            The config's ``dataset`` section.
+        train : iterable of ndarray
+            Raw payloads of the training rows, in batches (read only when
+            :attr:`fit_reads_rows`).
+        """
+        return {"sample": self.kind, "shape": [int(v) for v in shard_meta["shape"]]}
+
+    def apply(self, x, spec: Mapping):
+        """Preprocess a batch ``(N, *shape)`` (numpy or torch); returns float32."""
+        return x
+
+    def invert(self, x, spec: Mapping) -> np.ndarray:
+        """Undo :meth:`apply` on one sample or a batch (for pictures)."""
+        return np.asarray(x, dtype=np.float32)
+
+    def model_kwargs(self, spec: Mapping) -> dict:
+        """Keyword arguments that size a network to these samples (e.g. ``in_channels``)."""
+        return {}
+
+    def augment(self, x, spec: Mapping, settings: Mapping):
+        """A training batch (torch, on its device, preprocessed with ``spec``) randomly
+        transformed; ``settings`` is the config's ``train`` section."""
+        return x
+
+    def tta(self, enabled: bool) -> str | None:
+        """The test-time averaging group recorded on the model card (:data:`TTA_GROUPS`)
+        when ``train.tta`` is on; None for one pass."""
+        if enabled:
+            raise ConfigError(
+                f"config key 'train.tta': {self.kind} samples have no test-time averaging "
+                "group; set it to false",
+                key="train.tta",
+            )
+        return None
+
+    def check(self, spec: Mapping, other: Mapping, what: str) -> None:
+        """Fail naming ``what`` unless samples preprocessed with ``other`` fit a model
+        trained with ``spec``."""
+        if [int(v) for v in other["shape"]] != list(spec["shape"]):
+            raise MismatchError(
+                f"{what}: sample shape {list(other['shape'])} does not match the model's "
+                f"{spec['shape']}"
+            )
+
+    def card_fields(self, spec: Mapping, manifest: Mapping) -> dict:
+        """Model-card fields that describe the inputs: ``bands`` (channel or feature names),
+        ``pixel_scale`` and ``survey`` (None where they mean nothing)."""
+        return {"bands": [], "pixel_scale": None, "survey": manifest.get("survey")}
+
+    def picture(self, sample: np.ndarray, spec: Mapping) -> np.ndarray | None:
+        """An RGB picture ``(H, W, 3)`` uint8 of one raw (inverted) sample, or None to let
+        the gallery draw it as a colour composite of image channels."""
+        return None
+
+    def gallery_scale_bar(self, manifest: Mapping) -> tuple[float, float]:
+        """``(pixel_scale, scale_bar_arcsec)`` of a gallery; (1, 0) draws no scale bar."""
+        return 1.0, 0.0
+
+
+# --------------------------------------------------------------------------------------
+# Image stamps
+
+
+def dihedral_augment(images, generator=None):
+    """Apply one of the 8 rotations/flips, drawn per cutout, to ``(N, C, H, W)`` images."""
+    import torch
+
+    n = images.shape[0]
+    choice = torch.randint(0, 8, (n,), generator=generator, device="cpu").to(images.device)
+    out = images.clone()
+    for k in range(8):
+        mask = choice == k
+        if not bool(mask.any()):
+            continue
+        x = images[mask]
+        if k >= 4:
+            x = torch.flip(x, dims=(-1,))
+        out[mask] = torch.rot90(x, k % 4, dims=(-2, -1))
+    return out
+
+
+def zoom_augment(images, low: float, high: float, generator=None):
+    """Zoom each ``(N, C, H, W)`` cutout about its centre by a factor drawn uniformly in
+    ``[low, high]`` (CMU DeepLens's ``zoom_range``): a factor z samples the central z-th of
+    the stamp onto the whole grid (bilinear), so z < 1 magnifies and no border is invented."""
+    import torch
+    import torch.nn.functional as F
+
+    n = images.shape[0]
+    z = torch.empty(n).uniform_(low, high, generator=generator).to(images.device, images.dtype)
+    theta = torch.zeros(n, 2, 3, device=images.device, dtype=images.dtype)
+    theta[:, 0, 0] = z
+    theta[:, 1, 1] = z
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class DihedralAverage:
+    """Test-time averaging over the dihedral group of the square: the mean output of a model
+    over the 8 symmetries (identity, three quarter-turns, and their mirror images).
+
+    Stamps of the sky have no preferred orientation, so the network's answer should not
+    depend on one; averaging removes what it learned about orientation by chance.
+
+    Parameters
+    ----------
+    model : callable
+        ``(N, C, H, W)`` tensor -> ``(N,)`` logits.
+    """
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, x):
+        total = None
+        for flip in (False, True):
+            y = x.flip(-1) if flip else x
+            for turns in range(4):
+                out = self.model(y.rot90(turns, dims=(-2, -1))).float()
+                total = out if total is None else total + out
+        return total / 8.0
+
+    def eval(self):
+        """For symmetry with torch modules."""
+        self.model.eval()
+        return self
+
+
+#: Test-time averaging groups by the name a model card records (``scoring.tta``).
+TTA_GROUPS = {"dihedral8": DihedralAverage}
+
+
+class Stamps(SampleDescription):
+    """Multi-band image cutouts ``(C, H, W)`` in e-/s per pixel.
+
+    Shards carry ``bands``, ``pixel_scale`` (arcsec), ``survey`` and ``background_sigma``
+    (per band); the preprocessing divides each band by its background sigma and stretches it
+    (:mod:`skyscan.data.preprocess`: ``dataset.stretch`` asinh or clip); training batches are
+    turned and flipped (``train.augment``) and optionally zoomed (``train.zoom``); test-time
+    averaging is the dihedral group (``train.tta``).
+    """
+
+    kind = "stamps"
+    shard_keys = ("bands", "pixel_scale", "survey")
+    same_keys = ("bands", "shape", "pixel_scale", "background_sigma")
+
+    def fit(self, shard_meta, settings, train=()) -> dict:
+        """The noise-scaled stretch of :func:`skyscan.data.preprocess.make_spec` (no
+        ``sample`` key: specs written before sample descriptions read the same)."""
+        from skyscan.data.preprocess import make_spec
+
+        return make_spec(
+            shard_meta["bands"],
+            shard_meta["background_sigma"],
+            settings["clip_sigma"],
+            shard_meta["shape"],
+            stretch=settings["stretch"],
+            softening=settings["asinh_softening"],
+        )
+
+    def apply(self, x, spec):
+        from skyscan.data.preprocess import preprocess
+
+        return preprocess(x, spec)
+
+    def invert(self, x, spec):
+        from skyscan.data.preprocess import invert
+
+        return invert(x, spec)
+
+    def model_kwargs(self, spec):
+        return {"in_channels": len(spec["bands"])}
+
+    def augment(self, x, spec, settings):
+        import torch
+
+        if settings.get("augment", True):
+            x = dihedral_augment(x)
+            if settings.get("zoom"):
+                x = zoom_augment(x, *settings["zoom"])
+        if x.is_cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def tta(self, enabled):
+        return "dihedral8" if enabled else None
+
+    def check(self, spec, other, what):
+        from skyscan.data.preprocess import check_compatible
+
+        check_compatible(spec, other["bands"], other["shape"], what)
+
+    def card_fields(self, spec, manifest):
+        return {
+            "bands": list(spec["bands"]),
+            "pixel_scale": manifest.get("pixel_scale"),
+            "survey": manifest.get("survey"),
+        }
+
+    def gallery_scale_bar(self, manifest):
+        pixel_scale = manifest.get("pixel_scale")
+        return (float(pixel_scale), 2.0) if pixel_scale else (1.0, 0.0)
+
+
+# --------------------------------------------------------------------------------------
+# Sequences
+
+
+class Sequences(SampleDescription):
+    """Irregular, variable-length multi-feature sequences (light curves and the like), padded
+    to ``(T, F)``: ``T`` = :attr:`length` steps of the :attr:`features`, the last of which is
+    the mask (1 for a real step, 0 for padding; real steps first).
+
+    The preprocessing standardises every feature but the mask by its median and its
+    normalised median absolute deviation over the real steps of the training rows (robust to
+    outliers and independent of units), and sets padding to 0; training batches are shifted
+    in time by up to :attr:`time_shift` (in the time feature's units) when a feature is named
+    ``time``; there is no test-time averaging.
+
+    Parameters
+    ----------
+    features : sequence of str
+        Feature names in order; the last must be ``mask``.
+    length : int
+        Padded length ``T``.
+    time_shift : float
+        Largest random shift of the ``time`` feature during training (0: none).
+    """
+
+    kind = "sequences"
+    shard_keys = ("features",)
+    same_keys = ("shape", "features")
+    fit_reads_rows = True
+
+    def __init__(self, features: Sequence[str], length: int, time_shift: float = 0.0):
+        features = tuple(features)
+        if not features or features[-1] != "mask":
+            raise ConfigError(f"sequence features {features} must end with 'mask'")
+        self.features = features
+        self.length = int(length)
+        self.time_shift = float(time_shift)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(T, F)`` of one padded sequence."""
+        return self.length, len(self.features)
+
+    def pad(self, steps: Sequence[np.ndarray]) -> np.ndarray:
+        """Pad variable-length sequences (each ``(n_i, F - 1)``, real steps only, at most
+        :attr:`length`) into ``(N, T, F)`` float32 with the mask feature set."""
+        out = np.zeros((len(steps), *self.shape), dtype=np.float32)
+        for i, s in enumerate(steps):
+            s = np.asarray(s, dtype=np.float32)
+            if s.ndim != 2 or s.shape[1] != len(self.features) - 1 or len(s) > self.length:
+                raise ValueError(
+                    f"sequence {i} has shape {s.shape}, expected (<= {self.length}, "
+                    f"{len(self.features) - 1})"
+                )
+            out[i, : len(s), :-1] = s
+            out[i, : len(s), -1] = 1.0
+        return out
+
+    def fit(self, shard_meta, settings, train=()) -> dict:
+        if list(shard_meta.get("features", self.features)) != list(self.features):
+            raise MismatchError(
+                f"shards hold features {shard_meta.get('features')}, the case's description "
+                f"{list(self.features)}"
+            )
+        values: list[list[np.ndarray]] = [[] for _ in self.features[:-1]]
+        for batch in train:
+            batch = np.asarray(batch, dtype=np.float32)
+            real = batch[..., -1] > 0.5
+            for f in range(len(self.features) - 1):
+                values[f].append(batch[..., f][real])
+        center, scale = [], []
+        for f, name in enumerate(self.features[:-1]):
+            v = np.concatenate(values[f]) if values[f] else np.zeros(0, np.float32)
+            v = v[np.isfinite(v)]
+            if not len(v):
+                raise MismatchError(f"no finite training values of sequence feature {name!r}")
+            med = float(np.median(v))
+            mad = float(np.median(np.abs(v - med))) * 1.4826
+            center.append(med)
+            scale.append(mad if mad > 0 else 1.0)
+        return {
+            "sample": self.kind,
+            "method": "median-mad-standardised",
+            "features": list(self.features),
+            "center": center,
+            "scale": scale,
+            "shape": [int(v) for v in shard_meta["shape"]],
+            "time_shift": self.time_shift,
+            "fitted_on": "train",
+        }
+
+    def apply(self, x, spec):
+        center = np.asarray(spec["center"], dtype=np.float32)
+        scale = np.asarray(spec["scale"], dtype=np.float32)
+        try:
+            import torch
+        except ImportError:  # pragma: no cover - torch is a hard dependency
+            torch = None
+        if torch is not None and isinstance(x, torch.Tensor):
+            x = torch.nan_to_num(x.float(), nan=0.0)
+            mask = x[..., -1:]
+            c = torch.as_tensor(center, device=x.device)
+            s = torch.as_tensor(scale, device=x.device)
+            return torch.cat([(x[..., :-1] - c) / s * mask, mask], dim=-1)
+        x = np.nan_to_num(np.asarray(x, dtype=np.float32), nan=0.0)
+        mask = x[..., -1:]
+        out = np.empty_like(x)
+        out[..., :-1] = (x[..., :-1] - center) / scale * mask
+        out[..., -1:] = mask
+        return out
+
+    def invert(self, x, spec):
+        x = np.asarray(x, dtype=np.float32)
+        out = x.copy()
+        mask = x[..., -1:]
+        out[..., :-1] = (
+            x[..., :-1] * np.asarray(spec["scale"], np.float32) + spec["center"]
+        ) * mask
+        return out
+
+    def model_kwargs(self, spec):
+        return {"in_features": len(spec["features"])}
+
+    def augment(self, x, spec, settings):
+        import torch
+
+        if not settings.get("augment", True) or not self.time_shift or "time" not in self.features:
+            return x
+        f = self.features.index("time")
+        # A shift of the time origin in the feature's own units, standardised as the
+        # preprocessing does; padding stays 0.
+        shift = (torch.rand(x.shape[0], 1, device=x.device) * 2 - 1) * (
+            self.time_shift / float(spec["scale"][f])
+        )
+        out = x.clone()
+        out[..., f] = x[..., f] + shift * x[..., -1]
+        return out
+
+    def check(self, spec, other, what):
+        super().check(spec, other, what)
+        if list(other.get("features", [])) != list(spec["features"]):
+            raise MismatchError(
+                f"{what}: features {other.get('features')} do not match the model's "
+                f"{spec['features']}"
+            )
+
+    def card_fields(self, spec, manifest):
+        return {"bands": list(spec["features"]), "pixel_scale": None, "survey": None}
+
+    def picture(self, sample, spec):
+        """The sequence drawn as value against time (or step), real steps only."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        sample = np.asarray(sample)
+        real = sample[:, -1] > 0.5
+        f_time = self.features.index("time") if "time" in self.features else None
+        f_value = next(i for i, n in enumerate(self.features[:-1]) if i != f_time)
+        t = sample[real, f_time] if f_time is not None else np.flatnonzero(real)
+        fig = Figure(figsize=(1.6, 1.2), dpi=64)
+        ax = fig.add_axes((0.02, 0.02, 0.96, 0.96))
+        ax.plot(t, sample[real, f_value], ".", ms=2, color="k")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        rgb = np.asarray(canvas.buffer_rgba())[..., :3]
+        return np.ascontiguousarray(rgb[::-1])  # galleries draw with origin="lower"
+
+
+_KINDS: dict[str, type[SampleDescription]] = {"stamps": Stamps, "sequences": Sequences}
+
+
+def register_sample_kind(cls: type[SampleDescription], force: bool = False) -> None:
+    """Make a description class known by its :attr:`~SampleDescription.kind` (for specs that
+    name it); a taken name is refused unless ``force``."""
+    if cls.kind in _KINDS and _KINDS[cls.kind] is not cls and not force:
+        raise ConfigError(f"sample kind {cls.kind!r} is already registered")
+    _KINDS[cls.kind] = cls
+
+
+def describe(case=None, spec: Mapping | None = None) -> SampleDescription:
+    """The sample description of a case (:meth:`skyscan.core.case.Case.samples`), or image
+    stamps when the case names none.
+
+    Parameters
+    ----------
+    case : skyscan.core.case.Case, optional
+    spec : mapping, optional
+        A preprocessing spec: its ``sample`` must match the case's description (a spec
+        without one was written for stamps).
+    """
+    samples = case.samples() if case is not None else None
+    if samples is None:
+        samples = Stamps()
+    if spec is not None:
+        kind = spec.get("sample", Stamps.kind)
+        if kind != samples.kind:
+            raise MismatchError(
+                f"preprocessing is for {kind!r} samples, the case's are {samples.kind!r}"
+            )
+    return samples
