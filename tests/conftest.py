@@ -25,14 +25,14 @@ def draw_params(
     n: int, seed: int = 1, kinds=None, bands=("g", "r", "i"), priors=None, neighbours=None
 ):
     """Draw ``n`` systems from the default population (optionally only some kinds) for
-    45-pixel LSST stamps; ``neighbours`` replaces ``simulate.neighbours`` (default: on)."""
-    sim = {"kinds": kinds or ONLY_LENSES}
+    45-pixel LSST stamps; ``neighbours`` replaces ``lenses.neighbours`` (default: on)."""
+    lens = {"kinds": kinds or ONLY_LENSES, "bands": list(bands)}
     if priors:
-        sim["priors"] = priors
+        lens["priors"] = priors
     if neighbours is not None:
-        sim["neighbours"] = neighbours
-    config = load_config(None, {"simulate": sim, "bands": list(bands)})
-    pop = Population(config["simulate"], list(bands), pixel_scale=0.2)
+        lens["neighbours"] = neighbours
+    config = load_config(None, {"lenses": lens})
+    pop = Population(config["lenses"], list(bands), pixel_scale=0.2)
     params_rng, _ = block_rng(seed, 0)
     return pop.draw(params_rng, n)
 
@@ -54,9 +54,8 @@ def lenstronomy_image(params: dict, i: int, band, stamp: int = 45, supersampling
 #: about a minute.  Fixed seed and split: its test AUROC is reproducible on one platform.
 TINY_TRAINING = {
     "seed": 5,
-    "simulate": {
-        "n": 1600,
-        "shard_size": 800,
+    "simulate": {"n": 1600, "shard_size": 800},
+    "lenses": {
         "stamp_size": 33,
         "kinds": {**{k: 0 for k in ONLY_LENSES}, "lens": 0.5, "no_source": 0.5},
     },

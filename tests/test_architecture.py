@@ -17,8 +17,22 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "skyscan"
 LINT = shutil.which("lint-imports") or str(Path(sys.executable).with_name("lint-imports"))
 
-#: Packages shared by every science case: they take a case and must never name one.
-SHARED = ("core", "data", "models", "train", "evaluate", "search", "skymap", "config.py")
+#: Everything but the cases is shared by every science case: it takes a case and must never
+#: name one, nor its kinds or its columns.
+SHARED = tuple(
+    sorted(p.name for p in SRC.iterdir() if p.name not in ("cases", "__pycache__", "schemas"))
+)
+
+#: Column names that belong to a case (its truth and its figures), and prefixes of such names.
+CASE_COLUMNS = {
+    "theta_E",
+    "n_lenses",
+    "magnification",
+    "n_real",
+    "deeplens_published",
+    "drb",
+}
+CASE_COLUMN_PREFIXES = ("snr_",)
 
 
 def _lint(config: Path) -> subprocess.CompletedProcess:
@@ -80,18 +94,37 @@ def _shared_modules() -> list[Path]:
 
 def test_shared_stages_name_no_case():
     """No shared module compares with, or selects by, a case's name or one of its kinds."""
+
+    assert not _case_names_in(_shared_modules()), "shared modules name a science case:\n" + (
+        "\n".join(_case_names_in(_shared_modules()))
+    )
+
+
+def _case_names_in(paths) -> list[str]:
+    """``path:line: value`` of every string constant that is a case's name, one of its kinds,
+    one of its parameters or columns, or starts like one of its column families."""
     from skyscan.core.case import default_registry
 
-    names = set()
+    names = set(CASE_COLUMNS)
     for name in default_registry.names():
-        names |= {name, *get_case(name).kinds}
-    found = [
-        f"{path.relative_to(ROOT)}:{line}: {value!r}"
-        for path in _shared_modules()
+        case = get_case(name)
+        names |= {name, *case.kinds, *(p.name for p in case.parameters)}
+    return [
+        f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}:{line}: {value!r}"
+        for path in paths
         for line, value in _string_constants(path)
-        if value in names
+        if value in names or value.startswith(CASE_COLUMN_PREFIXES)
     ]
-    assert not found, "shared modules name a science case:\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize(
+    "source",
+    ['column = "theta_E"', 'name = f"snr_{band}"', 'count = head["n_lenses"]', 'x = "lenses"'],
+)
+def test_a_planted_case_column_in_a_shared_module_is_found(tmp_path, source):
+    module = tmp_path / "stage.py"
+    module.write_text(f'"""A shared stage may say theta_E in its docstring."""\n\n{source}\n')
+    assert len(_case_names_in([module])) == 1
 
 
 @pytest.mark.parametrize("value", ["lens", "ring"])

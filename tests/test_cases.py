@@ -50,7 +50,7 @@ def test_lens_labels_strata_and_headline():
     head = lenses.headline(strata, np.array([True, True, False]))
     assert head.n == 1 and head.completeness == 0.0  # only (2.5", S/N 50)
     assert head.extra["n_lenses"] == 1
-    with pytest.raises(ConfigError, match="'evaluate.snr_band': 'z' is not a band"):
+    with pytest.raises(ConfigError, match="'lenses.snr_band': 'z' is not a band"):
         lenses.strata(meta, {**spec, "snr_band": "z"})
     assert lenses.evaluation_plots[-2:] == ("false_positives", "missed_lenses")
 

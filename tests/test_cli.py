@@ -237,13 +237,17 @@ def test_simulate_and_preview(tmp_path):
     "config_text, message",
     [
         ("simulate:\n  n: 10\n  supersample: 3\n", "unknown config key 'simulate.supersample'"),
-        ("bands: [g, r, q]\n", "unknown band 'q' for survey 'lsst'"),
-        ("survey: euclid\n", "unknown survey 'euclid' (allowed: des, lsst)"),
-        ("surveys: {lsst: {bands: {g: {seeing: 0}}}}\n", "seeing must be a positive number"),
+        ("lenses:\n  bands: [g, r, q]\n", "unknown band 'q' for survey 'lsst'"),
+        ("lenses:\n  survey: euclid\n", "unknown survey 'euclid' (allowed: des, lsst)"),
         (
-            "simulate:\n  priors:\n    theta_E: {dist: uniform, low: 2, high: 1}\n",
-            "'simulate.priors.theta_E': low (2) must be below high (1)",
+            "lenses:\n  surveys: {lsst: {bands: {g: {seeing: 0}}}}\n",
+            "seeing must be a positive number",
         ),
+        (
+            "lenses:\n  priors:\n    theta_E: {dist: uniform, low: 2, high: 1}\n",
+            "'lenses.priors.theta_E': low (2) must be below high (1)",
+        ),
+        ("simulate:\n  priors: {}\n", "config key 'simulate.priors' moved to 'lenses.priors'"),
     ],
 )
 def test_bad_config_is_one_line_and_writes_nothing(tmp_path, config_text, message):

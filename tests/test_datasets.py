@@ -112,7 +112,9 @@ def test_too_many_nan_images_fail_naming_the_file(sims, tmp_path):
 def test_empty_split_and_mixed_shards_fail_clearly(sims, tmp_path):
     with pytest.raises(DatasetError, match="split 'val' is empty"):
         build_dataset(sims[:1], tmp_path, _config(splits={"train": 1.0, "val": 1e-9, "test": 0.5}))
-    other = load_config(None, {"simulate": {"n": 50, "shard_size": 50}, "bands": ["g", "r"]})
+    other = load_config(
+        None, {"simulate": {"n": 50, "shard_size": 50}, "lenses": {"bands": ["g", "r"]}}
+    )
     odd = run_simulation(SimulationPlan.from_config(other), tmp_path / "odd", show_progress=False)[
         0
     ]

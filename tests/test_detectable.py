@@ -102,9 +102,14 @@ def test_a_case_without_a_selection_refuses_it():
         Case().detectable({}, {}, LENSPOP)
 
 
-def _simulate(root, survey="des", n=600, **simulate):
+def _simulate(root, survey="des", n=600, **lenses):
     config = load_config(
-        None, {"seed": 7, "survey": survey, "simulate": {"n": n, "shard_size": 300, **simulate}}
+        None,
+        {
+            "seed": 7,
+            "simulate": {"n": n, "shard_size": 300},
+            "lenses": {"survey": survey, **lenses},
+        },
     )
     return run_simulation(SimulationPlan.from_config(config), root, show_progress=False)
 
@@ -140,7 +145,11 @@ def test_dataset_keeps_only_detectable_lenses_and_counts_them(des_sims, tmp_path
         cols = {n: meta.column(n).to_numpy(zero_copy_only=False) for n in meta.column_names}
         is_lens = cols["label"] == 1
         assert detectable({k: v[is_lens] for k, v in cols.items()}, seeing, LENSPOP).all()
-    assert record["snr_median_kept"] > LENSPOP["min_snr"] > record["snr_median_simulated"]
+    assert (
+        record["detection_snr_median_kept"]
+        > LENSPOP["min_snr"]
+        > record["detection_snr_median_simulated"]
+    )
 
 
 def test_without_the_option_every_lens_is_kept(des_sims, tmp_path):
@@ -180,10 +189,11 @@ def test_des_config_validates_and_keeps_lenses_des_can_find(tmp_path):
         ROOT / "config" / "des.yaml",
         {"results": str(tmp_path), "simulate": {"n": 400, "shard_size": 400}},
     )
-    assert config["survey"] == "des" and config["dataset"]["detectable"]["min_snr"] == 20
-    assert config["simulate"]["exposures"] == "coadd"
-    for band in (config["evaluate"]["snr_band"], config["tiles"]["catalog"]["band"]):
-        assert band in config["bands"]
+    lens = config["lenses"]
+    assert lens["survey"] == "des" and config["dataset"]["detectable"]["min_snr"] == 20
+    assert lens["exposures"] == "coadd"
+    for band in (lens["snr_band"], lens["tiles"]["catalog"]["band"]):
+        assert band in lens["bands"]
     shards = run_simulation(SimulationPlan.from_config(config), tmp_path, show_progress=False)
     manifest = build_dataset(shards, tmp_path / "ds", config)
     assert manifest["detectable"]["lenses_kept"] > 0

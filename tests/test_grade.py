@@ -371,7 +371,7 @@ def test_training_examples_from_the_consensus(results, tmp_path):
     for g in range(3):
         session.store.set_grade(f"g{g}", edge.key, 3)
     counts = export_training_stamps(session)
-    assert counts == {"lenses": 2, "negatives": 1, "skipped_flagged": 1}
+    assert counts == {"positives": 2, "negatives": 1, "skipped_flagged": 1}
     images, table, meta = read_images(results / "graded_stamps.parquet")
     assert meta["bands"] == BANDS and meta["shape"] == [3, SIZE, SIZE]
     ids = session.sources.candidates.column("id").to_pylist()

@@ -82,7 +82,7 @@ CENTER = (150.1, 2.2)
 
 @pytest.fixture(scope="module")
 def config():
-    return load_config(None, {"bands": list(BANDS), "survey": "lsst", "seed": 11})
+    return load_config(None, {"lenses": {"bands": list(BANDS), "survey": "lsst"}, "seed": 11})
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +209,7 @@ def test_light_is_the_simulators_rendering_at_the_table_position(inputs, config,
     for band in BANDS:
         params[f"lens_mag_{band}"] = [99.0]
         params[f"source_mag_{band}"] = [row[f"source_mag_{band}"]]
-    obs = Observation(bands, size, config["simulate"]["supersampling"], "coadd")
+    obs = Observation(bands, size, config["lenses"]["supersampling"], "coadd")
     model = render({k: np.asarray(v) for k, v in params.items()}, obs).image[0]
     expected = np.zeros((len(bands), SIZE, SIZE))
     paste_stamps(expected, model[None], [cx], [cy])  # clipped at the tile's edges

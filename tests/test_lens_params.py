@@ -216,7 +216,8 @@ def tiny_parameters(tmp_path_factory):
         None,
         {
             "seed": 3,
-            "simulate": {"n": 500, "shard_size": 500, "stamp_size": 33, "kinds": kinds},
+            "simulate": {"n": 500, "shard_size": 500},
+            "lenses": {"stamp_size": 33, "kinds": kinds},
             "dataset": {"splits": {"train": 0.6, "val": 0.2, "test": 0.2}},
             "train": {
                 "target": "parameters",

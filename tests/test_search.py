@@ -25,11 +25,13 @@ from skyscan.search.tile_index import build_tile_index
 from skyscan.train.export import export_model
 
 SMALL = {
-    "tiles": {
-        "grid": [2, 2],
-        "size": 256,
-        "overlap": 32,
-        "densities": {"field": 20, "star": 3, "deflector": 25, "lens": 20},
+    "lenses": {
+        "tiles": {
+            "grid": [2, 2],
+            "size": 256,
+            "overlap": 32,
+            "densities": {"field": 20, "star": 3, "deflector": 25, "lens": 20},
+        }
     }
 }
 

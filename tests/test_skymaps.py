@@ -23,11 +23,13 @@ def tiles(tmp_path_factory):
     config = load_config(
         None,
         {
-            "tiles": {
-                "grid": [2, 1],
-                "size": 300,
-                "overlap": 20,
-                "densities": {"field": 5, "star": 1, "deflector": 30, "lens": 30},
+            "lenses": {
+                "tiles": {
+                    "grid": [2, 1],
+                    "size": 300,
+                    "overlap": 20,
+                    "densities": {"field": 5, "star": 1, "deflector": 30, "lens": 30},
+                }
             }
         },
     )

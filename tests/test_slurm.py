@@ -68,7 +68,7 @@ def _config(path: Path, results: Path) -> Path:
         "results": str(results),
         "simulate": {"n": 500, "shard_size": 250},
         "train": {"epochs": 2, "batch_size": 64, "accelerator": "cpu"},
-        "tiles": {"grid": [1, 1], "size": 256},
+        "lenses": {"tiles": {"grid": [1, 1], "size": 256}},
         "search": {"partition_rows": 20, "workers": 0},
     }
     path.write_text(yaml.safe_dump(config))
@@ -163,10 +163,12 @@ def test_workflow_through_slurm_profile(slurm, tmp_path):
 # ---- the search's Dask workers as SLURM jobs (skyscan.search.cluster) -----------------------
 
 TINY_TILES = {
-    "tiles": {
-        "grid": [1, 1],
-        "size": 256,
-        "densities": {"field": 20, "star": 3, "deflector": 25, "lens": 20},
+    "lenses": {
+        "tiles": {
+            "grid": [1, 1],
+            "size": 256,
+            "densities": {"field": 20, "star": 3, "deflector": 25, "lens": 20},
+        }
     }
 }
 

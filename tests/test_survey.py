@@ -72,7 +72,7 @@ def test_custom_survey_and_override():
             lambda: get_bands(get_survey("lsst"), ["g", "q"]),
             "unknown band 'q' for survey 'lsst' (allowed: u, g, r, i, z, y)",
         ),
-        (lambda: get_bands(get_survey("lsst"), []), "'bands' must name at least one band"),
+        (lambda: get_bands(get_survey("lsst"), []), "'lenses.bands' must name at least one band"),
         (
             lambda: get_survey("lsst", {"lsst": {"bands": {"g": {"seeing": -0.7}}}}),
             "band 'g': seeing must be a positive number",
@@ -83,7 +83,7 @@ def test_custom_survey_and_override():
         ),
         (
             lambda: get_survey("lsst", {"lsst": {"bands": {"g": {"fwhm": 0.7}}}}),
-            "unknown config key 'surveys.lsst.bands.g.fwhm'",
+            "unknown config key 'lenses.surveys.lsst.bands.g.fwhm'",
         ),
         (
             lambda: get_survey("lsst", {"lsst": {"bands": {"g": {"psf_type": "airy"}}}}),
@@ -91,7 +91,7 @@ def test_custom_survey_and_override():
         ),
         (
             lambda: get_survey("x", {"x": {"bands": {"v": {"seeing": 1.0}}}}),
-            "config 'surveys.x.bands.v' is missing",
+            "config 'lenses.surveys.x.bands.v' is missing",
         ),
     ],
 )

@@ -11,14 +11,13 @@ from skyscan.cases.lenses.sim.survey import ConfigError
 from skyscan.cases.lenses.tiles import make_tiles, tile_grid, tile_wcs
 from skyscan.config import load_config
 
-SMALL = {
-    "tiles": {
-        "grid": [2, 1],
-        "size": 256,
-        "overlap": 16,
-        "densities": {"field": 30, "star": 5, "deflector": 20, "lens": 20},
-    }
+TILES = {
+    "grid": [2, 1],
+    "size": 256,
+    "overlap": 16,
+    "densities": {"field": 30, "star": 5, "deflector": 20, "lens": 20},
 }
+SMALL = {"lenses": {"tiles": TILES}}
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +83,7 @@ def test_catalog_applies_the_cuts(tiles):
     truth = pq.read_table(out / "truth.parquet").to_pydict()
     catalog = pq.read_table(out / "catalog.parquet").to_pydict()
     ids = set(catalog["id"])
-    cuts = config["tiles"]["catalog"]
+    cuts = config["lenses"]["tiles"]["catalog"]
     for i, kind in enumerate(truth["kind"]):
         passes = (
             kind != "star"
@@ -109,11 +108,13 @@ def test_grid_centre_and_bad_catalog_band(tmp_path):
     (spec,) = tile_grid([10.0, -30.0], [1, 1], 100, 0, 0.2)
     assert (spec.ra, spec.dec) == pytest.approx((10.0, -30.0))
     # caught when the config is loaded, naming the key ...
-    with pytest.raises(ConfigError, match=r"config key 'tiles.catalog.color': band\(s\) \['g'\]"):
-        load_config(None, {**SMALL, "bands": ["r", "i"]})
+    with pytest.raises(
+        ConfigError, match=r"config key 'lenses.tiles.catalog.color': band\(s\) \['g'\]"
+    ):
+        load_config(None, {"lenses": {"tiles": TILES, "bands": ["r", "i"]}})
     # ... and by the stage itself, for a config that skipped the load-time checks
     from skyscan.config import validate_config
 
-    config = validate_config({"bands": ["r", "i"]}, whole=False)  # tiles not given
-    with pytest.raises(ConfigError, match="tiles.catalog"):
+    config = validate_config({"lenses": {"bands": ["r", "i"]}}, whole=False)  # no tiles given
+    with pytest.raises(ConfigError, match="lenses.tiles.catalog"):
         make_tiles(config, tmp_path)

@@ -31,9 +31,9 @@ def test_augmentation_keeps_labels_and_content(trained):
         variants += [torch.rot90(torch.flip(images[i], (-1,)), k, (-2, -1)) for k in range(4)]
         assert any(torch.equal(out[i], v) for v in variants)
     assert not torch.equal(out, images)  # the generator did transform some stamps
-    from skyscan.train.module import Classifier
+    from skyscan.train.module import SkyscanModule
 
-    module = Classifier(model="fast", in_channels=3)
+    module = SkyscanModule(model="fast", in_channels=3)  # the binary head by default
     _, same_labels = module.on_after_batch_transfer((images, labels), 0)
     assert torch.equal(same_labels, labels)
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from skyscan.cases.transients import DEFAULT_KIND_FRACTIONS
 from skyscan.cases.transients.simulate import (
     BOGUS_KINDS,
-    DEFAULTS,
     KINDS,
     REAL_KINDS,
     SETUPS,
@@ -122,8 +122,8 @@ def test_every_kind_with_its_fraction():
         tolerance = 4 * np.sqrt(p * (1 - p) / len(kinds))
         assert abs(np.mean(kinds == kind) - p) <= tolerance, kind
     assert set(REAL_KINDS) | set(BOGUS_KINDS) - {"edge"} <= set(kinds)
-    assert sum(DEFAULTS["kinds"][k] for k in REAL_KINDS) == pytest.approx(0.5)
-    assert sum(DEFAULTS["kinds"][k] for k in BOGUS_KINDS) == pytest.approx(0.5)
+    assert sum(DEFAULT_KIND_FRACTIONS[k] for k in REAL_KINDS) == pytest.approx(0.5)
+    assert sum(DEFAULT_KIND_FRACTIONS[k] for k in BOGUS_KINDS) == pytest.approx(0.5)
 
 
 def test_hostless_difference_holds_the_injected_flux():
@@ -235,6 +235,11 @@ def test_set_up_depths_give_their_limits(name):
     ],
 )
 def test_bad_sections_name_the_key(section, key, tmp_path):
+    """Checked when the config is loaded (the schema and the case's check_config), before
+    anything is simulated."""
+    from skyscan.config import load_config
+
     with pytest.raises(ConfigError, match=f"'{key}'") as info:
-        run_transient_simulation({**_config(10, 10), "transients": section}, tmp_path)
+        load_config(None, {**_config(10, 10), "case": "transients", "transients": section})
     assert info.value.key == key
+    assert not list(tmp_path.iterdir())

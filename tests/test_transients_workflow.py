@@ -27,7 +27,7 @@ def test_transient_case_is_registered_with_its_section():
     assert case.positive_kinds == real and case.negative_kinds == bogus
     assert case.kinds == real + bogus
     assert case.label(real + bogus).tolist() == [1, 1, 1, 0, 0, 0, 0, 0, 0]
-    assert tuple(simulate.resolve_section({})["kinds"]) == real + bogus  # what it draws from
+    assert tuple(simulate.simulation_settings({})["kinds"]) == real + bogus  # what it draws
     assert case.stages == ("alerts",)
     config = load_config(ROOT / "config" / "transients-ztf.yaml")
     assert config["case"] == "transients" and config["transients"]["setup"] == "ztf"
@@ -35,11 +35,13 @@ def test_transient_case_is_registered_with_its_section():
 
 
 def test_unsorted_bins_name_the_key():
+    """Checked when the config is loaded, not when the evaluation bins the completeness."""
+    from skyscan.config import load_config
     from skyscan.core.errors import ConfigError
 
-    meta = {"mag": np.array([18.0]), "snr": np.array([9.0])}
+    config = {"case": "transients", "transients": {"mag_bins": [18, 17]}}
     with pytest.raises(ConfigError, match="'transients.mag_bins': bin edges must increase"):
-        get_case("transients").strata(meta, {"mag_bins": [18, 17], "snr_bins": [0, 5]})
+        load_config(None, config, stage="evaluate")
 
 
 def test_triplet_picture_puts_the_three_channels_side_by_side():

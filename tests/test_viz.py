@@ -63,8 +63,7 @@ def test_caption_lines():
         score=0.98765,
         flags=["edge"],
         kind="lens",
-        theta_E=1.234,
-        snr=45.4,
+        truth=[('θE={:.2f}"', 1.234), ("S/N={:.0f}", 45.4)],
     )
     assert text.splitlines() == [
         "RA 150.123457 Dec -2.500000",
@@ -72,12 +71,15 @@ def test_caption_lines():
         "P=0.988  flags: edge",
         'lens  θE=1.23"  S/N=45',
     ]
-    assert stamp_caption(score=0.5, kind="spiral", theta_E=float("nan")) == "P=0.500\nspiral"
+    nan = [('θE={:.2f}"', float("nan")), ("S/N={:.0f}", None)]
+    assert stamp_caption(score=0.5, kind="spiral", truth=nan) == "P=0.500\nspiral"
 
 
 def test_gallery_is_written(tmp_path):
     stamps = [_stamp(k) for k in range(5)] + [np.zeros((20, 60, 3), np.uint8)]
-    captions = [stamp_caption(score=0.1 * k, kind="lens", theta_E=1.0, snr=20) for k in range(6)]
+    captions = [
+        stamp_caption(score=0.1 * k, kind="lens", truth=[("S/N={:.0f}", 20)]) for k in range(6)
+    ]
     path = stamp_gallery(stamps, ["g", "r", "i"], captions, 0.2, tmp_path / "g.png", ncols=3)
     picture = imread(path)
     assert picture.shape[0] > 100 and picture.shape[1] > 300

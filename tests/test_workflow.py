@@ -27,7 +27,7 @@ def small_config(tmp_path):
     config["results"] = str(tmp_path / "results")
     config["simulate"].update(n=300, shard_size=150)
     config["train"].update(epochs=1, batch_size=64)
-    config["tiles"].update(grid=[2, 1], size=256)
+    config["lenses"]["tiles"].update(grid=[2, 1], size=256)
     config["search"].update(partition_rows=20, workers=1)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -103,8 +103,11 @@ SHRINK = {
     "simulate": {"n": 400, "shard_size": 200, "compile": False, "device": "cpu"},
     "train": {"epochs": 1, "batch_size": 32, "accelerator": "cpu", "patience": None},
     "evaluate": {"bootstrap_resamples": 100},
-    "tiles": {"grid": [1, 1], "size": 256},
     "search": {"partition_rows": 20, "workers": 1},
+}
+#: ... and in the config's own case section (a config holds no other case's section).
+SHRINK_CASE = {
+    "lenses": {"tiles": {"grid": [1, 1], "size": 256}},
     "transients": {"alerts": {"n": 24}},
 }
 
@@ -124,7 +127,8 @@ def shrink(config: dict, results) -> dict:
             out[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
         return out
 
-    return merge(config, SHRINK) | {"results": str(results)}
+    case = config.get("case", "lenses")
+    return merge(config, {**SHRINK, case: SHRINK_CASE[case]}) | {"results": str(results)}
 
 
 @pytest.mark.slow
@@ -224,17 +228,19 @@ def test_every_shipped_config_loads_in_a_second(config):
         for key in path:
             got = got[key]
         assert got == value, f"{config.name}: {'.'.join(path)} is {got!r}, the file says {value!r}"
-    assert set(schema()["properties"]) <= set(loaded)  # every section filled with its defaults
+    # every section filled with its defaults: the shared ones and the config's own case's
+    assert set(schema(loaded["case"])["properties"]) <= set(loaded)
 
 
 @pytest.mark.parametrize(
     "change, key",
     [
-        ({"bands": ["g"]}, "tiles.catalog.band"),
-        ({"bands": ["g", "i"], "evaluate": {"snr_band": "z"}}, "evaluate.snr_band"),
+        ({"lenses": {"bands": ["g"]}}, "lenses.tiles.catalog.band"),
+        ({"lenses": {"bands": ["g", "i"], "snr_band": "z"}}, "lenses.snr_band"),
         ({"train": {"model": "vgg6"}}, "train.model"),
         ({"simulate": {"n": 30}}, "simulate.n"),
-        ({"tiles": {"overlap": 20, "grid": [2, 1]}}, "tiles.overlap"),
+        ({"lenses": {"tiles": {"overlap": 20, "grid": [2, 1]}}}, "lenses.tiles.overlap"),
+        ({"tiles": {"grid": [1, 1]}}, "tiles"),  # the old layout: moved to lenses.tiles
     ],
 )
 def test_cross_key_problems_fail_at_load_naming_the_key(change, key, tmp_path):
@@ -244,7 +250,7 @@ def test_cross_key_problems_fail_at_load_naming_the_key(change, key, tmp_path):
     config = shrink(yaml.safe_load((ROOT / "config.yaml").read_text()), tmp_path / "results")
     for section, value in change.items():
         if isinstance(value, dict):
-            config[section] = {**config[section], **value}
+            config[section] = {**config.get(section, {}), **value}
         else:
             config[section] = value
     path = tmp_path / "bad.yaml"
@@ -263,12 +269,16 @@ def test_a_config_file_is_not_merged_into_the_default(tmp_path):
     path = tmp_path / "two.yaml"
     path.write_text(
         yaml.safe_dump(
-            {"results": str(results), "simulate": {"n": 100, "kinds": {"lens": 1, "no_source": 1}}}
+            {
+                "results": str(results),
+                "simulate": {"n": 100},
+                "lenses": {"kinds": {"lens": 1, "no_source": 1}},
+            }
         )
     )
     target = str(results / "configs" / "simulate.json")
     result = snakemake(target, "--cores", "1", "--configfile", str(path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     written = json.loads(Path(target).read_text())
-    assert written["simulate"]["kinds"] == {"lens": 1, "no_source": 1}
+    assert written["lenses"]["kinds"] == {"lens": 1, "no_source": 1}
     assert written["simulate"]["shard_size"] == 1000  # the schema's default, not config.yaml's

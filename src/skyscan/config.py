@@ -3,11 +3,20 @@
 The schema is the single source of defaults: the Snakefile and every ``skyscan`` command
 validate through :func:`validate_config`, so a key means the same everywhere.  Errors are one
 line naming the dotted key and what was expected.
+
+The shared sections hold only what every science case reads (``seed``, ``simulate.n`` and
+``shard_size``, ``dataset``, ``train``, ``evaluate.fpr`` and ``prevalence``, ``search``...);
+each case's own settings are the top-level section of its name (``Case.config_schema``, e.g.
+``lenses:``, ``transients:``).  A config holds its own case's section only: another case's
+section is refused naming it, and a key that moved into a case's section
+(``Case.moved_keys``) is refused naming its new place.  Every semantic check runs at load:
+the schema's, :func:`check_cross_keys` and the case's ``check_config``.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -18,23 +27,55 @@ import yaml
 
 from skyscan.core.errors import ConfigError
 
-__all__ = ["ConfigError", "load_config", "validate_config", "config_hash", "schema"]
+__all__ = [
+    "ConfigError",
+    "load_config",
+    "validate_config",
+    "config_hash",
+    "schema",
+    "given_keys",
+    "sections_given",
+    "STAGE_KEYS",
+    "stage_keys",
+    "stage_config",
+]
 
 
-def schema() -> dict:
-    """Return the config JSON schema (parsed YAML), with each science case's own section.
+@functools.lru_cache(maxsize=1)
+def _shared_schema() -> dict:
+    text = resources.files("skyscan").joinpath("schemas/config.schema.yaml").read_text()
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+def schema(case: str | None = None) -> dict:
+    """Return the config JSON schema (parsed YAML), with science cases' own sections.
 
     A case with settings of its own (``Case.config_schema``) gets the top-level key of its
-    name, e.g. ``transients:``; the shared schema names no case.
+    name, e.g. ``lenses:``, ``transients:``; the shared schema names no case.  A case's
+    ``$defs`` join the shared ones (its ``$ref`` s are written ``#/$defs/...``).
+
+    Parameters
+    ----------
+    case : str, optional
+        Only this case's section: the schema a config of that case is validated with.  None
+        (the default) gives every registered case's, to document them all.
     """
     from skyscan.core.case import default_registry
 
-    text = resources.files("skyscan").joinpath("schemas/config.schema.yaml").read_text()
-    out = yaml.safe_load(text)
-    for name in default_registry.names():
+    out = copy.deepcopy(_shared_schema())
+    for name in default_registry.names() if case is None else [case]:
         section = default_registry.get(name).config_schema
-        if section is not None:
-            out["properties"][name] = {"default": {}, **section}
+        if section is None:
+            continue
+        section = copy.deepcopy(dict(section))
+        defs = out.setdefault("$defs", {})
+        for key, value in section.pop("$defs", {}).items():
+            if defs.setdefault(key, value) != value:
+                raise ConfigError(
+                    f"case {name!r}: its config schema's $defs.{key} differs from another "
+                    "case's of the same name"
+                )
+        out["properties"][name] = {"default": {}, **section}
     return out
 
 
@@ -60,6 +101,16 @@ def _validator_with_defaults():
     )
 
 
+def _error(error) -> ConfigError:
+    """A schema error as one line, with the dotted key it is about."""
+    path = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        prefix = f"{path}." if path else ""
+        return ConfigError(_describe(error), key=f"{prefix}{extra[0]}" if extra else path or None)
+    return ConfigError(_describe(error), key=path or None)
+
+
 def _describe(error) -> str:
     path = ".".join(str(p) for p in error.absolute_path)
     where = f"config key '{path}'" if path else "config"
@@ -81,7 +132,7 @@ def _describe(error) -> str:
     return f"{where}: {error.message}"
 
 
-def validate_config(config: Mapping, whole: bool = True) -> dict:
+def validate_config(config: Mapping, whole: bool = True, stage: str | None = None) -> dict:
     """Validate a config mapping and fill defaults.
 
     Parameters
@@ -89,60 +140,175 @@ def validate_config(config: Mapping, whole: bool = True) -> dict:
     config : mapping
         The parsed config (e.g. Snakemake's ``config``).  It is not modified.
     whole : bool
-        The config describes a whole run (the workflow's), so the checks between sections
-        (:func:`check_cross_keys`, the case's) apply to every section, given or defaulted.
-        False for a stage's part of a config (what a rule hands its command): a check then
-        only runs when every section it reads was given.
+        The config describes a whole run (the workflow's), so the checks between keys
+        (:func:`check_cross_keys`, the case's ``check_config``) apply to every key, given or
+        defaulted.  False for a stage's part of a config (what a rule hands its command): a
+        check then only runs when every key it reads was given (:func:`given_keys`).
+    stage : str, optional
+        The stage (a key of :data:`STAGE_KEYS`) whose command reads the config: only the
+        checks between keys that stage reads run (:func:`stage_keys`), so e.g. ``skyscan
+        simulate`` does not judge the dataset splits.  The schema checks every key whatever
+        the stage.
 
     Returns
     -------
     dict
-        A deep copy with every default filled in.
+        A deep copy with every default filled in, holding the config's own case's section
+        and no other case's.
 
     Raises
     ------
     ConfigError
-        On the first problem, with the dotted key and the expectation in the message.
+        On the first problem, with the dotted key and the expectation in the message: a key
+        that moved into a case's section names its new place; another case's section is
+        refused.
     """
-    instance = copy.deepcopy(dict(config))
-    validator = _validator_with_defaults()(schema())
-    errors = sorted(validator.iter_errors(instance), key=lambda e: (len(e.absolute_path), e.path))
-    if errors:
-        raise ConfigError(_describe(errors[0]))
-    # Defaults that were filled can themselves hold defaults (nested sections): run once more.
-    errors = sorted(validator.iter_errors(instance), key=lambda e: (len(e.absolute_path), e.path))
-    if errors:
-        raise ConfigError(_describe(errors[0]))
-    from skyscan.core import case
+    from skyscan.core.case import default_registry
 
-    if instance["case"] not in case.default_registry.names():
-        raise ConfigError(
-            f"config key 'case': unknown case {instance['case']!r} "
-            f"(allowed: {', '.join(case.default_registry.names())})",
-            key="case",
+    instance = copy.deepcopy(dict(config))
+    the_case = _case_of(instance, default_registry)
+    _refuse_foreign_keys(instance, the_case.name, default_registry)
+    validator = _validator_with_defaults()(schema(the_case.name))
+    for _ in range(2):  # defaults that were filled can hold defaults (nested sections)
+        errors = sorted(
+            validator.iter_errors(instance), key=lambda e: (len(e.absolute_path), e.path)
         )
-    the_case = case.default_registry.get(instance["case"])
-    given = None if whole else set(config)
+        if errors:
+            raise _error(errors[0])
+    given = None if whole else given_keys(config)
+    if stage is not None:
+        reads = stage_keys(stage, instance, the_case)
+        given = reads if given is None else {k for k in given if _is_read(k, reads)}
     check_cross_keys(instance, the_case, given)
-    if sections_given(given, "case"):  # a part that names no case says nothing of it
+    own = the_case.name
+    # A part that names neither the case nor a key of its section says nothing of it.
+    if given is None or any(k in ("case", own) or k.startswith(f"{own}.") for k in given):
         the_case.check_config(instance, given)
     return instance
+
+
+def _case_of(config: Mapping, registry):
+    """The config's science case (``case``, else the schema's default)."""
+    name = config.get("case", _shared_schema()["properties"]["case"]["default"])
+    if not isinstance(name, str):
+        raise ConfigError(f"config key 'case': expected string, got {name!r}", key="case")
+    if name not in registry.names():
+        raise ConfigError(
+            f"config key 'case': unknown case {name!r} (allowed: {', '.join(registry.names())})",
+            key="case",
+        )
+    return registry.get(name)
+
+
+def _has_key(config: Mapping, dotted: str) -> bool:
+    node = config
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _refuse_foreign_keys(config: Mapping, case: str, registry) -> None:
+    """Keys that moved into a case's section, and other cases' sections, named in one line."""
+    shared = set(_shared_schema()["properties"])
+    for name in registry.names():
+        other = registry.get(name)
+        whose = (
+            "" if name == case else f" (a setting of case {name!r}; this config's case is {case!r})"
+        )
+        for old, new in getattr(other, "moved_keys", {}).items():
+            if _has_key(config, old):
+                raise ConfigError(f"config key {old!r} moved to '{name}.{new}'{whose}", key=old)
+        if name != case and name in config and name not in shared:
+            raise ConfigError(
+                f"config key {name!r}: the settings of case {name!r}, but this config's case "
+                f"is {case!r} (a config holds its own case's section only)",
+                key=name,
+            )
+
+
+def given_keys(config: Mapping) -> set[str]:
+    """The keys a config gives: its top-level keys and, for a section, ``"section.key"``
+    for each key in it (e.g. ``{"simulate", "simulate.n", "lenses", "lenses.bands"}``)."""
+    out = set()
+    for key, value in config.items():
+        out.add(str(key))
+        if isinstance(value, Mapping):
+            out.update(f"{key}.{k}" for k in value)
+    return out
+
+
+def _is_read(key: str, reads: set[str]) -> bool:
+    return key in reads or key.split(".", 1)[0] in reads
 
 
 #: Fewest systems a split should expect: fewer cannot hold both classes reliably.
 MIN_SPLIT_ROWS = 10
 
+#: The shared top-level keys each workflow stage (and the command that runs it) reads,
+#: besides the part of the case's own section that it reads (``Case.stage_settings``): only
+#: edits to these rerun the stage, and only checks between these run for its command.
+STAGE_KEYS = {
+    "simulate": ("seed", "case", "simulate"),
+    "dataset": ("seed", "case", "dataset"),
+    "train": ("seed", "train"),
+    "evaluate": ("evaluate",),
+    "tiles": ("seed",),
+    "search": ("search",),
+    "skymaps": ("search", "skymaps"),
+    "alerts": ("seed", "case", "simulate"),
+}
+
+
+def stage_keys(stage: str, config: Mapping, the_case) -> set[str]:
+    """The keys stage ``stage`` reads: its shared ones (:data:`STAGE_KEYS`), and ``case``
+    with ``"<case>.<key>"`` for each key of the case's section it reads."""
+    if stage not in STAGE_KEYS:
+        raise ValueError(f"unknown stage {stage!r} (allowed: {', '.join(STAGE_KEYS)})")
+    keys = set(STAGE_KEYS[stage])
+    part = the_case.stage_settings(config, stage) if the_case.config_schema else {}
+    if part:
+        keys |= {"case"} | {f"{the_case.name}.{k}" for k in part}
+    return keys
+
+
+def stage_config(config: Mapping, stage: str, the_case=None) -> dict:
+    """The part of a validated config that stage ``stage`` reads (what the workflow hands
+    the stage's command, so that editing another stage's settings does not rerun it): its
+    shared keys and, with ``case``, the part of the case's section it reads."""
+    if the_case is None:
+        from skyscan.core.case import get_case
+
+        the_case = get_case(config["case"])
+    data = {k: copy.deepcopy(config[k]) for k in STAGE_KEYS[stage]}
+    part = the_case.stage_settings(config, stage) if the_case.config_schema else {}
+    if part:
+        data["case"] = the_case.name
+        data[the_case.name] = copy.deepcopy(dict(part))
+    return data
+
 
 def sections_given(given: set | None, *sections: str) -> bool:
-    """Whether a cross-key check reading ``sections`` applies: all of them were given, or the
-    config is a whole one (``given`` is None)."""
+    """Whether a check between keys reading ``sections`` applies: all of them were given,
+    or the config is a whole one (``given`` is None).  A section is a top-level key
+    (``"dataset"``) or a key of a section (``"lenses.bands"``), as :func:`given_keys`."""
     return given is None or all(s in given for s in sections)
 
 
+def _overrides_default(the_case, method: str) -> bool:
+    """Whether ``the_case`` implements ``method`` itself rather than inheriting the default."""
+    from skyscan.core.case import Case
+
+    mine = getattr(type(the_case), method, None)
+    return mine is not None and mine is not getattr(Case, method, None)
+
+
 def check_cross_keys(config: Mapping, the_case, given: set | None = None) -> None:
-    """Checks between keys that the schema cannot express, so that a config either runs
-    ``rule all`` or fails at load time naming the key: models that suit the case, splits that
-    get systems, and (for a case with a search) tiles and a catalogue in simulated bands.
+    """Checks between shared keys that the schema cannot express, so that a config either
+    runs ``rule all`` or fails at load time naming the key: models that suit the case, a
+    detectability selection the case has, splits that get systems.  The checks between the
+    keys of a case's own section are the case's (``Case.check_config``).
 
     Parameters
     ----------
@@ -150,7 +316,7 @@ def check_cross_keys(config: Mapping, the_case, given: set | None = None) -> Non
         A schema-valid config with defaults filled.
     the_case : skyscan.core.case.Case
     given : set of str, optional
-        The top-level sections given (None: a whole config, check everything); see
+        The keys given (None: a whole config, check everything); see
         :func:`sections_given`.
 
     Raises
@@ -175,6 +341,16 @@ def check_cross_keys(config: Mapping, the_case, given: set | None = None) -> Non
             f"{the_case.name!r} (allowed: {', '.join(allowed)})",
             key="train.model",
         )
+    if (
+        sections_given(given, "dataset", "case")
+        and config["dataset"].get("detectable") is not None
+        and not _overrides_default(the_case, "detectable")
+    ):
+        raise ConfigError(
+            f"config key 'dataset.detectable': case {the_case.name!r} has no detectability "
+            "selection; set it to null",
+            key="dataset.detectable",
+        )
     splits = config["dataset"]["splits"]
     total = sum(splits.values())
     n = config["simulate"]["n"]
@@ -186,39 +362,11 @@ def check_cross_keys(config: Mapping, the_case, given: set | None = None) -> Non
                 f"need at least {MIN_SPLIT_ROWS}",
                 key="simulate.n",
             )
-    bands = list(config["bands"])
-    if "search" not in the_case.stages or not sections_given(given, "tiles", "bands"):
-        return
-    tiles = config["tiles"]
-    catalog = tiles["catalog"]
-    for key, used in (("band", [catalog["band"]]), ("color", catalog.get("color") or [])):
-        missing = [b for b in used if b not in bands]
-        if missing:
-            raise ConfigError(
-                f"config key 'tiles.catalog.{key}': band(s) {missing} are not simulated "
-                f"(bands: {bands})",
-                key=f"tiles.catalog.{key}",
-            )
-    if tiles["overlap"] >= tiles["size"]:
-        raise ConfigError(
-            f"config key 'tiles.overlap': {tiles['overlap']} pixels must be less than "
-            f"tiles.size ({tiles['size']})",
-            key="tiles.overlap",
-        )
-    stamp = config["simulate"]["stamp_size"]
-    if (
-        sections_given(given, "simulate")
-        and stamp > tiles["overlap"] + 1
-        and tiles["grid"] != [1, 1]
-    ):
-        raise ConfigError(
-            f"config key 'tiles.overlap': {tiles['overlap']} pixels is less than a cutout "
-            f"(simulate.stamp_size {stamp}): objects between tiles would be cut",
-            key="tiles.overlap",
-        )
 
 
-def load_config(path: str | Path | None = None, overrides: Mapping | None = None) -> dict:
+def load_config(
+    path: str | Path | None = None, overrides: Mapping | None = None, stage: str | None = None
+) -> dict:
     """Read a YAML config file, apply ``overrides`` (a nested mapping) and validate it.
 
     Parameters
@@ -227,6 +375,10 @@ def load_config(path: str | Path | None = None, overrides: Mapping | None = None
         YAML file.  ``None`` starts from an empty config (all defaults).
     overrides : mapping, optional
         Nested values that replace those of the file, e.g. ``{"simulate": {"n": 10}}``.
+    stage : str, optional
+        The stage whose command reads the config (a key of :data:`STAGE_KEYS`): only the
+        checks between the keys it reads run (:func:`validate_config`).  None checks every
+        key given.
 
     Returns
     -------
@@ -247,9 +399,9 @@ def load_config(path: str | Path | None = None, overrides: Mapping | None = None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
     data = _merge(data, overrides or {})
-    # A file may be one stage's part of a config (the workflow writes those): sections it
-    # leaves out take their defaults but are not cross-checked against the others.
-    return validate_config(data, whole=False)
+    # A file may be one stage's part of a config (the workflow writes those): keys it leaves
+    # out take their defaults but are not cross-checked against the others.
+    return validate_config(data, whole=False, stage=stage)
 
 
 def _yaml_problem(exc) -> str:

@@ -188,8 +188,7 @@ def stamp_caption(
     score: float | None = None,
     flags: Sequence[str] | str | None = None,
     kind: str | None = None,
-    theta_E: float | None = None,
-    snr: float | None = None,
+    truth=(),
 ) -> str:
     """The multi-line caption under a stamp: position, tile, score, flags; simulated truth.
 
@@ -198,7 +197,7 @@ def stamp_caption(
         RA 150.123456 Dec +2.345678
         tile-00-01
         P=0.987  flags: edge
-        lens  θE=1.23"  S/N=45
+        lens  θE=1.23"  S/N=45     (the kind, then the case's own truth)
 
     Parameters
     ----------
@@ -208,8 +207,12 @@ def stamp_caption(
     score : float, optional
         The (calibrated) probability.
     flags : str or sequence of str, optional
-    kind, theta_E, snr : optional
-        Simulated truth: the kind, Einstein radius (arcsec) and lensed-source S/N.
+    kind : str, optional
+        Simulated truth: the kind.
+    truth : sequence of (template, value)
+        Further simulated truth the case shows after the kind, each a format template and a
+        number (e.g. the lens case's ``('θE={:.2f}"', 1.23)``); entries whose value is None
+        or not finite are left out.
     """
 
     def finite(v):
@@ -227,13 +230,12 @@ def stamp_caption(
         parts.append("flags: " + (flags if isinstance(flags, str) else ",".join(flags)))
     if parts:
         lines.append("  ".join(parts))
-    truth = [str(kind)] if kind else []
-    if finite(theta_E):
-        truth.append(f'θE={float(theta_E):.2f}"')
-    if finite(snr):
-        truth.append(f"S/N={float(snr):.0f}")
-    if truth:
-        lines.append("  ".join(truth))
+    shown = [str(kind)] if kind else []
+    for template, value in truth:
+        if finite(value):
+            shown.append(template.format(float(value)))
+    if shown:
+        lines.append("  ".join(shown))
     return "\n".join(lines)
 
 

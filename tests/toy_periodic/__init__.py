@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from skyscan.core.case import Case, Headline, Strata
+from skyscan.core.case import Case, Gallery, Headline, Strata, Worst
 
 FEATURES = ("time", "value", "error", "mask")
 
@@ -27,8 +27,8 @@ class PeriodicCase(Case):
     negative_kinds = ("red_noise",)
     models = ("seqconv",)
     galleries = (
-        ("false_positives", "top_negatives", "highest-scoring red noise"),
-        ("missed_periodic", "bottom_positives", "lowest-scoring periodic curves"),
+        Gallery("false_positives", Worst.TOP_NEGATIVES, "highest-scoring red noise"),
+        Gallery("missed_periodic", Worst.BOTTOM_POSITIVES, "lowest-scoring periodic curves"),
     )
     config_schema = {
         "type": "object",

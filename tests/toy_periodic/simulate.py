@@ -100,3 +100,41 @@ class PeriodicPlan(ShardPlan):
         payload = cols.pop("payload")
         table = pa.table(cols)
         return table.append_column("image", images_to_array(payload))
+
+
+def write_survey_catalog(config, path, n: int = 600, seed_offset: int = 1_000_000) -> str:
+    """A survey catalogue to search: ``n`` objects on a small patch of sky, each with its
+    light curve as a nested column (``lightcurve``: a list of {time, value, error}, as
+    nested-pandas and LSDB store them), drawn like the simulation's rows (their own seed)."""
+    import pyarrow.parquet as pq
+
+    plan = PeriodicPlan.from_config(config)
+    plan.seed += seed_offset
+    table = plan.rows(0, n)
+    payload = np.frombuffer(table.column("image").combine_chunks().buffers()[1], "<f4")
+    payload = payload.reshape(n, plan.length, 4)
+    curves = []
+    for seq in payload:
+        real = seq[:, -1] > 0.5
+        curves.append(
+            [{"time": float(t), "value": float(v), "error": float(e)} for t, v, e in seq[real, :3]]
+        )
+    rng = np.random.default_rng(plan.seed)
+    out = pa.table(
+        {
+            "id": np.arange(n, dtype=np.int64),
+            "ra": rng.uniform(150.0, 150.5, n),
+            "dec": rng.uniform(2.0, 2.5, n),
+            "kind": table.column("kind"),
+            "lightcurve": pa.array(
+                curves,
+                pa.list_(
+                    pa.struct(
+                        [("time", pa.float64()), ("value", pa.float64()), ("error", pa.float64())]
+                    )
+                ),
+            ),
+        }
+    )
+    pq.write_table(out, path)
+    return str(path)

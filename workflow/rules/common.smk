@@ -10,7 +10,7 @@ SRC = str(Path(workflow.basedir) / "src")
 if SRC not in sys.path:
     sys.path.insert(0, SRC)  # the workflow runs from a checkout even before `pip install -e .`
 
-from skyscan.config import ConfigError, validate_config  # noqa: E402
+from skyscan.config import ConfigError, stage_config, validate_config  # noqa: E402
 from skyscan.core.case import get_case  # noqa: E402
 
 try:
@@ -76,22 +76,5 @@ SKYSCAN = f"PYTHONPATH={SRC}${{PYTHONPATH:+:$PYTHONPATH}} {PYTHON} -m skyscan.cl
 
 def stage_config_text(stage):
     """The config subset one stage depends on, as canonical JSON (a param, so edits rerun it):
-    its shared keys and the part of the case's own section it reads."""
-    data = {k: config[k] for k in STAGE_KEYS[stage]}
-    if CASE.config_schema:
-        data[CASE.name] = CASE.stage_settings(config, stage)
-    return json.dumps(data, sort_keys=True, indent=1)
-
-
-# The config keys each stage reads: only edits to these rerun the stage (a case with its own
-# section adds the part each stage reads: stage_config_text).
-STAGE_KEYS = {
-    "simulate": ["seed", "case", "survey", "surveys", "bands", "simulate"],
-    "dataset": ["seed", "case", "dataset"],
-    "train": ["seed", "train"],
-    "evaluate": ["evaluate"],
-    "tiles": ["seed", "survey", "surveys", "bands", "simulate", "tiles"],
-    "search": ["search"],
-    "skymaps": ["search", "skymaps"],
-    "alerts": ["seed", "case", "simulate"],
-}
+    its shared keys and the part of the case's own section it reads (skyscan.config)."""
+    return json.dumps(stage_config(config, stage, CASE), sort_keys=True, indent=1)

@@ -39,7 +39,7 @@ INDEX_SECTIONS += [
     ),
     ("Simulation", [SIM_PREVIEW]),
 ]
-GALLERY_TITLES = {stem: title for stem, _, title in CASE.galleries}
+GALLERY_TITLES = {g.stem: g.title for g in CASE.galleries}
 INDEX_PAGE = [
     (
         title,

@@ -39,7 +39,7 @@ rule tile_index:
     params:
         skyscan=SKYSCAN,
         tiles=lambda wc, input: os.path.dirname(input.summary),
-        bands=",".join(config["bands"]),
+        bands=",".join(TILE_BANDS),
     threads: 1
     resources:
         mem_mb=4000,

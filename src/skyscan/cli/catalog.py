@@ -65,7 +65,7 @@ def _run(args) -> int:
     from skyscan.config import load_config
     from skyscan.core.errors import ConfigError
 
-    search = load_config(args.config)["search"]
+    search = load_config(args.config, stage="search")["search"]
     rows = search["partition_rows"] if args.partition_rows is None else args.partition_rows
     if rows < 1:
         raise ConfigError(f"--partition-rows must be >= 1, got {rows}")

@@ -39,7 +39,10 @@ def _run(args) -> int:
     from skyscan.data.datasets import build_dataset
 
     manifest = build_dataset(
-        args.shards, args.out, load_config(args.config), progress=show_progress(args)
+        args.shards,
+        args.out,
+        load_config(args.config, stage="dataset"),
+        progress=show_progress(args),
     )
     print(json.dumps(manifest["splits"], indent=1))
     return 0

@@ -41,7 +41,8 @@ def _run(args) -> int:
     from skyscan.config import load_config
     from skyscan.evaluate.report import evaluate
 
-    metrics = evaluate(args.model, args.dataset, args.out, load_config(args.config))
+    config = load_config(args.config, stage="evaluate")
+    metrics = evaluate(args.model, args.dataset, args.out, config)
     brief = {k: metrics[k] for k in ("auroc", "tpr_at_fpr_1pct", "tpr0", "tpr10", "n_test")}
     brief["headline_completeness"] = metrics["headline"]["completeness"]
     print(json.dumps(brief, indent=1))

@@ -43,7 +43,7 @@ def _run(args) -> int:
     from skyscan.core.errors import MismatchError
     from skyscan.data.shards import read_metadata
 
-    case = get_case(load_config(args.config)["case"])
+    case = get_case(load_config(args.config, stage="simulate")["case"])
     shard_case = read_metadata(args.shards[0]).get("case")
     if shard_case is not None and shard_case != case.name:
         raise MismatchError(

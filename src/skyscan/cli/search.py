@@ -20,13 +20,15 @@ def parser() -> argparse.ArgumentParser:
             "exported model, one Dask task per catalogue partition, and write OUT/scores (a "
             "HATS catalogue: lsdb.open_catalog reads it), OUT/candidates.parquet (the objects "
             "at or above the model's threshold), OUT/failures.json and OUT/summary.json. A "
-            "re-run redoes only missing partitions and those whose tiles failed."
+            "re-run redoes only missing partitions and those whose tiles failed. Without "
+            "--index or --tiles, the samples are read from the catalogue's own rows (e.g. "
+            "nested light curves), as the model's case describes them."
         ),
     )
     p.add_argument("--model", required=True, help="model card (model_card.json)")
     p.add_argument("--catalog", required=True, help="HATS catalogue folder")
     p.add_argument("--out", required=True, help="output folder")
-    where = p.add_mutually_exclusive_group(required=True)
+    where = p.add_mutually_exclusive_group()
     where.add_argument("--index", help="tile index folder (`skyscan tiles index`)")
     where.add_argument("--tiles", help="folder of tile files: indexed first into OUT/tile_index")
     p.add_argument("--config", help="YAML/JSON config (the 'search' keys)")
@@ -67,9 +69,9 @@ def _run(args) -> int:
             if v is not None
         }
     }
-    sc = load_config(args.config, overrides)["search"]
+    sc = load_config(args.config, overrides, stage="search")["search"]
     index = args.index
-    if index is None:
+    if index is None and args.tiles is not None:
         index = Path(args.out) / "tile_index"
         build_tile_index(
             args.tiles,

@@ -71,7 +71,7 @@ def _run(args) -> int:
             overrides["simulate"][key] = value
     if args.no_noise:
         overrides["simulate"]["noise"] = False
-    config = load_config(args.config, overrides)
+    config = load_config(args.config, overrides, stage="simulate")
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     out = Path(args.out) if args.out else Path(config["results"]) / "sims"

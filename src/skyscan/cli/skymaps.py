@@ -53,7 +53,7 @@ def _run(args) -> int:
     from skyscan.skymap.maps import injection_recovery, make_maps
     from skyscan.tiles.io import TileError, find_tiles, read_tile_wcs
 
-    config = load_config(args.config)
+    config = load_config(args.config, stage="skymaps")
     card = read_card(args.model)
     metrics_path = Path(args.metrics)
     try:

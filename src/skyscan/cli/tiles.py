@@ -68,7 +68,7 @@ def _run_index(args) -> int:
     from skyscan.core.errors import ConfigError
     from skyscan.search.tile_index import build_tile_index
 
-    search = load_config(args.config)["search"]
+    search = load_config(args.config, stage="search")["search"]
     if args.bands:
         bands = [b.strip() for b in args.bands.split(",") if b.strip()]
     elif args.model:

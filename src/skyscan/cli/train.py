@@ -80,7 +80,8 @@ def _run(args) -> int:
         overrides["train"]["model"] = name
     if args.epochs:
         overrides["train"]["epochs"] = args.epochs
-    card = train(load_config(args.config, overrides), args.dataset, args.out, args.threads)
+    config = load_config(args.config, overrides, stage="train")
+    card = train(config, args.dataset, args.out, args.threads)
     print(json.dumps(card.test_metrics, indent=1))
     return 0
 

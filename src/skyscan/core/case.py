@@ -23,6 +23,7 @@ Examples
 
 from __future__ import annotations
 
+import enum
 import importlib
 import pkgutil
 from collections.abc import Callable, Mapping, Sequence
@@ -37,6 +38,8 @@ __all__ = [
     "Case",
     "Strata",
     "Headline",
+    "Gallery",
+    "Worst",
     "PhysicalParameter",
     "CaseRegistry",
     "get_case",
@@ -100,6 +103,24 @@ class Strata:
     record: dict = field(default_factory=dict)
 
 
+class Worst(enum.Enum):
+    """Which test samples a gallery shows: the mistakes a person should look at."""
+
+    #: the highest-scoring negatives (the false positives at any threshold)
+    TOP_NEGATIVES = "top_negatives"
+    #: the lowest-scoring positives (the positives most easily missed)
+    BOTTOM_POSITIVES = "bottom_positives"
+
+
+@dataclass(frozen=True)
+class Gallery:
+    """A gallery the evaluation draws: ``{stem}.png`` of the samples ``worst`` selects."""
+
+    stem: str
+    worst: Worst
+    title: str
+
+
 @dataclass(frozen=True)
 class Headline:
     """A case's headline figure: a completeness on a selection of the test positives, with
@@ -148,11 +169,10 @@ class Case:
     #: kinds (values of the ``kind`` column) labelled 1, and those labelled 0
     positive_kinds: ClassVar[tuple[str, ...]] = ()
     negative_kinds: ClassVar[tuple[str, ...]] = ()
-    #: galleries the evaluation draws: (file stem, which, title); ``which`` is
-    #: "top_negatives" (highest-scoring negatives) or "bottom_positives" (lowest positives)
-    galleries: ClassVar[tuple[tuple[str, str, str], ...]] = (
-        ("false_positives", "top_negatives", "highest-scoring negatives (false positives)"),
-        ("missed_positives", "bottom_positives", "lowest-scoring positives"),
+    #: galleries the evaluation draws
+    galleries: ClassVar[tuple[Gallery, ...]] = (
+        Gallery("false_positives", Worst.TOP_NEGATIVES, "highest-scoring negatives"),
+        Gallery("missed_positives", Worst.BOTTOM_POSITIVES, "lowest-scoring positives"),
     )
     #: plots the evaluation writes besides the galleries (file stems)
     base_plots: ClassVar[tuple[str, ...]] = ("roc", "completeness", "scores_by_kind", "reliability")
@@ -201,7 +221,7 @@ class Case:
     @property
     def evaluation_plots(self) -> tuple[str, ...]:
         """File stems of every PNG the evaluation stage writes for this case."""
-        return self.base_plots + tuple(stem for stem, _, _ in self.galleries)
+        return self.base_plots + tuple(g.stem for g in self.galleries)
 
     def score_columns(self, names: Sequence[str]) -> list[str]:
         """The metadata columns (of ``names``) copied beside each score in the evaluation."""
@@ -313,6 +333,24 @@ class Case:
         None, the default, means multi-band image stamps
         (:class:`skyscan.data.samples.Stamps`)."""
         return None
+
+    def workflow_rules(self) -> str | None:
+        """The case's own Snakemake rules (``workflow.smk`` beside the case's module), which
+        the Snakefile includes after the shared ones, or None.  They make what the case's
+        stages need from outside the shared stages (e.g. the lens case's simulated survey
+        tiles) and say where the shared search finds its inputs (``SEARCH_TABLE``: the
+        catalogue table to import; ``SEARCH_INDEX``: a tile index, or None when the samples
+        are the catalogue's own rows)."""
+        import importlib.util
+        from pathlib import Path
+
+        spec = importlib.util.find_spec(type(self).__module__)
+        if spec is None or not spec.origin:
+            return None
+        path = Path(spec.origin).parent / "workflow.smk"
+        if spec.submodule_search_locations is None:  # a plain module: no folder of its own
+            return None
+        return str(path) if path.is_file() else None
 
     def load_models(self) -> None:
         """Register the case's own networks with :mod:`skyscan.models`: import the ``models``

@@ -188,8 +188,8 @@ def _select_detectable(case, tables, metas, label, good, criteria) -> tuple[np.n
             median = float(np.median(snr[entering]))
             if criteria is not None:
                 simulated = positive & good & np.isfinite(snr)
-                record["snr_median_simulated"] = float(np.median(snr[simulated]))
-                record["snr_median_kept"] = median
+                record["detection_snr_median_simulated"] = float(np.median(snr[simulated]))
+                record["detection_snr_median_kept"] = median
             if median < DETECTION_SNR:
                 log.warning(
                     "most %s %s are below detection at this survey's depth (%s): median "

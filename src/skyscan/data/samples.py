@@ -47,6 +47,7 @@ __all__ = [
     "SampleDescription",
     "Stamps",
     "Sequences",
+    "ArraySet",
     "TTA_GROUPS",
     "DihedralAverage",
     "describe",
@@ -137,6 +138,28 @@ class SampleDescription:
     def gallery_scale_bar(self, manifest: Mapping) -> tuple[float, float]:
         """``(pixel_scale, scale_bar_arcsec)`` of a gallery; (1, 0) draws no scale bar."""
         return 1.0, 0.0
+
+    #: True when a search reads the samples from the catalogue's own rows
+    #: (:meth:`from_catalog`); False when they are cut from survey tiles (stamps)
+    reads_catalog: ClassVar[bool] = False
+
+    def catalog_columns(self) -> list[str]:
+        """The catalogue columns :meth:`from_catalog` reads."""
+        return []
+
+    def from_catalog(self, table, spec: Mapping) -> tuple[np.ndarray, np.ndarray]:
+        """Raw payloads ``(N, *shape)`` of a catalogue partition's rows (a pyarrow table) and
+        their flags (int32, :data:`CATALOG_FLAGS`), for a search over the catalogue itself.
+
+        Raises
+        ------
+        MismatchError
+            If this kind of sample is not stored in catalogue rows (stamps: give tiles).
+        """
+        raise MismatchError(
+            f"{self.kind} samples are not read from catalogue rows: the search needs survey "
+            "tiles (--index or --tiles)"
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -313,14 +336,22 @@ class Sequences(SampleDescription):
     shard_keys = ("features",)
     same_keys = ("shape", "features")
     fit_reads_rows = True
+    reads_catalog = True
 
-    def __init__(self, features: Sequence[str], length: int, time_shift: float = 0.0):
+    def __init__(
+        self,
+        features: Sequence[str],
+        length: int,
+        time_shift: float = 0.0,
+        nested_column: str = "lightcurve",
+    ):
         features = tuple(features)
         if not features or features[-1] != "mask":
             raise ConfigError(f"sequence features {features} must end with 'mask'")
         self.features = features
         self.length = int(length)
         self.time_shift = float(time_shift)
+        self.nested_column = nested_column
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -433,6 +464,58 @@ class Sequences(SampleDescription):
     def card_fields(self, spec, manifest):
         return {"bands": list(spec["features"]), "pixel_scale": None, "survey": None}
 
+    def catalog_columns(self):
+        return [self.nested_column]
+
+    def from_catalog(self, table, spec):
+        """Each row's nested sequence (column :attr:`nested_column`: a list of structs with
+        one field per feature but the mask, as nested-pandas and LSDB store light curves),
+        padded; a sequence longer than :attr:`length` keeps its last steps
+        (``FLAG_TRUNCATED``), one without a finite step is flagged ``FLAG_EMPTY``."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if self.nested_column not in table.column_names:
+            raise MismatchError(
+                f"catalogue has no nested column {self.nested_column!r} "
+                f"(columns: {', '.join(table.column_names[:12])})"
+            )
+        column = table.column(self.nested_column).combine_chunks()
+        if not pa.types.is_list(column.type) and not pa.types.is_large_list(column.type):
+            raise MismatchError(
+                f"catalogue column {self.nested_column!r} is {column.type}, expected a list "
+                "of structs (a nested light-curve column)"
+            )
+        flat = column.flatten()
+        names = self.features[:-1]
+        missing = [n for n in names if n not in [f.name for f in flat.type]]
+        if missing:
+            raise MismatchError(
+                f"catalogue column {self.nested_column!r} lacks field(s) {', '.join(missing)}"
+            )
+        values = np.stack(
+            [
+                np.asarray(pc.cast(flat.field(n), pa.float32()).to_numpy(zero_copy_only=False))
+                for n in names
+            ],
+            axis=1,
+        ).astype(np.float32)
+        offsets = np.asarray(column.offsets)
+        out = np.zeros((len(column), *self.shape), dtype=np.float32)
+        flags = np.zeros(len(column), dtype=np.int32)
+        for i in range(len(column)):
+            steps = values[offsets[i] : offsets[i + 1]]
+            steps = steps[np.isfinite(steps).all(axis=1)]
+            if len(steps) > self.length:
+                steps = steps[-self.length :]
+                flags[i] |= FLAG_TRUNCATED
+            if not len(steps):
+                flags[i] |= FLAG_EMPTY
+                continue
+            out[i, : len(steps), :-1] = steps
+            out[i, : len(steps), -1] = 1.0
+        return out, flags
+
     def picture(self, sample, spec):
         """The sequence drawn as value against time (or step), real steps only."""
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -454,7 +537,230 @@ class Sequences(SampleDescription):
         return np.ascontiguousarray(rgb[::-1])  # galleries draw with origin="lower"
 
 
-_KINDS: dict[str, type[SampleDescription]] = {"stamps": Stamps, "sequences": Sequences}
+# --------------------------------------------------------------------------------------
+# Several named arrays plus scalars
+
+
+class ArraySet(SampleDescription):
+    """A sample made of several named arrays plus named scalars (e.g. a sky map's probability
+    image, its distance layers and a detector vector), packed into one float32 vector per
+    sample by a fixed layout: the parts in order, each flattened in C order, then the
+    scalars.  Networks get the parts back by name with :meth:`unpack` (torch or numpy), so the
+    exported model still takes one input.
+
+    The preprocessing standardises each part (and each scalar) by its median and normalised
+    median absolute deviation over the training rows; with ``roll`` naming parts, training
+    batches are rolled by one random shift along those parts' last axis (a rotation in right
+    ascension for maps on an equirectangular grid); there is no test-time averaging.
+
+    Parameters
+    ----------
+    parts : mapping of str to tuple of int
+        Name -> shape of each array part, in packing order.
+    scalars : sequence of str
+        Names of the scalar parts, after the arrays.
+    roll : sequence of str
+        Parts rolled together along their last axis during training.
+    """
+
+    kind = "arrays"
+    shard_keys = ("layout",)
+    same_keys = ("shape", "layout")
+    fit_reads_rows = True
+    reads_catalog = True
+
+    def __init__(self, parts: Mapping[str, Sequence[int]], scalars=(), roll=()):
+        self.parts = {str(k): tuple(int(v) for v in s) for k, s in parts.items()}
+        self.scalars = tuple(scalars)
+        self.roll = tuple(roll)
+        unknown = [r for r in self.roll if r not in self.parts]
+        if unknown:
+            raise ConfigError(f"roll names unknown part(s) {unknown} (parts: {list(self.parts)})")
+        if len({self.parts[r][-1] for r in self.roll}) > 1:
+            raise ConfigError("parts rolled together must share their last axis")
+
+    @property
+    def layout(self) -> dict:
+        """``{"parts": {name: shape}, "scalars": [names]}`` as written in shards and specs."""
+        return {"parts": {k: list(v) for k, v in self.parts.items()}, "scalars": list(self.scalars)}
+
+    @property
+    def shape(self) -> tuple[int]:
+        """``(L,)``: the packed length of one sample."""
+        return (sum(int(np.prod(s)) for s in self.parts.values()) + len(self.scalars),)
+
+    def _slices(self) -> dict[str, slice]:
+        out, start = {}, 0
+        for name, shape in self.parts.items():
+            size = int(np.prod(shape))
+            out[name] = slice(start, start + size)
+            start += size
+        for name in self.scalars:
+            out[name] = slice(start, start + 1)
+            start += 1
+        return out
+
+    def pack(self, values: Mapping[str, np.ndarray]) -> np.ndarray:
+        """``(N, L)`` float32 from ``{part: (N, *shape)}`` and ``{scalar: (N,)}``."""
+        missing = [k for k in (*self.parts, *self.scalars) if k not in values]
+        if missing:
+            raise ValueError(f"missing part(s) {missing}")
+        n = len(np.asarray(values[next(iter(self.parts))]))
+        out = np.empty((n, self.shape[0]), dtype=np.float32)
+        for name, sl in self._slices().items():
+            v = np.asarray(values[name], dtype=np.float32).reshape(n, -1)
+            if v.shape[1] != sl.stop - sl.start:
+                raise ValueError(f"part {name!r} has {v.shape[1]} values per sample")
+            out[:, sl] = v
+        return out
+
+    def unpack(self, x) -> dict:
+        """The named parts of packed samples ``(N, L)`` (numpy or torch): arrays shaped
+        ``(N, *shape)``, scalars ``(N,)``."""
+        out = {}
+        for name, sl in self._slices().items():
+            v = x[:, sl]
+            out[name] = v.reshape(v.shape[0], *self.parts[name]) if name in self.parts else v[:, 0]
+        return out
+
+    def fit(self, shard_meta, settings, train=()) -> dict:
+        layout = shard_meta.get("layout")
+        if layout is not None and layout != self.layout:
+            raise MismatchError(
+                f"shards hold layout {layout}, the case's description {self.layout}"
+            )
+        chunks = [np.asarray(b, dtype=np.float32) for b in train]
+        data = np.concatenate(chunks) if chunks else np.zeros((0, self.shape[0]), np.float32)
+        center, scale = {}, {}
+        for name, sl in self._slices().items():
+            v = data[:, sl].ravel()
+            v = v[np.isfinite(v)]
+            if not len(v):
+                raise MismatchError(f"no finite training values of part {name!r}")
+            med = float(np.median(v))
+            mad = float(np.median(np.abs(v - med))) * 1.4826
+            center[name], scale[name] = med, (mad if mad > 0 else float(np.std(v)) or 1.0)
+        return {
+            "sample": self.kind,
+            "method": "median-mad-standardised per part",
+            "layout": self.layout,
+            "center": center,
+            "scale": scale,
+            "shape": [int(v) for v in shard_meta["shape"]],
+            "roll": list(self.roll),
+            "fitted_on": "train",
+        }
+
+    def _vectors(self, spec):
+        center = np.empty(self.shape[0], np.float32)
+        scale = np.empty(self.shape[0], np.float32)
+        for name, sl in self._slices().items():
+            center[sl], scale[sl] = spec["center"][name], spec["scale"][name]
+        return center, scale
+
+    def apply(self, x, spec):
+        center, scale = self._vectors(spec)
+        try:
+            import torch
+        except ImportError:  # pragma: no cover
+            torch = None
+        if torch is not None and isinstance(x, torch.Tensor):
+            c = torch.as_tensor(center, device=x.device)
+            s = torch.as_tensor(scale, device=x.device)
+            return torch.nan_to_num((x.float() - c) / s, nan=0.0)
+        out = (np.asarray(x, dtype=np.float32) - center) / scale
+        return np.nan_to_num(out, copy=False, nan=0.0)
+
+    def invert(self, x, spec):
+        center, scale = self._vectors(spec)
+        return np.asarray(x, dtype=np.float32) * scale + center
+
+    def model_kwargs(self, spec):
+        return {"layout": spec["layout"]}
+
+    def augment(self, x, spec, settings):
+        import torch
+
+        if not settings.get("augment", True) or not self.roll:
+            return x
+        width = self.parts[self.roll[0]][-1]
+        shifts = torch.randint(0, width, (x.shape[0],), device="cpu").to(x.device)
+        out = x.clone()
+        slices = self._slices()
+        idx = torch.arange(width, device=x.device)
+        for name in self.roll:
+            part = x[:, slices[name]].reshape(x.shape[0], -1, width)
+            gather = (idx[None, :] - shifts[:, None]) % width
+            rolled = torch.gather(part, 2, gather[:, None, :].expand_as(part))
+            out[:, slices[name]] = rolled.reshape(x.shape[0], -1)
+        return out
+
+    def check(self, spec, other, what):
+        super().check(spec, other, what)
+        if other.get("layout") != spec["layout"]:
+            raise MismatchError(
+                f"{what}: layout {other.get('layout')} does not match the model's {spec['layout']}"
+            )
+
+    def card_fields(self, spec, manifest):
+        return {"bands": [*self.parts, *self.scalars], "pixel_scale": None, "survey": None}
+
+    def picture(self, sample, spec):
+        """The first 2-D part as a grey image (origin lower), the others left out."""
+        parts = self.unpack(np.asarray(sample)[None])
+        image = next((v[0] for k, v in parts.items() if k in self.parts and v[0].ndim >= 2), None)
+        if image is None:
+            return None
+        image = image.reshape(-1, *image.shape[-2:])[0]
+        lo, hi = np.nanpercentile(image, [1, 99.5])
+        grey = np.clip((image - lo) / ((hi - lo) or 1.0), 0, 1)
+        rgb = (np.repeat(grey[..., None], 3, axis=-1) * 255).astype(np.uint8)
+        return np.kron(rgb, np.ones((4, 4, 1), np.uint8))  # large enough to see
+
+    def catalog_columns(self):
+        return [*self.parts, *self.scalars]
+
+    def from_catalog(self, table, spec):
+        """Each part from the catalogue column of its name (a list of the part's values,
+        flattened in C order; a scalar column for a scalar); a row with a part of the wrong
+        length or no finite value is flagged ``FLAG_EMPTY``."""
+        import pyarrow as pa
+
+        missing = [c for c in self.catalog_columns() if c not in table.column_names]
+        if missing:
+            raise MismatchError(f"catalogue lacks column(s) {', '.join(missing)}")
+        n = table.num_rows
+        out = np.zeros((n, self.shape[0]), dtype=np.float32)
+        flags = np.zeros(n, dtype=np.int32)
+        for name, sl in self._slices().items():
+            column = table.column(name).combine_chunks()
+            if name in self.scalars:
+                out[:, sl.start] = np.asarray(column.to_numpy(zero_copy_only=False), np.float32)
+                continue
+            if not (pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type)):
+                raise MismatchError(f"catalogue column {name!r} is {column.type}, expected a list")
+            size = sl.stop - sl.start
+            lengths = np.asarray(column.value_lengths().fill_null(0))
+            good = lengths == size
+            flags[~good] |= FLAG_EMPTY
+            values = np.asarray(column.flatten().to_numpy(zero_copy_only=False), np.float32)
+            offsets = np.concatenate([[0], np.cumsum(lengths)])
+            for i in np.flatnonzero(good):
+                out[i, sl] = values[offsets[i] : offsets[i + 1]]
+        flags[~np.isfinite(out).any(axis=1)] |= FLAG_EMPTY
+        return out, flags
+
+
+#: Flags of samples read from catalogue rows (:meth:`SampleDescription.from_catalog`).
+FLAG_TRUNCATED = 4  # longer than the model's length: its last steps kept
+FLAG_EMPTY = 8  # no finite step: not scored
+CATALOG_FLAGS = {FLAG_TRUNCATED: "truncated", FLAG_EMPTY: "empty"}
+
+_KINDS: dict[str, type[SampleDescription]] = {
+    "stamps": Stamps,
+    "sequences": Sequences,
+    "arrays": ArraySet,
+}
 
 
 def register_sample_kind(cls: type[SampleDescription], force: bool = False) -> None:

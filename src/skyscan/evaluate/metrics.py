@@ -1,7 +1,9 @@
 """Classification metrics with exact tie handling (checked against scikit-learn in the tests).
 
 Conventions: ``labels`` are 1 for lenses and 0 for non-lenses; a cutout is called a lens when
-its score is strictly above the threshold.
+its score is strictly above the threshold.  Multi-class metrics (:func:`confusion_matrix`,
+:func:`macro_f1`, :func:`multiclass_metrics`, :func:`fit_temperature_multiclass`) take class
+indices ``0 .. K-1`` and ``(N, K)`` logits; a sample's predicted class is its largest logit.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ __all__ = [
     "reliability_curve",
     "fit_temperature",
     "expected_calibration_error",
+    "confusion_matrix",
+    "macro_f1",
+    "multiclass_metrics",
+    "fit_temperature_multiclass",
 ]
 
 
@@ -351,3 +357,149 @@ def falls_along_columns(intervals) -> list[dict]:
                 if a is not None and b is not None and b[1] < a[0]:
                     out.append({"row": r, "from_column": j, "to_column": k})
     return out
+
+
+# --------------------------------------------------------------------------------------
+# Multi-class
+
+
+def _check_classes(labels, n_classes: int | None, what: str = "labels") -> tuple[np.ndarray, int]:
+    labels = np.asarray(labels).ravel()
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        if not np.array_equal(labels, np.round(labels)):
+            raise ValueError(f"{what} must be class indices 0 .. K-1")
+    labels = labels.astype(np.int64)
+    if labels.size and labels.min() < 0:
+        raise ValueError(f"{what} must be class indices 0 .. K-1, got {labels.min()}")
+    k = int(labels.max()) + 1 if labels.size else 0
+    if n_classes is None:
+        n_classes = k
+    elif k > n_classes:
+        raise ValueError(f"{what} hold class {k - 1}, but there are {n_classes} classes")
+    return labels, int(n_classes)
+
+
+def confusion_matrix(labels, predicted, n_classes: int | None = None) -> np.ndarray:
+    """Counts ``(K, K)`` (int64) of samples of true class ``i`` (row) predicted as class
+    ``j`` (column); ``K`` is ``n_classes`` or one more than the largest class seen.
+
+    Examples
+    --------
+    >>> confusion_matrix([0, 1, 2, 2], [0, 2, 2, 1]).tolist()
+    [[1, 0, 0], [0, 0, 1], [0, 1, 1]]
+    """
+    labels, k_labels = _check_classes(labels, n_classes)
+    predicted, k_predicted = _check_classes(predicted, n_classes, "predictions")
+    k = max(k_labels, k_predicted)
+    if labels.shape != predicted.shape:
+        raise ValueError(f"{len(labels)} labels but {len(predicted)} predictions")
+    return np.bincount(labels * k + predicted, minlength=k * k).reshape(k, k).astype(np.int64)
+
+
+def _per_class(matrix: np.ndarray):
+    """Support, predictions, precision, recall and F1 of each class of a confusion matrix
+    (precision or recall 0 where its denominator is 0, as scikit-learn's
+    ``zero_division=0``)."""
+    tp = np.diag(matrix).astype(np.float64)
+    support = matrix.sum(axis=1)
+    predicted = matrix.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        recall = np.where(support > 0, tp / support, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return support, predicted, precision, recall, f1
+
+
+def macro_f1(labels, predicted, n_classes: int | None = None) -> float:
+    """The unweighted mean of the per-class F1 scores over the classes that occur among the
+    labels or the predictions (a class absent from both has no F1 and is left out; a class
+    present in only one of them scores 0).  Equals scikit-learn's
+    ``f1_score(average="macro", zero_division=0)`` over those classes; NaN with no samples.
+    """
+    matrix = confusion_matrix(labels, predicted, n_classes)
+    support, n_predicted, _, _, f1 = _per_class(matrix)
+    seen = (support + n_predicted) > 0
+    return float(f1[seen].mean()) if seen.any() else float("nan")
+
+
+def multiclass_metrics(labels, logits, classes=None) -> dict:
+    """Accuracy, macro-F1, per-class precision, recall and F1 and the confusion matrix of
+    ``(N, K)`` logits, every rate with its sample size and Wilson 95% interval.
+
+    Parameters
+    ----------
+    labels : array_like of int, shape (N,)
+        True class indices.
+    logits : array_like, shape (N, K)
+        One score per class (the largest is the prediction).
+    classes : sequence of str, optional
+        Names of the K classes (default ``"0" .. "K-1"``).
+
+    Returns
+    -------
+    dict
+        ``n``, ``accuracy`` (+ ``accuracy_ci95``), ``macro_f1``, ``per_class`` (name ->
+        ``n`` (support), ``n_predicted``, ``precision`` (+ ``_ci95``, over ``n_predicted``),
+        ``recall`` (+ ``_ci95``, over ``n``), ``f1``) and ``confusion_matrix``
+        (``counts[true][predicted]`` with ``classes``).
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim != 2:
+        raise ValueError(f"logits of shape {logits.shape}, expected (N, K)")
+    if not np.isfinite(logits).all():
+        raise ValueError("logits contain NaN or infinite values")
+    k = logits.shape[1]
+    labels, _ = _check_classes(labels, k)
+    if len(labels) != len(logits):
+        raise ValueError(f"{len(labels)} labels but {len(logits)} rows of logits")
+    names = [str(c) for c in classes] if classes is not None else [str(i) for i in range(k)]
+    if len(names) != k:
+        raise ValueError(f"{len(names)} class names for {k} logits per sample")
+    matrix = confusion_matrix(labels, logits.argmax(axis=1), k)
+    support, n_predicted, precision, recall, f1 = _per_class(matrix)
+    tp = np.diag(matrix)
+    n, correct = int(len(labels)), int(tp.sum())
+    per_class = {}
+    for i, name in enumerate(names):
+        per_class[name] = {
+            "n": int(support[i]),
+            "n_predicted": int(n_predicted[i]),
+            "precision": float(precision[i]) if n_predicted[i] else None,
+            "precision_ci95": wilson_interval(int(tp[i]), int(n_predicted[i])),
+            "recall": float(recall[i]) if support[i] else None,
+            "recall_ci95": wilson_interval(int(tp[i]), int(support[i])),
+            "f1": float(f1[i]) if support[i] + n_predicted[i] else None,
+        }
+    return {
+        "n": n,
+        "accuracy": correct / n if n else None,
+        "accuracy_ci95": wilson_interval(correct, n),
+        "macro_f1": macro_f1(labels, logits.argmax(axis=1), k) if n else None,
+        "per_class": per_class,
+        "confusion_matrix": {
+            "rows": "true class",
+            "columns": "predicted class",
+            "classes": names,
+            "counts": matrix.tolist(),
+        },
+    }
+
+
+def fit_temperature_multiclass(labels, logits) -> float:
+    """Temperature scaling of ``(N, K)`` logits (Guo et al. 2017): the ``T`` that minimises
+    the log loss of ``softmax(logits / T)`` on held-out data, searched in [0.05, 50]."""
+    from scipy.optimize import minimize_scalar
+
+    logits = np.asarray(logits, dtype=np.float64)
+    labels, _ = _check_classes(labels, logits.shape[1])
+    if not len(labels) or not np.isfinite(logits).all():
+        raise ValueError("need finite logits of at least one sample to fit a temperature")
+    rows = np.arange(len(labels))
+
+    def log_loss(log_t):
+        z = logits / np.exp(log_t)
+        z = z - z.max(axis=1, keepdims=True)
+        return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[rows, labels]))
+
+    result = minimize_scalar(log_loss, bounds=(np.log(0.05), np.log(50.0)), method="bounded")
+    return float(np.exp(result.x))

@@ -133,7 +133,7 @@ def parameter_metrics(
     return out
 
 
-def plot_parameter_scatter(truth, value, sigma, path, name="theta_E", unit="arcsec", title=""):
+def plot_parameter_scatter(truth, value, sigma, path, name, unit="", title=""):
     """Predicted against true values with 1-sigma error bars and the one-to-one line."""
     import matplotlib
 

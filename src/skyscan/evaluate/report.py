@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from skyscan.core.atomic import write_json_atomic, write_parquet_atomic, write_text_atomic
-from skyscan.core.case import get_case
+from skyscan.core.case import Worst, get_case
 from skyscan.core.errors import MismatchError
 from skyscan.evaluate import metrics as M
 
@@ -264,15 +264,14 @@ def _galleries(
     def caption(r):
         return case.caption({c: columns[c][r] for c in names}, prob[r])
 
-    for stem, which, title in case.galleries:
-        if which == "top_negatives":
+    for gallery in case.galleries:
+        stem, title = gallery.stem, gallery.title
+        if gallery.worst is Worst.TOP_NEGATIVES:
             members = np.flatnonzero(~positive)
             rows = members[np.argsort(-logits[members], kind="stable")[:n]]
-        elif which == "bottom_positives":
+        else:
             members = np.flatnonzero(positive)
             rows = members[np.argsort(logits[members], kind="stable")[:n]]
-        else:
-            raise ValueError(f"case {case.name!r}: unknown gallery selection {which!r}")
         stamps = []
         for r in rows:
             stamp = samples.invert(images[r], spec)

@@ -60,8 +60,10 @@ class ModelCard:
         on and the number of negatives there (``n_negatives``).
     calibration : dict
         Temperature scaling fitted on the validation split: ``temperature`` (probability =
-        sigmoid(logit / temperature)), ``fitted_on`` and the expected calibration errors
-        before and after; empty for an uncalibrated model.
+        sigmoid(logit / temperature); for a multi-class classifier softmax(logits /
+        temperature)), ``fitted_on`` and the expected calibration errors before and after
+        (of the most probable class, for a multi-class classifier); empty for an
+        uncalibrated model.
     training : dict
         ``config_hash`` (of seed + train section), dataset, epochs, best checkpoint, ...
     files : dict
@@ -71,12 +73,17 @@ class ModelCard:
     survey : str or None
         The survey set-up of the training stamps.
     targets : dict
-        A parameter network's outputs (empty for a classifier): ``names``, ``units`` and
-        ``transforms`` of the physical parameters (``log``: learnt as the log), the ``mean``
-        and ``std`` that normalise the transformed values, the training ``range`` of each
-        parameter, ``uncertainty_scale`` (one factor per parameter fitted on the validation
-        split so that 68% intervals hold 68% there) with its record (``calibration``), and
-        the ``vetting`` thresholds.  :meth:`parameter_estimates` applies them.
+        What the outputs are, when not a binary classifier's one logit (empty then); its
+        ``kind`` names the task head (:mod:`skyscan.train.heads`).  A parameter network's
+        (``kind: parameters``): ``names``, ``units`` and ``transforms`` of the physical
+        parameters (``log``: learnt as the log), the ``mean`` and ``std`` that normalise the
+        transformed values, the training ``range`` of each parameter, ``uncertainty_scale``
+        (one factor per parameter fitted on the validation split so that 68% intervals hold
+        68% there) with its record (``calibration``), and the ``vetting`` thresholds;
+        :meth:`parameter_estimates` applies them.  A multi-class classifier's (``kind:
+        classes``): the class ``names`` in output order, the metadata ``column`` and its
+        ``values``, and the training split's count per class (``n_train``);
+        :meth:`class_probabilities` applies the temperature.
     scoring : dict
         How the exported network is applied: ``{"tta": GROUP}`` averages its logits over a
         test-time averaging group of the samples (:data:`skyscan.data.samples.TTA_GROUPS`:
@@ -139,6 +146,36 @@ class ModelCard:
         t = float(self.calibration.get("temperature", 1.0)) if self.calibration else 1.0
         return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64) / t))
 
+    @property
+    def task(self) -> str:
+        """The task head the network was trained with: ``binary``, ``multiclass`` or
+        ``regression`` (:mod:`skyscan.train.heads`)."""
+        kind = (self.targets or {}).get("kind")
+        if kind == "classes":
+            return "multiclass"
+        if self.targets and "names" in self.targets:
+            return "regression"
+        return "binary"
+
+    def class_probabilities(self, logits):
+        """Calibrated class probabilities ``(N, K)`` (float64) of a multi-class classifier's
+        ``(N, K)`` logits: softmax of ``logits / temperature``."""
+        import numpy as np
+
+        if self.task != "multiclass":
+            raise InputFileError(
+                f"model card {self.name!r}: not a multi-class classifier (no classes)",
+                path=self.name,
+            )
+        z = np.asarray(logits, dtype=np.float64)
+        k = len(self.targets["names"])
+        if z.ndim != 2 or z.shape[1] != k:
+            raise ValueError(f"logits of shape {z.shape}, expected (N, {k})")
+        t = float(self.calibration.get("temperature", 1.0)) if self.calibration else 1.0
+        z = z / t
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
     def parameter_estimates(self, outputs, calibrated: bool = True) -> dict:
         """Physical parameters and their 68% intervals from a parameter network's outputs.
 
@@ -162,7 +199,7 @@ class ModelCard:
         import numpy as np
 
         t = self.targets
-        if not t or "names" not in t:
+        if self.task != "regression":
             raise InputFileError(
                 f"model card {self.name!r}: not a parameter network (no targets)",
                 path=self.name,

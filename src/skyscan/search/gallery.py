@@ -14,15 +14,14 @@ from skyscan.viz import save_grid, stamp_caption, stamp_gallery
 __all__ = ["write_gallery", "top_scored"]
 
 
-def top_scored(plan: SearchPlan, n: int) -> pa.Table:
+def top_scored(plan: SearchPlan, n: int, extra=None) -> pa.Table:
     """The ``n`` highest-scoring rows of the search (streamed partition by partition)."""
+    where = ["tile", "x", "y"] if plan.context.loader == "tiles" else list(extra or [])
     columns = [
         plan.context.id_column,
         plan.context.ra_column,
         plan.context.dec_column,
-        "tile",
-        "x",
-        "y",
+        *where,
         "logit",
         "score",
         "flags",
@@ -48,6 +47,8 @@ def write_gallery(plan: SearchPlan, n: int = 24, size: int = 63):
     Path
         ``OUT/gallery.png`` (a note in place of stamps when nothing was scored).
     """
+    if plan.context.loader != "tiles":
+        return _catalog_gallery(plan, n)
     top = top_scored(plan, n)
     out = plan.out_dir / "gallery.png"
     if top is None or len(top) == 0:
@@ -100,4 +101,47 @@ def write_gallery(plan: SearchPlan, n: int = 24, size: int = 63):
         out,
         title=f"the {len(stamps)} highest-scoring objects ('candidate': at or above the "
         "model's threshold)",
+    )
+
+
+def _catalog_gallery(plan: SearchPlan, n: int):
+    """The ``n`` highest-scoring objects of a search over catalogue rows, each drawn as its
+    case's sample description draws a sample (e.g. a light curve)."""
+    from skyscan.core.case import get_case
+    from skyscan.data.samples import CATALOG_FLAGS, describe
+
+    card = plan.card
+    samples = describe(get_case(card.case), card.preprocessing)
+    top = top_scored(plan, n, samples.catalog_columns())
+    out = plan.out_dir / "gallery.png"
+    if top is None or len(top) == 0:
+        return save_grid([np.ones((8, 8, 3))], ["no object was scored"], out, ncols=1)
+    payload, _ = samples.from_catalog(top, card.preprocessing)
+    threshold = card.threshold.get("logit") if card.threshold else None
+    rows = top.to_pydict()
+    ctx = plan.context
+    pictures, captions = [], []
+    for k in range(len(top)):
+        flags = [name for bit, name in CATALOG_FLAGS.items() if rows["flags"][k] & bit]
+        if threshold is not None and rows["logit"][k] >= threshold:
+            flags.append("candidate")
+        pictures.append(samples.picture(payload[k], card.preprocessing))
+        captions.append(
+            f"#{k + 1} id {rows[ctx.id_column][k]}\n"
+            + stamp_caption(
+                ra=rows[ctx.ra_column][k],
+                dec=rows[ctx.dec_column][k],
+                score=rows["score"][k],
+                flags=flags,
+            )
+        )
+    return stamp_gallery(
+        pictures,
+        [],
+        captions,
+        1.0,
+        out,
+        title=f"the {len(pictures)} highest-scoring objects ('candidate': at or above the "
+        "model's threshold)",
+        scale_bar_arcsec=0.0,
     )

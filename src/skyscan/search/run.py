@@ -102,6 +102,9 @@ class SearchContext:
     out_dir: str
     batch_size: int
     scorer: str = "model"
+    #: where samples come from: "tiles" (stamps cut from survey tiles) or "catalog" (the
+    #: catalogue's own rows, through the case's sample description)
+    loader: str = "tiles"
 
 
 @dataclass
@@ -117,7 +120,7 @@ class SearchPlan:
     creation_date: str | None
     input_schema: pa.Schema
     partitions_without_tiles: int
-    index_dir: Path
+    index_dir: Path | None
     tiles_source: dict
     top_n: int | None = None
     parameters: str | None = None
@@ -160,8 +163,10 @@ def plan_search(
     ----------
     card_path : path
         The exported model's card (bands, stamp size, pixel scale, preprocessing).
-    index_dir : path
-        A tile index (:func:`skyscan.search.tile_index.build_tile_index`).
+    index_dir : path or None
+        A tile index (:func:`skyscan.search.tile_index.build_tile_index`) for samples cut
+        from survey tiles; None when the case's samples are the catalogue's own rows (e.g.
+        nested light curves: :meth:`skyscan.data.samples.SampleDescription.from_catalog`).
     catalog_dir : path
         A HATS catalogue (``skyscan catalog import`` makes one from Parquet, CSV or FITS).
     out_dir : path
@@ -185,6 +190,10 @@ def plan_search(
     """
     card_path = Path(card_path)
     card = read_card(card_path)
+    if index_dir is None:
+        return _plan_catalog_search(
+            card_path, card, catalog_dir, out_dir, batch_size, top_n, id_column, scorer
+        )
     index = read_tile_index(index_dir)
     missing = [b for b in card.bands if b not in index.bands]
     if missing:
@@ -193,16 +202,7 @@ def plan_search(
             f"{card_path} needs {card.bands} (rebuild the index with its bands)",
             path=index_dir,
         )
-    catalog = open_hats(catalog_dir)
-    info = catalog.catalog_info
-    ra_column, dec_column = info.ra_column or "ra", info.dec_column or "dec"
-    schema = _input_schema(catalog, catalog_dir)
-    for column in (ra_column, dec_column, id_column):
-        if column not in schema.names:
-            raise InputFileError(
-                f"{catalog_dir}: no column {column!r} (columns: {', '.join(schema.names[:12])})",
-                path=catalog_dir,
-            )
+    catalog, info, ra_column, dec_column, schema = _open_catalog(catalog_dir, id_column)
     clash = [c for c in OUTPUT_COLUMNS if c in schema.names]
     if clash:  # the input's own tile/x/y/score... columns are kept under another name
         log.info("input column(s) %s kept as %s", clash, [f"input_{c}" for c in clash])
@@ -272,6 +272,136 @@ def plan_search(
         top_n,
         str(parameters) if parameters else None,
     )
+
+
+def _open_catalog(catalog_dir, id_column: str):
+    """The HATS catalogue, its position columns and schema; the id and positions must exist."""
+    catalog = open_hats(catalog_dir)
+    info = catalog.catalog_info
+    ra_column, dec_column = info.ra_column or "ra", info.dec_column or "dec"
+    schema = _input_schema(catalog, catalog_dir)
+    for column in (ra_column, dec_column, id_column):
+        if column not in schema.names:
+            raise InputFileError(
+                f"{catalog_dir}: no column {column!r} (columns: {', '.join(schema.names[:12])})",
+                path=catalog_dir,
+            )
+    return catalog, info, ra_column, dec_column, schema
+
+
+def _plan_catalog_search(
+    card_path, card, catalog_dir, out_dir, batch_size, top_n, id_column, scorer
+):
+    """Every partition of a catalogue whose rows hold the samples themselves (no tiles)."""
+    from skyscan.data.samples import describe
+
+    samples = describe(get_case(card.case), card.preprocessing)
+    if not samples.reads_catalog:
+        raise MismatchError(
+            f"{card_path}: {samples.kind} samples are cut from survey tiles: give a tile index "
+            "(--index) or the tiles (--tiles)",
+            path=card_path,
+        )
+    catalog, info, ra_column, dec_column, schema = _open_catalog(catalog_dir, id_column)
+    missing = [c for c in samples.catalog_columns() if c not in schema.names]
+    if missing:
+        raise InputFileError(
+            f"{catalog_dir}: no column {', '.join(map(repr, missing))} for the model's "
+            f"{samples.kind} (columns: {', '.join(schema.names[:12])})",
+            path=catalog_dir,
+        )
+    base = {
+        "card": card.to_dict(),
+        "catalog": _catalog_identity(Path(catalog_dir)),
+        "batch_size": int(batch_size),
+        "scorer": scorer,
+        "loader": "catalog",
+        "version": 2,
+    }
+    pixels = sorted((int(p.order), int(p.pixel)) for p in catalog.get_healpix_pixels())
+    tasks = [
+        PartitionTask(
+            order,
+            pixel,
+            str(partition_file(catalog.catalog_base_dir, order, pixel)),
+            (),
+            (),
+            _digest({**base, "partition": [order, pixel]}),
+        )
+        for order, pixel in pixels
+    ]
+    context = SearchContext(
+        str(card_path),
+        card,
+        ra_column,
+        dec_column,
+        id_column,
+        0,
+        str(Path(out_dir)),
+        int(batch_size),
+        scorer,
+        "catalog",
+    )
+    return SearchPlan(
+        context,
+        tasks,
+        {},
+        {},
+        Path(catalog_dir),
+        str(info.catalog_name),
+        getattr(info, "hats_creation_date", None),
+        schema,
+        0,
+        None,
+        {},
+        top_n,
+        None,
+    )
+
+
+#: Output columns of a search over the catalogue's own rows (no tile, no pixel position).
+CATALOG_OUTPUT_COLUMNS = ("logit", "score", "flags")
+
+
+def _score_catalog_partition(task: PartitionTask, context: SearchContext, table) -> dict:
+    """Score a partition whose rows hold the samples (the case's sample description reads
+    them), and write its file and marker atomically."""
+    from skyscan.data.samples import FLAG_EMPTY, describe
+
+    card = context.card
+    samples = describe(get_case(card.case), card.preprocessing)
+    try:
+        payload, flags = samples.from_catalog(table, card.preprocessing)
+    except MismatchError as exc:
+        raise InputFileError(f"{task.source}: {exc}", path=task.source) from None
+    keep = np.flatnonzero((flags & FLAG_EMPTY) == 0)
+    logits = np.full(len(table), np.nan)
+    for start in range(0, len(keep), context.batch_size):
+        rows = keep[start : start + context.batch_size]
+        batch = samples.apply(payload[rows], card.preprocessing)
+        logits[rows] = _score_batch(context, np.ascontiguousarray(batch))
+    out = table.take(pa.array(keep)).rename_columns(
+        [f"input_{c}" if c in CATALOG_OUTPUT_COLUMNS else c for c in table.column_names]
+    )
+    out = out.append_column("logit", pa.array(logits[keep]))
+    out = out.append_column("score", pa.array(card.probability(logits[keep])))
+    out = out.append_column("flags", pa.array(flags[keep]))
+    out = out.sort_by([(HEALPIX_COLUMN, "ascending"), (context.id_column, "ascending")])
+    out_dir = Path(context.out_dir)
+    path = partition_file(out_dir / "scores", task.order, task.pixel)
+    if len(out):
+        write_parquet_atomic(out, path, compression="zstd")
+    else:
+        path.unlink(missing_ok=True)
+    result = {
+        "identity": task.identity,
+        "rows": len(out),
+        "off_tiles": int(len(table) - len(keep)),  # not scored: no sample in the row
+        "lost": 0,
+        "failures": {},
+    }
+    write_json_atomic(_marker(out_dir, task.order, task.pixel), result)
+    return result
 
 
 def _input_schema(catalog, catalog_dir) -> pa.Schema:
@@ -476,6 +606,8 @@ def score_partition(task: PartitionTask, context: SearchContext) -> dict:
             f"{task.source}: unreadable catalogue partition ({type(exc).__name__}: {exc})",
             path=task.source,
         ) from None
+    if context.loader == "catalog":
+        return _score_catalog_partition(task, context, table)
     ra = table.column(context.ra_column).to_numpy().astype(np.float64)
     dec = table.column(context.dec_column).to_numpy().astype(np.float64)
     n, ntiles = len(table), len(task.tiles)
@@ -748,7 +880,7 @@ def _finish(plan: SearchPlan, done: dict, errors: dict, skipped: int, tried: int
         "failures": len(failures),
         "noise_ratio": _noise_summary(plan),
         "catalog": str(plan.catalog_dir),
-        "index": str(plan.index_dir),
+        "index": str(plan.index_dir) if plan.index_dir is not None else None,
         **plan.tiles_source,  # where the grading page finds the tiles
         "card": plan.context.card_path,
         "scores": str(plan.scores_dir),
@@ -763,6 +895,19 @@ def _finish(plan: SearchPlan, done: dict, errors: dict, skipped: int, tried: int
 def _output_schema(plan: SearchPlan, written) -> pa.Schema:
     if written:
         return pq.read_schema(partition_file(plan.scores_dir, *written[0])).remove_metadata()
+    if plan.context.loader == "catalog":
+        names = CATALOG_OUTPUT_COLUMNS
+        fields = [
+            f.with_name(f"input_{f.name}") if f.name in names else f for f in plan.input_schema
+        ]
+        return pa.schema(
+            fields
+            + [
+                pa.field("logit", pa.float64()),
+                pa.field("score", pa.float64()),
+                pa.field("flags", pa.int32()),
+            ]
+        )
     fields = [
         f.with_name(f"input_{f.name}") if f.name in OUTPUT_COLUMNS else f for f in plan.input_schema
     ]
@@ -851,7 +996,7 @@ def _add_parameters(plan: SearchPlan, candidates: pa.Table) -> pa.Table:
         candidates = candidates.append_column(f"{column}_hi", pa.array(est["high"]))
     vetting = card.targets.get("vetting")
     if vetting:
-        est = estimates[vetting.get("parameter", "theta_E")]
+        est = estimates[vetting.get("parameter", card.targets["names"][0])]
         flags = flag_implausible(est["value"], est["sigma"], vetting)
         candidates = candidates.append_column("params_implausible", pa.array(flags))
     return candidates
@@ -864,7 +1009,7 @@ def _top(table: pa.Table, n: int, id_column: str) -> pa.Table:
 
 def _noise_summary(plan: SearchPlan) -> dict:
     """Median tile/training noise ratio per band, and the tiles beyond the warning factor."""
-    bands = plan.card.bands
+    bands = plan.card.bands if plan.context.loader == "tiles" else []
     per_band = {
         b: [r[b] for r in plan.noise.values() if b in r and np.isfinite(r[b])] for b in bands
     }

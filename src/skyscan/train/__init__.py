@@ -1,1 +1,2 @@
-"""Training of stamp classifiers with PyTorch Lightning, and export for inference."""
+"""Training with PyTorch Lightning: one trainer (:mod:`.run`) and one module (:mod:`.module`)
+for every task head (:mod:`.heads`: binary, multi-class, regression), and export for inference."""

@@ -4,11 +4,14 @@ Batches are read as slices of the memory-mapped ``images.npy`` (one fancy-indexi
 batch through ``__getitems__``, no per-item Python), whatever shape the case's samples have.
 Augmentation is the sample description's (:mod:`skyscan.data.samples`; random 90-degree
 rotations and flips for stamps), applied to training batches only, after they reach the
-device.
+device.  What a batch's targets are is the task head's (:mod:`skyscan.train.heads`): it
+gives the data module the dataset of each split (labels, class indices, or a regression's
+targets of the positives).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -32,7 +35,8 @@ class CutoutDataset(Dataset):
     """Preprocessed cutouts and labels of one split, read batch-wise from the memory map.
 
     ``rows`` (the split's rows served, all by default) and ``targets`` (one per served row,
-    the labels by default) let a subclass serve a subset with other targets.
+    the labels by default) come from :meth:`select`, which a subclass overrides to serve a
+    subset with other targets.
     """
 
     def __init__(self, dataset_dir: str | Path, split: str):
@@ -41,9 +45,13 @@ class CutoutDataset(Dataset):
         images, meta, self.spec = load_split(dataset_dir, split)
         self.n = len(images)
         self.labels = meta.column("label").to_numpy().astype(np.float32)
-        self.rows = np.arange(self.n)
-        self.targets = self.labels
+        self.rows, self.targets = self.select(meta)
         self._images = None  # opened lazily in each worker process
+
+    def select(self, meta) -> tuple[np.ndarray, np.ndarray]:
+        """The split's rows served and one target per served row, from its metadata (a
+        pyarrow table): every row and its 0/1 label (float32)."""
+        return np.arange(self.n), self.labels
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -79,19 +87,29 @@ class SampleDataModule(L.LightningDataModule):
     batch_size : int
     num_workers : int
         Loader processes (0 reads in the training process).
+    dataset : callable, optional
+        ``(dataset_dir, split) -> CutoutDataset`` serving a split's samples and targets
+        (a task head's :meth:`~skyscan.train.heads.TaskHead.dataset`); default the labels.
     """
 
-    def __init__(self, dataset_dir: str | Path, batch_size: int = 128, num_workers: int = 0):
+    def __init__(
+        self,
+        dataset_dir: str | Path,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        dataset: Callable[[Path, str], CutoutDataset] = CutoutDataset,
+    ):
         super().__init__()
         self.dataset_dir = Path(dataset_dir)
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.make_dataset = dataset
         self.datasets: dict[str, CutoutDataset] = {}
 
     def setup(self, stage: str | None = None) -> None:
         for split in ("train", "val", "test"):
             if split not in self.datasets:
-                self.datasets[split] = CutoutDataset(self.dataset_dir, split)
+                self.datasets[split] = self.make_dataset(self.dataset_dir, split)
 
     @property
     def spec(self) -> dict:

@@ -1,34 +1,40 @@
-"""The LightningModule: binary cross-entropy, Adam with the DeepLens step schedule, AUROC."""
+"""The one LightningModule: a registered network, a task head, Adam with a step schedule.
+
+What the network learns (its loss, validation metrics, augmentation of batches with their
+targets) is the task head's (:mod:`skyscan.train.heads`); the optimiser, the schedule, the
+logging and the gathering of validation outputs are the same for every task.
+"""
 
 from __future__ import annotations
 
 import lightning as L
-import numpy as np
 import torch
-from torch import nn
 
 from skyscan.core.case import get_case
 from skyscan.data.samples import describe
-from skyscan.evaluate.metrics import auroc
 from skyscan.models import get_model
+from skyscan.train.heads import head_from_dict
 
-__all__ = ["Classifier"]
+__all__ = ["SkyscanModule"]
 
 
-class Classifier(L.LightningModule):
-    """Trains a registered model to output the logit of "this stamp is a positive" (a lens, ...).
+class SkyscanModule(L.LightningModule):
+    """Trains a registered model for a task head.
 
     Parameters
     ----------
     model : str
-        Registry name (``deeplens``, ``fast``, ``vgg6``, ``deephits``).
+        Registry name (``deeplens``, ``fast``, ``vgg6``, ``deephits``, ``lensparams``, ...).
+    head : dict, optional
+        The task head (:meth:`skyscan.train.heads.TaskHead.to_dict`); None: binary
+        classification.
     in_channels : int
-        Bands.
+        Bands (when ``model_kwargs`` is not given).
     learning_rate, lr_step_epochs, lr_factor, weight_decay : float, int, float, float
         Adam, with the rate multiplied by ``lr_factor`` every ``lr_step_epochs`` epochs.
     augment : bool
-        Random transforms of training batches (the case's sample description says which:
-        dihedral for stamps).
+        Random transforms of training batches (the head's: the case's sample description's,
+        dihedral for stamps, or one that moves a regression's targets with the stamp).
     zoom : pair of float, optional
         Random zoom of training stamps by a factor in ``[low, high]`` (DeepLens: 0.9-1.0).
     case : str, optional
@@ -36,7 +42,8 @@ class Classifier(L.LightningModule):
     spec : dict, optional
         The dataset's preprocessing spec (what the augmentation may need).
     model_kwargs : dict, optional
-        What sizes the network to the samples (default ``{"in_channels": in_channels}``).
+        What sizes the network to the samples and the task (default
+        ``{"in_channels": in_channels}``).
     """
 
     def __init__(
@@ -52,47 +59,53 @@ class Classifier(L.LightningModule):
         case: str | None = None,
         spec: dict | None = None,
         model_kwargs: dict | None = None,
+        head: dict | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
+        self.head = head_from_dict(head)
         self.samples = describe(get_case(case) if case else None)
         self.net = get_model(model, **(model_kwargs or {"in_channels": in_channels}))
-        self.loss = nn.BCEWithLogitsLoss()
-        self._val_scores: list[torch.Tensor] = []
-        self._val_labels: list[torch.Tensor] = []
+        for name, value in self.head.buffers().items():
+            self.register_buffer(name, torch.tensor(value, dtype=torch.float32))
+        self._val_outputs: list[torch.Tensor] = []
+        self._val_targets: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
     def on_after_batch_transfer(self, batch, dataloader_idx):
-        images, labels = batch
+        x, y = batch
         trainer = self._trainer  # None outside a Trainer (the property would raise)
-        augment = trainer is not None and trainer.training and self.hparams.augment
-        settings = {"augment": augment, "zoom": self.hparams.zoom}
-        return self.samples.augment(images, self.hparams.spec, settings), labels
+        training = trainer is not None and trainer.training
+        return self.head.prepare(self, x, y, training)
 
     def training_step(self, batch, batch_idx):
-        images, labels = batch
-        loss = self.loss(self(images).float(), labels)
-        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True)
+        x, y = batch
+        loss = self.head.loss(self(x).float(), y)
+        self.log(f"train_{self.head.loss_name}", loss, prog_bar=True, on_step=False, on_epoch=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
-        images, labels = batch
-        logits = self(images).float()
-        self.log("val_loss", self.loss(logits, labels), prog_bar=True, on_epoch=True)
-        self._val_scores.append(logits.detach().cpu())
-        self._val_labels.append(labels.detach().cpu())
+        x, y = batch
+        out = self(x).float()
+        head = self.head
+        self.log(f"val_{head.loss_name}", head.loss(out, y), prog_bar=True, on_epoch=True)
+        for name, value in head.batch_metrics(out, y).items():
+            self.log(name, value, on_epoch=True)
+        if head.collects:
+            self._val_outputs.append(out.detach().cpu())
+            self._val_targets.append(y.detach().cpu())
 
     def on_validation_epoch_end(self):
-        if not self._val_scores:
+        if not self._val_outputs:
             return
-        scores = torch.cat(self._val_scores).numpy()
-        labels = torch.cat(self._val_labels).numpy()
-        self._val_scores.clear()
-        self._val_labels.clear()
-        value = auroc(labels, scores) if 0 < labels.sum() < len(labels) else np.nan
-        self.log("val_auroc", float(value), prog_bar=True)
+        outputs = torch.cat(self._val_outputs).numpy()
+        targets = torch.cat(self._val_targets).numpy()
+        self._val_outputs.clear()
+        self._val_targets.clear()
+        for name, value in self.head.epoch_metrics(outputs, targets).items():
+            self.log(name, float(value), prog_bar=True)
 
     def configure_optimizers(self):
         hp = self.hparams

@@ -1,4 +1,7 @@
-"""The train stage: fit, keep the best and last checkpoints, export, write the model card."""
+"""The train stage: one trainer for every task head (:mod:`skyscan.train.heads`): fit, keep
+the best and last checkpoints, export, write the model card (:func:`model_card`), and let the
+head finish it (thresholds, calibration, test metrics).  ``train.ensemble`` stacks binary
+classifiers (:class:`StackedEnsemble`)."""
 
 from __future__ import annotations
 
@@ -15,8 +18,10 @@ from skyscan.core.atomic import write_json_atomic
 from skyscan.core.case import get_case
 from skyscan.core.errors import ConfigError, InputFileError, ResourceError
 from skyscan.models import count_macs, count_parameters, model_names
+from skyscan.models.card import ModelCard
+from skyscan.train.heads import TaskHead, select_head
 
-__all__ = ["train"]
+__all__ = ["train", "model_card", "make_trainer", "fit_stacker", "StackedEnsemble"]
 
 log = logging.getLogger(__name__)
 
@@ -140,12 +145,20 @@ def _resumable(ckpt_dir: Path, identity: dict) -> bool:
     return False
 
 
-def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: int = 1) -> dict:
-    """Train the configured model on a dataset and export it: a classifier, or with
-    ``train.target: parameters`` a parameter network
-    (:func:`skyscan.train.params.train_parameters`).
+def train(
+    config: dict,
+    dataset_dir: str | Path,
+    out_dir: str | Path,
+    threads: int = 1,
+    head: TaskHead | str | None = None,
+) -> ModelCard:
+    """Train the configured model on a dataset for a task head, export it and write its card.
 
-    Re-running after an interruption resumes from ``checkpoints/last.ckpt``.
+    One path for every task: the head (:mod:`skyscan.train.heads`) is the binary classifier,
+    the multi-class classifier when the dataset's labels hold more than two classes, or with
+    ``train.target: parameters`` the regression of the case's physical parameters with
+    calibrated uncertainties (:func:`skyscan.train.heads.select_head`).  Re-running after an
+    interruption resumes from ``checkpoints/last.ckpt``.
 
     Parameters
     ----------
@@ -159,6 +172,10 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
     threads : int
         CPU threads (torch intra-op, plus data-loader workers when ``train.num_workers`` is
         null).
+    head : TaskHead or str, optional
+        The task head, or its name in :data:`skyscan.train.heads.HEADS`, instead of the one
+        the config and the dataset imply (e.g. ``"multiclass"`` with a class column of its
+        own: ``MulticlassHead(column="kind")``).
 
     Returns
     -------
@@ -172,48 +189,51 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
             f"(allowed: {', '.join(model_names())})",
             key="train.model",
         )
-    if config["train"].get("target") == "parameters":
-        from skyscan.train.params import train_parameters
+    tc = config["train"]
+    manifest = _dataset_manifest(dataset_dir)
+    case = get_case(manifest["case"])
+    task = select_head(config, case, dataset_dir, head)
+    if tc["ensemble"] > 1:
+        if not task.ensembles:
+            raise ConfigError(
+                f"config key 'train.ensemble': a {task.name} network is trained alone "
+                "(set it to 1)",
+                key="train.ensemble",
+            )
+        return _train_ensemble(config, dataset_dir, Path(out_dir), threads, task)
+    card, _ = _train_one(config, dataset_dir, Path(out_dir), threads, task)
+    return card
 
-        return train_parameters(config, dataset_dir, out_dir, threads)
-    if config["train"]["ensemble"] > 1:
-        return _train_ensemble(config, dataset_dir, Path(out_dir), threads)
+
+def _train_one(config: dict, dataset_dir, out_dir: Path, threads: int, task: TaskHead):
+    """Fit, export and finish one network; returns its card and the trained network (the
+    best checkpoint's weights, on the CPU, in eval mode)."""
     import lightning as L
 
     from skyscan.data.samples import describe
-    from skyscan.models.card import ModelCard
     from skyscan.train.datamodule import SampleDataModule
     from skyscan.train.export import export_model
-    from skyscan.train.module import Classifier
 
     tc = config["train"]
-    out_dir = Path(out_dir)
+    manifest = _dataset_manifest(dataset_dir)
+    case = get_case(manifest["case"])
     torch.set_num_threads(max(1, threads))
     L.seed_everything(int(config["seed"]), workers=True, verbose=False)
     workers = tc["num_workers"] if tc["num_workers"] is not None else max(0, threads - 1)
-    manifest = _dataset_manifest(dataset_dir)
-    samples = describe(get_case(manifest["case"]))
-    dm = SampleDataModule(dataset_dir, batch_size=tc["batch_size"], num_workers=workers)
+    task = task.fit(dataset_dir)
+    dm = SampleDataModule(dataset_dir, tc["batch_size"], workers, dataset=task.dataset)
     spec = dm.spec
-    describe(get_case(manifest["case"]), spec)  # the dataset is of the case's kind of sample
-    samples.tta(tc["tta"])  # refused before training when the samples have no TTA group
-    model_kwargs = samples.model_kwargs(spec)
-    module = Classifier(
-        model=tc["model"],
-        in_channels=model_kwargs.get("in_channels", 0),
-        learning_rate=tc["learning_rate"],
-        lr_step_epochs=tc["lr_step_epochs"],
-        lr_factor=tc["lr_factor"],
-        weight_decay=tc["weight_decay"],
-        augment=tc["augment"],
-        zoom=tuple(tc["zoom"]) if tc["zoom"] else None,
-        case=manifest["case"],
-        spec=spec,
-        model_kwargs=model_kwargs,
-    )
-    trainer, best_cb, ckpt_dir = make_trainer(tc, out_dir, monitor="val_auroc", mode="max")
+    samples = describe(case, spec)  # the dataset is of the case's kind of sample
+    if task.averages:
+        samples.tta(tc["tta"])  # refused before training when the samples have no TTA group
+    model_kwargs = {**samples.model_kwargs(spec), **task.model_kwargs(spec)}
+    module = _module(tc, task, case, spec, model_kwargs)
+    trainer, best_cb, ckpt_dir = make_trainer(tc, out_dir, monitor=task.monitor, mode=task.mode)
     last = ckpt_dir / "last.ckpt"
-    resume = str(last) if _resumable(ckpt_dir, _training_identity(config, dataset_dir)) else None
+    identity = _training_identity(config, dataset_dir)
+    if task.name != ("regression" if tc.get("target") == "parameters" else "binary"):
+        identity["head"] = task.to_dict()  # what the config alone does not say
+    resume = str(last) if _resumable(ckpt_dir, identity) else None
     if resume:
         log.info("resuming from %s", resume)
     trainer.fit(module, dm, ckpt_path=resume)
@@ -221,12 +241,97 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
     best_path = best_cb.best_model_path
     if not best_path or not Path(best_path).is_file():  # e.g. the folder was moved
         best_path = str(ckpt_dir / "best.ckpt") if (ckpt_dir / "best.ckpt").is_file() else str(last)
-    best = Classifier.load_from_checkpoint(best_path, map_location="cpu")
-    net = best.net.eval()
-    test_images = dm.datasets["test"]
-    batch, _ = test_images.__getitems__(list(range(min(tc["export_batch"], len(test_images)))))
+    # The best weights into the module trained here (not a module rebuilt from the
+    # checkpoint's hyperparameters, so a checkpoint of an older skyscan still loads).
+    state = torch.load(best_path, map_location="cpu", weights_only=False)["state_dict"]
+    module.load_state_dict(state)
+    net = module.net.cpu().eval()
+    card = model_card(
+        config,
+        dataset_dir,
+        manifest,
+        spec,
+        net,
+        task,
+        train_set=dm.datasets["train"],
+        run={
+            "epochs_run": int(trainer.current_epoch),
+            "best_checkpoint": Path(best_path).name,
+            "best_score": best_cb.best_model_score,
+        },
+    )
+    card = export_model(
+        net,
+        _export_batch(dm.datasets["test"], tc),
+        out_dir,
+        card,
+        output_name=task.output[0],
+        output=task.output[1],
+    )
+    return _finish(card, task, out_dir, dataset_dir, tc, case), net
+
+
+def _module(tc: dict, task, case, spec: dict, model_kwargs: dict):
+    """The Lightning module for a training, its network's outputs checked against the
+    head's before any time is spent on it."""
+    from skyscan.train.module import SkyscanModule
+
+    try:
+        module = SkyscanModule(
+            model=tc["model"],
+            in_channels=model_kwargs.get("in_channels", 0),
+            learning_rate=tc["learning_rate"],
+            lr_step_epochs=tc["lr_step_epochs"],
+            lr_factor=tc["lr_factor"],
+            weight_decay=tc["weight_decay"],
+            augment=tc["augment"],
+            zoom=tuple(tc["zoom"]) if tc["zoom"] else None,
+            case=case.name,
+            spec=spec,
+            model_kwargs=model_kwargs,
+            head=task.to_dict(),
+        )
+    except TypeError as exc:  # the architecture does not take what the head sizes it with
+        raise ConfigError(
+            f"config key 'train.model': {tc['model']!r} cannot be built for the {task.name} "
+            f"head with {model_kwargs} ({exc})",
+            key="train.model",
+        ) from None
+    net = module.net
+    net.eval()  # no batch statistics are updated, no random numbers drawn
+    with torch.no_grad():
+        task.check_output(net(torch.zeros((2, *spec["shape"]))), tc["model"])
+    net.train()
+    return module
+
+
+def model_card(config, dataset_dir, manifest, spec, net, task, train_set, run) -> ModelCard:
+    """The card of a trained network before its export: what it is, what it eats (the
+    sample description's fields), what it outputs (the head's ``targets``) and how it was
+    trained.
+
+    Parameters
+    ----------
+    config : dict
+    dataset_dir : str or Path
+    manifest, spec : dict
+        The dataset's manifest and preprocessing.
+    net : torch.nn.Module
+        The trained network (best checkpoint).
+    task : TaskHead
+    train_set : CutoutDataset
+        The training split as the head serves it.
+    run : dict
+        ``epochs_run``, ``best_checkpoint`` (file name) and ``best_score`` (of
+        ``task.monitor``; a tensor, a float or None).
+    """
+    from skyscan.data.samples import describe
+
+    tc = config["train"]
     shape = tuple(spec["shape"])
-    card = ModelCard(
+    samples = describe(get_case(manifest["case"]), spec)
+    best = run["best_score"]
+    return ModelCard(
         name=f"skyscan-{tc['model']}",
         model=tc["model"],
         case=manifest["case"],
@@ -235,20 +340,24 @@ def train(config: dict, dataset_dir: str | Path, out_dir: str | Path, threads: i
         preprocessing=spec,
         parameters=count_parameters(net),
         macs_per_cutout=count_macs(net, shape),
+        targets=task.card_targets(train_set),
         training={
             "config_hash": config_hash({"seed": config["seed"], "train": tc}),
             "dataset": str(dataset_dir),
+            **task.training_fields,
             "epochs": tc["epochs"],
-            "epochs_run": int(trainer.current_epoch),
-            "stopped_early": bool(trainer.current_epoch < tc["epochs"]),
-            "best_checkpoint": Path(best_path).name,
-            "best_val_auroc": float(best_cb.best_model_score)
-            if best_cb.best_model_score is not None
-            else None,
+            "epochs_run": run["epochs_run"],
+            "stopped_early": bool(run["epochs_run"] < tc["epochs"]),
+            "best_checkpoint": run["best_checkpoint"],
+            f"best_{task.monitor}": float(best) if best is not None else None,
         },
     )
-    card = export_model(net, batch, out_dir, card)
-    return _finish(card, out_dir, dataset_dir, tc)
+
+
+def _export_batch(dataset, tc: dict) -> torch.Tensor:
+    """The first ``train.export_batch`` samples of a split: the export's trace and check."""
+    batch, _ = dataset.__getitems__(list(range(min(tc["export_batch"], len(dataset)))))
+    return batch
 
 
 def _dataset_manifest(dataset_dir) -> dict:
@@ -267,60 +376,19 @@ def _dataset_manifest(dataset_dir) -> dict:
     return manifest
 
 
-def _finish(card, out_dir: Path, dataset_dir, tc: dict):
-    """Scoring mode, the operating threshold and the temperature (both on the validation
-    split), test metrics, and the card written beside the exported model."""
+def _finish(card, task, out_dir: Path, dataset_dir, tc: dict, case):
+    """How the exported network is scored (test-time averaging, when the head's outputs
+    may be averaged), then the head's thresholds, calibration and test metrics, and the card
+    written beside the model."""
     from skyscan.data.samples import describe
-    from skyscan.evaluate.metrics import (
-        auroc,
-        expected_calibration_error,
-        fit_temperature,
-        tpr_at_fpr,
-    )
-    from skyscan.evaluate.scoring import score_split
-    from skyscan.models.card import CARD_NAME, load_model
+    from skyscan.models.card import CARD_NAME
 
-    group = describe(get_case(card.case)).tta(tc["tta"])
-    if group:
-        card = card.replace(scoring={"tta": group})
-        card.write(out_dir / CARD_NAME)
-    model, _ = load_model(out_dir / CARD_NAME)
-    # The operating threshold is chosen on the validation split, never on the test split.
-    val_logits, val_meta = score_split(model, card, dataset_dir, "val")
-    val_labels = val_meta.column("label").to_numpy()
-    _, threshold = tpr_at_fpr(val_labels, val_logits, tc["threshold_fpr"])
-    temperature = fit_temperature(val_labels, val_logits)
-    calibration = {
-        "method": "temperature",
-        "temperature": temperature,
-        "fitted_on": "val",
-        "ece_val_before": expected_calibration_error(val_labels, card.probability(val_logits)),
-        "ece_val_after": expected_calibration_error(
-            val_labels,
-            card.replace(calibration={"temperature": temperature}).probability(val_logits),
-        ),
-    }
-    logits, meta = score_split(model, card, dataset_dir, "test")
-    labels = meta.column("label").to_numpy()
-    tpr, _ = tpr_at_fpr(labels, logits, 0.01)
-    card = card.replace(
-        calibration=calibration,
-        threshold={
-            "logit": float(threshold),
-            "fpr": tc["threshold_fpr"],
-            "split": "val",
-            "n_negatives": int(np.sum(val_labels == 0)),
-        },
-        test_metrics={
-            "auroc": auroc(labels, logits),
-            "tpr_at_fpr_1pct": tpr,
-            "n_test": int(len(labels)),
-            "n_positive": int(np.sum(labels)),
-        },
-    )
-    card.write(out_dir / CARD_NAME)
-    log.info("test AUROC %.4f, TPR at 1%% FPR %.3f", card.test_metrics["auroc"], tpr)
-    return card
+    if task.averages:
+        group = describe(case).tta(tc["tta"])
+        if group:
+            card = card.replace(scoring={"tta": group})
+            card.write(out_dir / CARD_NAME)
+    return task.finish(card, out_dir, dataset_dir, tc, case)
 
 
 class StackedEnsemble(torch.nn.Module):
@@ -362,7 +430,7 @@ def fit_stacker(member_logits: np.ndarray, labels: np.ndarray, l2: float = 1e-3)
     return result.x[:-1], float(result.x[-1])
 
 
-def _train_ensemble(config: dict, dataset_dir, out_dir: Path, threads: int):
+def _train_ensemble(config: dict, dataset_dir, out_dir: Path, threads: int, task):
     """Train ``train.ensemble`` members (seeds ``seed``, ``seed + 1``, ...; each a complete
     model in ``members/k``, resumable on its own), fit the stacker on their validation logits
     and export the stacked network as the model."""
@@ -371,7 +439,6 @@ def _train_ensemble(config: dict, dataset_dir, out_dir: Path, threads: int):
     from skyscan.evaluate.scoring import score_split
     from skyscan.models.card import load_model
     from skyscan.train.export import export_model
-    from skyscan.train.module import Classifier
 
     tc = config["train"]
     cards, nets = [], []
@@ -381,9 +448,9 @@ def _train_ensemble(config: dict, dataset_dir, out_dir: Path, threads: int):
         member["train"].update(ensemble=1, tta=False)
         folder = out_dir / "members" / str(k)
         log.info("ensemble member %d of %d (seed %d)", k + 1, tc["ensemble"], member["seed"])
-        cards.append(train(member, dataset_dir, folder, threads))
-        best = folder / "checkpoints" / cards[-1].training["best_checkpoint"]
-        nets.append(Classifier.load_from_checkpoint(best, map_location="cpu").net.eval())
+        card, net = _train_one(member, dataset_dir, folder, threads, task)
+        cards.append(card)
+        nets.append(net)
     logits = []
     for k in range(len(cards)):
         model, card = load_model(out_dir / "members" / str(k) / "model_card.json")
@@ -393,10 +460,7 @@ def _train_ensemble(config: dict, dataset_dir, out_dir: Path, threads: int):
     weights, bias = fit_stacker(np.stack(logits, axis=1), labels)
     log.info("stacker fitted on the validation split: weights %s, bias %.3f", weights, bias)
     net = StackedEnsemble(nets, weights, bias).eval()
-    from skyscan.train.datamodule import CutoutDataset
-
-    test = CutoutDataset(dataset_dir, "test")
-    batch, _ = test.__getitems__(list(range(min(tc["export_batch"], len(test)))))
+    batch = _export_batch(task.dataset(dataset_dir, "test"), tc)
     first = cards[0]
     card = first.replace(
         name=f"skyscan-{tc['model']}-ensemble{len(cards)}",
@@ -422,4 +486,4 @@ def _train_ensemble(config: dict, dataset_dir, out_dir: Path, threads: int):
         test_metrics={},
     )
     card = export_model(net, batch, out_dir, card)
-    return _finish(card, out_dir, dataset_dir, tc)
+    return _finish(card, task, out_dir, dataset_dir, tc, get_case(card.case))

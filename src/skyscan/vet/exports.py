@@ -133,7 +133,7 @@ def export_training_stamps(session, out_dir=None) -> dict:
     Returns
     -------
     dict
-        ``{"lenses": n, "negatives": n, "skipped_flagged": n}``; cutouts that cross a tile
+        ``{"positives": n, "negatives": n, "skipped_flagged": n}``; cutouts that cross a tile
         edge or hold masked pixels are left out (zero padding is not sky).
     """
     sources = session.sources
@@ -198,4 +198,4 @@ def export_training_stamps(session, out_dir=None) -> dict:
         },
     )
     n_lens = int(sum(labels))
-    return {"lenses": n_lens, "negatives": len(labels) - n_lens, "skipped_flagged": skipped}
+    return {"positives": n_lens, "negatives": len(labels) - n_lens, "skipped_flagged": skipped}

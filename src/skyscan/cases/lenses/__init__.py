@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from skyscan.core.case import Case, Headline, PhysicalParameter, Strata
+from skyscan.core.case import Case, Gallery, Headline, PhysicalParameter, Strata, Worst
 from skyscan.core.errors import ConfigError
 
 __all__ = ["LensCase", "CASE", "DEEPLENS_PUBLISHED"]
@@ -32,6 +32,51 @@ HEADLINE_SNR = 20.0
 #: The lenses on which the parameter network is judged: Einstein radius and best-band S/N.
 PARAMETER_THETA_E = 1.0
 PARAMETER_SNR = 20.0
+
+#: The keys of the ``lenses:`` section each workflow stage reads (the others read none): only
+#: edits to them rerun the stage.  ``simulate`` holds everything a stamp's bytes depend on.
+SIMULATION_KEYS = (
+    "survey",
+    "surveys",
+    "bands",
+    "stamp_size",
+    "supersampling",
+    "exposures",
+    "reference_band",
+    "kinds",
+    "neighbours",
+    "priors",
+)
+STAGE_SETTINGS = {
+    "simulate": SIMULATION_KEYS,
+    "evaluate": ("snr_band", "theta_E_bins", "snr_bins"),
+    "tiles": (
+        "survey",
+        "surveys",
+        "bands",
+        "supersampling",
+        "exposures",
+        "reference_band",
+        "priors",
+        "tiles",
+    ),
+}
+
+
+def _config_schema() -> dict:
+    """The parsed ``config.schema.yaml`` of this package (read once)."""
+    global _SCHEMA
+    if _SCHEMA is None:
+        from importlib import resources
+
+        import yaml
+
+        text = resources.files(__name__).joinpath("config.schema.yaml").read_text()
+        _SCHEMA = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    return _SCHEMA
+
+
+_SCHEMA: dict | None = None
 
 
 class LensCase(Case):
@@ -89,20 +134,101 @@ class LensCase(Case):
         return mask, f"theta_E >= {PARAMETER_THETA_E:g} and best-band S/N >= {PARAMETER_SNR:g}"
 
     galleries = (
-        ("false_positives", "top_negatives", "highest-scoring non-lenses (false positives)"),
-        ("missed_lenses", "bottom_positives", "lowest-scoring lenses"),
+        Gallery(
+            "false_positives", Worst.TOP_NEGATIVES, "highest-scoring non-lenses (false positives)"
+        ),
+        Gallery("missed_lenses", Worst.BOTTOM_POSITIVES, "lowest-scoring lenses"),
     )
 
+    #: Keys of the shared sections that moved into ``lenses:`` (old dotted key -> key in the
+    #: section): a config that still uses one is refused naming the new place.
+    moved_keys = {
+        "survey": "survey",
+        "surveys": "surveys",
+        "bands": "bands",
+        "simulate.stamp_size": "stamp_size",
+        "simulate.supersampling": "supersampling",
+        "simulate.exposures": "exposures",
+        "simulate.reference_band": "reference_band",
+        "simulate.kinds": "kinds",
+        "simulate.neighbours": "neighbours",
+        "simulate.priors": "priors",
+        "evaluate.snr_band": "snr_band",
+        "evaluate.theta_E_bins": "theta_E_bins",
+        "evaluate.snr_bins": "snr_bins",
+        "tiles": "tiles",
+    }
+
+    @property
+    def config_schema(self) -> dict:
+        """The ``lenses:`` section's schema (``config.schema.yaml`` beside this module)."""
+        return _config_schema()
+
+    def stage_settings(self, config: Mapping, stage: str) -> dict:
+        """The keys of ``lenses:`` each stage reads: simulate the set-up and population,
+        evaluate the strata, tiles the set-up, priors and tiles; the others none."""
+        section = self.settings(config)
+        return {k: section[k] for k in STAGE_SETTINGS.get(stage, ()) if k in section}
+
     def check_config(self, config: Mapping, given: set | None = None) -> None:
-        """The completeness is binned in a simulated band's S/N (``evaluate.snr_band``)."""
-        band = config["evaluate"]["snr_band"]
-        if given is not None and not {"evaluate", "bands"} <= given:
-            return
-        if band not in config["bands"]:
+        """Checks between the keys of ``lenses:``: kinds to draw, distinct bands, the S/N
+        band of the completeness simulated, increasing bins, and tiles whose catalogue uses
+        simulated bands and whose overlap holds a cutout."""
+        from skyscan.config import sections_given
+
+        s = self.settings(config)
+        bands = list(s["bands"])
+
+        def given_(*keys):
+            return sections_given(given, *(f"lenses.{k}" for k in keys))
+
+        if given_("kinds") and not sum(s["kinds"].values()) > 0:
             raise ConfigError(
-                f"config key 'evaluate.snr_band': {band!r} is not a simulated band "
-                f"(bands: {', '.join(config['bands'])})",
-                key="evaluate.snr_band",
+                "config key 'lenses.kinds': the fractions must not all be zero",
+                key="lenses.kinds",
+            )
+        if given_("bands") and len(set(bands)) != len(bands):
+            raise ConfigError(
+                f"config key 'lenses.bands' repeats a band: {bands}", key="lenses.bands"
+            )
+        band = s["snr_band"]
+        if given_("snr_band", "bands") and band not in bands:
+            raise ConfigError(
+                f"config key 'lenses.snr_band': {band!r} is not a simulated band "
+                f"(bands: {', '.join(bands)})",
+                key="lenses.snr_band",
+            )
+        for key in ("theta_E_bins", "snr_bins"):
+            edges = list(s[key])
+            if given_(key) and any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+                raise ConfigError(
+                    f"config key 'lenses.{key}': bin edges must increase, got {edges}",
+                    key=f"lenses.{key}",
+                )
+        if not given_("tiles"):
+            return
+        tiles = s["tiles"]
+        catalog = tiles["catalog"]
+        for key, used in (("band", [catalog["band"]]), ("color", catalog.get("color") or [])):
+            missing = [b for b in used if b not in bands]
+            if given_("bands") and missing:
+                raise ConfigError(
+                    f"config key 'lenses.tiles.catalog.{key}': band(s) {missing} are not "
+                    f"simulated (lenses.bands: {bands})",
+                    key=f"lenses.tiles.catalog.{key}",
+                )
+        if tiles["overlap"] >= tiles["size"]:
+            raise ConfigError(
+                f"config key 'lenses.tiles.overlap': {tiles['overlap']} pixels must be less "
+                f"than lenses.tiles.size ({tiles['size']})",
+                key="lenses.tiles.overlap",
+            )
+        stamp = s["stamp_size"]
+        if given_("stamp_size") and stamp > tiles["overlap"] + 1 and tiles["grid"] != [1, 1]:
+            raise ConfigError(
+                f"config key 'lenses.tiles.overlap': {tiles['overlap']} pixels is less than a "
+                f"cutout (lenses.stamp_size {stamp}): objects between tiles would be cut",
+                key="lenses.tiles.overlap",
             )
 
     def score_columns(self, names) -> list[str]:
@@ -117,9 +243,9 @@ class LensCase(Case):
         if column not in meta:
             bands = [c[4:] for c in meta if c.startswith("snr_")]
             raise ConfigError(
-                f"config key 'evaluate.snr_band': {band!r} is not a band of the dataset "
+                f"config key 'lenses.snr_band': {band!r} is not a band of the dataset "
                 f"(allowed: {', '.join(bands)})",
-                key="evaluate.snr_band",
+                key="lenses.snr_band",
             )
         return Strata(
             row_values=np.asarray(meta["theta_E"], dtype=float),
@@ -308,8 +434,10 @@ class LensCase(Case):
             tile=row.get("tile"),
             score=score,
             kind=row["kind"],
-            theta_E=row.get("theta_E") if lens else None,
-            snr=max(snrs) if lens and snrs else None,
+            truth=[
+                ('θE={:.2f}"', row.get("theta_E") if lens else None),
+                ("S/N={:.0f}", max(snrs) if lens and snrs else None),
+            ],
         )
 
     def preview(self, shards, out, per_kind: int = 4):

@@ -6,7 +6,7 @@ with :mod:`skyscan.tiles.io`) and a catalogue of galaxies, and adds around a ran
 them the light of a lensed source, each galaxy being the deflector: its own light is the real
 one, so only the source is rendered.  The source and the lens model (theta_E, ellipticity,
 shear, source size, offset and magnitudes) come from the simulator's priors (the config's
-``simulate.priors``), rendered with the survey's PSF by the same renderer as the training
+``lenses.priors``), rendered with the survey's PSF by the same renderer as the training
 sets (:func:`skyscan.cases.lenses.tiles.render_stamps`), and the added light gets its own Poisson
 noise (the simulator's :func:`skyscan.cases.lenses.sim.add_noise` with no background term: the tile
 already has its background noise).
@@ -121,7 +121,7 @@ def _draw_sources(config: Mapping, bands: list[str], rng, n: int) -> dict[str, n
     """Lens models and sources from the simulator's priors, the deflector's light off and
     its mass centred on the galaxy (the stamp centre)."""
     sim_cfg = dict(
-        config["simulate"],
+        config["lenses"],
         kinds={"lens": 1, "no_source": 0, "companion": 0, "ring": 0, "spiral": 0, "star_blend": 0},
         neighbours={"field": 0, "star": 0, "min_distance": 0.0},  # the real sky has its own
     )
@@ -248,13 +248,14 @@ def inject_arcs(
         Galaxies (:func:`read_galaxies`); those on a tile, at least ``tiles.stamp_size / 2``
         pixels inside its edge, may be chosen.
     tiles_dir : str or Path
-        Folder of the tiles (``pattern``; bands as ``config["bands"]``).
+        Folder of the tiles (``pattern``; bands as ``config["lenses"]["bands"]``).
     out_dir : str or Path
         Where the new tiles and ``injections.parquet`` go (must differ from ``tiles_dir``).
     config : mapping
-        A validated config: ``survey``/``surveys`` and ``bands`` (PSF, zero points, depth),
-        ``simulate`` (priors, super-sampling, exposures), ``tiles.stamp_size`` (the smallest
-        rendering stamp) and ``seed`` (unless ``seed`` is given).
+        A validated config: its ``lenses`` section's ``survey``/``surveys`` and ``bands``
+        (PSF, zero points, depth), ``priors``, ``supersampling``, ``exposures`` and
+        ``tiles.stamp_size`` (the smallest rendering stamp), and ``seed`` (unless ``seed``
+        is given).
     fraction, n : optional
         Exactly one: the fraction, or number, of the catalogue galaxies on the tiles that get
         an arc.
@@ -290,8 +291,9 @@ def inject_arcs(
     tiles_dir, out_dir = Path(tiles_dir), Path(out_dir)
     if out_dir.resolve() == tiles_dir.resolve():
         raise UsageError(f"{out_dir}: the output folder must not be the tiles' folder")
-    survey = get_survey(config["survey"], config.get("surveys"))
-    bands = get_bands(survey, config["bands"])
+    lens = config["lenses"]  # the case's section: set-up, priors, tiles.stamp_size
+    survey = get_survey(lens["survey"], lens.get("surveys"))
+    bands = get_bands(survey, lens["bands"])
     names = [b.name for b in bands]
     pix = bands[0].pixel_scale
     seed = int(config["seed"] if seed is None else seed)
@@ -299,7 +301,7 @@ def inject_arcs(
     tiles, problems = find_tiles(tiles_dir, names, pattern, hdu)
     for name, reason in problems.items():
         log.warning("tile %s skipped: %s", name, reason)
-    smallest = int(config["tiles"]["stamp_size"])
+    smallest = int(lens["tiles"]["stamp_size"])
     margin = smallest // 2
 
     # Where each galaxy falls: (galaxy row, tile index, x, y) for every tile holding it.
@@ -337,9 +339,7 @@ def inject_arcs(
     params = _draw_sources(config, names, rng, len(chosen))
     slot = {int(g): k for k, g in enumerate(chosen)}
 
-    observation = Observation(
-        bands, smallest, config["simulate"]["supersampling"], config["simulate"]["exposures"]
-    )
+    observation = Observation(bands, smallest, lens["supersampling"], lens["exposures"])
     observations = {smallest: observation}
     exposure = [observation.exposure_time(b) for b in bands]
     rows = []

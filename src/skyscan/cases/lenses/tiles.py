@@ -118,24 +118,23 @@ def make_tiles(config: Mapping, out_dir: str | Path) -> dict:
         A summary (tiles, counts per kind), also written as ``tiles.json``.
     """
 
-    tc = config["tiles"]
-    survey = get_survey(config["survey"], config.get("surveys"))
-    bands = get_bands(survey, config["bands"])
+    lens = config["lenses"]  # the case's section: set-up, priors, tiles
+    tc = lens["tiles"]
+    survey = get_survey(lens["survey"], lens.get("surveys"))
+    bands = get_bands(survey, lens["bands"])
     names = [b.name for b in bands]
     if tc["catalog"]["band"] not in names or not set(tc["catalog"]["color"] or []) <= set(names):
         raise ConfigError(
-            f"config key 'tiles.catalog': band {tc['catalog']['band']!r} and colour "
+            f"config key 'lenses.tiles.catalog': band {tc['catalog']['band']!r} and colour "
             f"{tc['catalog']['color']} must use the simulated bands {names}"
         )
     pix = bands[0].pixel_scale
     stamp = int(tc["stamp_size"])
-    obs = Observation(
-        bands, stamp, config["simulate"]["supersampling"], config["simulate"]["exposures"]
-    )
-    tile_obs = Observation(bands, tc["size"], 1, config["simulate"]["exposures"])
+    obs = Observation(bands, stamp, lens["supersampling"], lens["exposures"])
+    tile_obs = Observation(bands, tc["size"], 1, lens["exposures"])
     observations = {stamp: obs}
     sim_defl = dict(
-        config["simulate"],
+        lens,
         kinds={"no_source": 1, "lens": 0, "companion": 0, "ring": 0, "spiral": 0, "star_blend": 0},
         # The tile draws its own field objects over the whole tile: none in the stamps too.
         neighbours={"field": 0, "star": 0, "min_distance": 0.0},

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from skyscan.core.case import Case, Headline, Strata
+from skyscan.core.case import Case, Gallery, Headline, Strata, Worst
 from skyscan.core.errors import ConfigError
 
 __all__ = [
@@ -62,6 +62,17 @@ DEFAULT_KIND_FRACTIONS = {
     "edge": 0.06,
 }
 
+#: The keys of the ``transients`` section the simulator reads (all that a triplet's bytes
+#: depend on), and those of the completeness strata.
+SIMULATION_KEYS = ("setup", "kinds", "mag_min")
+STRATA_KEYS = ("mag_bins", "snr_bins")
+#: The keys each workflow stage reads (the others read none): only edits to them rerun it.
+STAGE_SETTINGS = {
+    "simulate": SIMULATION_KEYS,
+    "evaluate": STRATA_KEYS,
+    "alerts": (*SIMULATION_KEYS, "alerts"),
+}
+
 CONFIG_SCHEMA = {
     "description": "The transient real/bogus case (used when case: transients).",
     "type": "object",
@@ -76,27 +87,28 @@ CONFIG_SCHEMA = {
         "kinds": {
             "description": "Relative fractions of each kind (real: host_sn, hostless, "
             "variable_star; bogus: dipole, cosmic_ray, bad_pixel, bright_star, psf_mismatch, "
-            "edge). A kind left out is not simulated.",
+            "edge). A kind left out is not simulated; they must not all be zero.",
             "type": "object",
             "additionalProperties": False,
             "properties": {k: {"type": "number", "minimum": 0} for k in REAL_KINDS + BOGUS_KINDS},
             "default": dict(DEFAULT_KIND_FRACTIONS),
         },
         "mag_min": {
-            "description": "Brightest transient magnitude (AB); the faintest is the set-up's "
-            "limit + 0.5, so some are below detection.",
+            "description": "Brightest transient magnitude (AB), at least 2 mag brighter "
+            "than the set-up's 5-sigma limit; the faintest is the limit + 0.5, so some are "
+            "below detection.",
             "type": "number",
             "default": 15.0,
         },
         "mag_bins": {
-            "description": "Magnitude bin edges of the completeness grid.",
+            "description": "Magnitude bin edges of the completeness grid (increasing).",
             "type": "array",
             "items": {"type": "number"},
             "minItems": 2,
             "default": [15, 17, 18, 19, 20, 21, 25],
         },
         "snr_bins": {
-            "description": "Difference-image S/N bin edges of the completeness grid.",
+            "description": "Difference-image S/N bin edges of the completeness grid (increasing).",
             "type": "array",
             "items": {"type": "number"},
             "minItems": 2,
@@ -152,18 +164,47 @@ class TransientCase(Case):
     models = ("vgg6", "deephits")
     config_schema = CONFIG_SCHEMA
     galleries = (
-        ("false_positives", "top_negatives", "highest-scoring bogus detections"),
-        ("missed_real", "bottom_positives", "lowest-scoring real detections"),
+        Gallery("false_positives", Worst.TOP_NEGATIVES, "highest-scoring bogus detections"),
+        Gallery("missed_real", Worst.BOTTOM_POSITIVES, "lowest-scoring real detections"),
     )
 
     def stage_settings(self, config: Mapping, stage: str) -> dict:
-        """simulate: the simulator's keys; evaluate: the strata's bins; alerts: everything."""
+        """simulate: the simulator's keys; evaluate: the strata's bins; alerts: the
+        simulator's keys and the alerts'; the other stages read none."""
         section = self.settings(config)
-        if stage == "simulate":
-            return {k: v for k, v in section.items() if k not in ("mag_bins", "snr_bins", "alerts")}
-        if stage == "evaluate":
-            return {k: section[k] for k in ("mag_bins", "snr_bins") if k in section}
-        return section
+        return {k: section[k] for k in STAGE_SETTINGS.get(stage, ()) if k in section}
+
+    def check_config(self, config: Mapping, given: set | None = None) -> None:
+        """Checks between the keys of ``transients:`` (the schema has checked each alone):
+        kinds to draw, a brightest magnitude at least 2 mag above the set-up's limit (the
+        simulator draws from it to the limit + 0.5), increasing bin edges."""
+        from skyscan.config import sections_given
+
+        s = self.settings(config)
+        if sections_given(given, "transients.kinds") and not sum(s["kinds"].values()) > 0:
+            raise ConfigError(
+                "config key 'transients.kinds': the fractions must not all be zero",
+                key="transients.kinds",
+            )
+        if given is None or given & {"transients.mag_min", "transients.setup"}:
+            from skyscan.cases.transients.simulate import SETUPS
+
+            setup, mag_min = SETUPS[s["setup"]], s["mag_min"]
+            if not mag_min <= setup.limiting_mag - 2:
+                raise ConfigError(
+                    f"config key 'transients.mag_min': {mag_min} must be at least 2 mag "
+                    f"brighter than the {setup.name} limit {setup.limiting_mag}",
+                    key="transients.mag_min",
+                )
+        for key in STRATA_KEYS:
+            edges = list(s[key])
+            if sections_given(given, f"transients.{key}") and any(
+                b <= a for a, b in zip(edges, edges[1:], strict=False)
+            ):
+                raise ConfigError(
+                    f"config key 'transients.{key}': bin edges must increase, got {edges}",
+                    key=f"transients.{key}",
+                )
 
     def score_columns(self, names) -> list[str]:
         """Identity, magnitude, S/N and seeing beside each score."""
@@ -172,14 +213,9 @@ class TransientCase(Case):
 
     def strata(self, meta: Mapping[str, Any], spec: Mapping) -> Strata:
         """Transient magnitude x difference-image S/N."""
+        # Checked at load (check_config); a spec without them takes the schema's defaults.
         mag_bins = list(spec.get("mag_bins", CONFIG_SCHEMA["properties"]["mag_bins"]["default"]))
         snr_bins = list(spec.get("snr_bins", CONFIG_SCHEMA["properties"]["snr_bins"]["default"]))
-        for key, bins in (("mag_bins", mag_bins), ("snr_bins", snr_bins)):
-            if any(b <= a for a, b in zip(bins[:-1], bins[1:], strict=True)):
-                raise ConfigError(
-                    f"config key 'transients.{key}': bin edges must increase, got {bins}",
-                    key=f"transients.{key}",
-                )
         return Strata(
             row_values=np.asarray(meta["mag"], dtype=float),
             col_values=np.asarray(meta["snr"], dtype=float),

@@ -44,13 +44,9 @@ def make_demo_alerts(
         The number of alerts written.
     """
     from skyscan.cases.transients.alerts import write_avro_alerts, write_parquet_alerts
-    from skyscan.cases.transients.simulate import (
-        resolve_section,
-        simulate_block,
-        simulation_section,
-    )
+    from skyscan.cases.transients.simulate import simulate_block, simulation_settings
 
-    section = resolve_section(simulation_section(config))
+    section = simulation_settings(config.get("transients"))
     settings = config.get("transients") or {}
     n = int(n or settings.get("alerts", {}).get("n", 200))
     fmt = fmt or Path(out).suffix.lstrip(".")

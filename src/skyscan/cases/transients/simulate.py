@@ -86,7 +86,7 @@ from scipy import fft as sfft
 from scipy import special
 
 import skyscan
-from skyscan.cases.transients import BOGUS_KINDS, DEFAULT_KIND_FRACTIONS, REAL_KINDS
+from skyscan.cases.transients import BOGUS_KINDS, CONFIG_SCHEMA, REAL_KINDS, SIMULATION_KEYS
 from skyscan.config import config_hash
 from skyscan.core.errors import ConfigError
 from skyscan.core.profiles import fwhm_to_sigma, sersic_b_n, sersic_total_flux
@@ -100,9 +100,9 @@ __all__ = [
     "REAL_KINDS",
     "BOGUS_KINDS",
     "KINDS",
-    "DEFAULTS",
     "IMAGE_UNITS",
-    "resolve_section",
+    "simulation_settings",
+    "magnitude_grid",
     "simulate_block",
     "run_transient_simulation",
     "shard_path",
@@ -112,16 +112,6 @@ __all__ = [
 IMAGE_UNITS = "counts"
 
 KINDS = REAL_KINDS + BOGUS_KINDS
-
-#: Defaults of the ``transients`` config section.  A ``kinds`` given there replaces this one
-#: whole (kinds it does not name get 0, as ``simulate.kinds`` does); ``mag_bins`` null means
-#: half-magnitude bins from ``mag_min`` to the set-up's limit + 0.5.
-DEFAULTS = {
-    "setup": "ztf",
-    "kinds": dict(DEFAULT_KIND_FRACTIONS),
-    "mag_min": 15.0,
-    "mag_bins": None,
-}
 
 _SUPERSAMPLING = 3  # sub-pixels per side for galaxies
 _MISMATCH_MAX = 1.4  # largest factor on the broad PSF width of psf_mismatch
@@ -285,67 +275,36 @@ def _get_setup(setup) -> TransientSetup:
     return SETUPS[setup]
 
 
-def resolve_section(section: Mapping | None) -> dict:
-    """The ``transients`` section merged over :data:`DEFAULTS` and checked.
+def simulation_settings(section: Mapping | None) -> dict:
+    """The simulator's settings from a ``transients`` config section.
 
-    ``kinds`` comes back with every kind (0 for those not named) and ``mag_bins`` as a list.
+    The section was checked at load (the schema and
+    :meth:`skyscan.cases.transients.TransientCase.check_config`); here keys left out take the
+    schema's defaults, ``kinds`` comes back with every kind of :data:`KINDS` (0 for those not
+    named) and the fractions and ``mag_min`` as floats.
 
-    Raises
-    ------
-    ConfigError
-        Naming the key: an unknown key, set-up or kind, a negative or all-zero fraction, a
-        ``mag_min`` too faint for the set-up, unsorted ``mag_bins``.
+    Returns
+    -------
+    dict
+        ``setup`` (a name of :data:`SETUPS`), ``kinds``, ``mag_min``.
     """
     section = dict(section or {})
-    for key in section:
-        if key not in DEFAULTS:
-            raise _config_error(
-                f"transients.{key}", f"unknown key (allowed: {', '.join(DEFAULTS)})"
-            )
-    out = copy.deepcopy(DEFAULTS)
-    out.update(copy.deepcopy(section))
-    setup = _get_setup(out["setup"])
-    kinds = out["kinds"]
-    if not isinstance(kinds, Mapping):
-        raise _config_error("transients.kinds", "expected a mapping kind -> fraction")
-    for kind, value in kinds.items():
-        if kind not in KINDS:
-            raise _config_error(
-                f"transients.kinds.{kind}", f"unknown kind (allowed: {', '.join(KINDS)})"
-            )
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-            raise _config_error(
-                f"transients.kinds.{kind}", f"expected a number >= 0, got {value!r}"
-            )
-    out["kinds"] = {k: float(kinds.get(k, 0.0)) for k in KINDS}
-    if sum(out["kinds"].values()) <= 0:
-        raise _config_error("transients.kinds", "the fractions must not all be zero")
-    mag_min = out["mag_min"]
-    if isinstance(mag_min, bool) or not isinstance(mag_min, int | float):
-        raise _config_error("transients.mag_min", f"expected a number, got {mag_min!r}")
-    if not mag_min <= setup.limiting_mag - 2:
-        raise _config_error(
-            "transients.mag_min",
-            f"{mag_min} must be at least 2 mag brighter than the {setup.name} limit "
-            f"{setup.limiting_mag}",
-        )
-    out["mag_min"] = float(mag_min)
-    if out["mag_bins"] is None:
-        top = setup.limiting_mag + 0.5
-        out["mag_bins"] = [float(v) for v in np.arange(mag_min, top + 1e-9, 0.5)]
-        if out["mag_bins"][-1] < top:
-            out["mag_bins"].append(float(top))
-    else:
-        bins = out["mag_bins"]
-        if (
-            not isinstance(bins, list | tuple)
-            or len(bins) < 2
-            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in bins)
-            or any(b <= a for a, b in zip(bins, bins[1:], strict=False))
-        ):
-            raise _config_error("transients.mag_bins", "expected an increasing list of numbers")
-        out["mag_bins"] = [float(v) for v in bins]
+    schema = CONFIG_SCHEMA["properties"]
+    out = {k: copy.deepcopy(section.get(k, schema[k]["default"])) for k in SIMULATION_KEYS}
+    out["kinds"] = {k: float(out["kinds"].get(k, 0.0)) for k in KINDS}
+    out["mag_min"] = float(out["mag_min"])
     return out
+
+
+def magnitude_grid(setup, mag_min: float) -> list[float]:
+    """Half-magnitude edges from ``mag_min`` to the set-up's limit + 0.5 (the simulated
+    range of the real transients), recorded in the shards' metadata as ``mag_bins``."""
+    setup = _get_setup(setup)
+    top = setup.limiting_mag + 0.5
+    edges = [float(v) for v in np.arange(mag_min, top + 1e-9, 0.5)]
+    if edges[-1] < top:
+        edges.append(float(top))
+    return edges
 
 
 # ---------------------------------------------------------------------------------------------
@@ -825,8 +784,8 @@ def simulate_block(
     setup : str or TransientSetup
         A name in :data:`SETUPS` or a set-up.
     section : mapping
-        The ``transients`` config section (merged over :data:`DEFAULTS` here; its ``setup``
-        is ignored in favour of ``setup``).
+        The ``transients`` config section, checked at load (:func:`simulation_settings`
+        fills the keys left out; its ``setup`` is ignored in favour of ``setup``).
     seed, block : int
     start, stop : int
         Global row range inside the block.
@@ -840,7 +799,7 @@ def simulate_block(
         ``index`` (int64), ``kind`` (str objects), ``label`` (int8) and float64 parameters.
     """
     setup = _get_setup(setup)
-    section = resolve_section({**dict(section or {}), "setup": setup.name})
+    section = simulation_settings({**dict(section or {}), "setup": setup.name})
     first = block * BLOCK_SIZE
     if not first <= start < stop <= first + BLOCK_SIZE:
         raise ValueError(f"rows [{start}, {stop}) are not inside block {block}")
@@ -904,7 +863,7 @@ class _Plan(ShardPlan):
             "filter": s.band,
             "noise": self.noise,
             "kinds": self.section["kinds"],
-            "mag_bins": self.section["mag_bins"],
+            "mag_bins": magnitude_grid(s, self.section["mag_min"]),
             "seed": self.seed,
             "shard": shard,
             "rows": [start, stop],
@@ -912,21 +871,9 @@ class _Plan(ShardPlan):
         }
 
 
-#: Keys of the ``transients`` section that are not the simulator's (any other unknown key is
-#: still an error)
-NOT_SIMULATION_KEYS = ("mag_bins", "snr_bins", "alerts")
-
-
-def simulation_section(config: Mapping) -> dict:
-    """The simulator's keys of the config's ``transients`` section (the rest, e.g. the
-    evaluation's ``snr_bins`` or the demo ``alerts``, does not change a triplet)."""
-    section = dict(config.get("transients") or {})
-    return {k: v for k, v in section.items() if k not in NOT_SIMULATION_KEYS}
-
-
 def _plan(config: Mapping) -> _Plan:
     sim = config["simulate"]
-    section = resolve_section(simulation_section(config))
+    section = simulation_settings(config.get("transients"))
     setup = _get_setup(section["setup"])
     identity = {
         "case": "transients",
@@ -979,7 +926,7 @@ def run_transient_simulation(
     ----------
     config : mapping
         The validated skyscan config: ``seed``, ``simulate.n``, ``simulate.shard_size``,
-        ``simulate.noise`` and the ``transients`` section (merged over :data:`DEFAULTS`).
+        ``simulate.noise`` and the ``transients`` section (:func:`simulation_settings`).
     out_dir : str or Path
     shards : iterable of int, optional
         Which shards to write (default all).  Complete shards of the same config are skipped.

@@ -32,7 +32,7 @@ def parser() -> argparse.ArgumentParser:
     how_many.add_argument("--n", type=int, help="number of galaxies to inject into")
     p.add_argument("--seed", type=int, help="random seed (default: the config's seed)")
     p.add_argument(
-        "--config", help="YAML/JSON config (survey, bands, simulate priors, tiles.stamp_size)"
+        "--config", help="YAML/JSON config (lenses: survey, bands, priors, tiles.stamp_size)"
     )
     p.add_argument("--survey", help="override the config's survey (PSF, zero points, depth)")
     p.add_argument("--bands", help="override the config's bands, comma-separated, e.g. g,r,i")
@@ -63,12 +63,12 @@ def _run(args) -> int:
     from skyscan.config import load_config
 
     torch.set_num_threads(1)
-    overrides = {}
+    lens: dict = {}
     if args.survey:
-        overrides["survey"] = args.survey
+        lens["survey"] = args.survey
     if args.bands:
-        overrides["bands"] = [b.strip() for b in args.bands.split(",") if b.strip()]
-    config = load_config(args.config, overrides)
+        lens["bands"] = [b.strip() for b in args.bands.split(",") if b.strip()]
+    config = load_config(args.config, {"case": "lenses", "lenses": lens}, stage="tiles")
     summary = inject_arcs(
         args.catalog,
         args.tiles,

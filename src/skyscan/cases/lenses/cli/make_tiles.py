@@ -20,7 +20,7 @@ def parser() -> argparse.ArgumentParser:
             "then indexes them for the search."
         ),
     )
-    p.add_argument("--config", help="YAML/JSON config (seed, survey, bands, simulate, tiles)")
+    p.add_argument("--config", help="YAML/JSON config (seed; lenses: survey, bands, priors, tiles)")
     p.add_argument("--out", required=True, help="folder for the tiles and catalogues")
     return p
 
@@ -41,7 +41,8 @@ def _run(args) -> int:
     from skyscan.config import load_config
 
     torch.set_num_threads(1)
-    summary = make_tiles(load_config(args.config), args.out)
+    config = load_config(args.config, {"case": "lenses"}, stage="tiles")
+    summary = make_tiles(config, args.out)
     print(json.dumps({k: summary[k] for k in ("objects", "catalog_rows")}, indent=1))
     return 0
 

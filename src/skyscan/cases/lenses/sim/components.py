@@ -10,7 +10,7 @@ function that renders it.  The population
 (:mod:`.population`: colour priors, blanking the columns a kind lacks, the label)
 and the renderer (:func:`skyscan.cases.lenses.sim.render.render`) both read this table, so adding a
 component is one :class:`LightComponent` entry plus its render function, its priors in the
-config (``simulate.priors.<name>_mag``, ``<name>_colors`` and the shape priors) and their draw
+config (``lenses.priors.<name>_mag``, ``<name>_colors`` and the shape priors) and their draw
 in :meth:`skyscan.cases.lenses.sim.population.Population.draw`.
 
 A component's columns are named ``<name>_...``: its magnitudes ``<name>_mag_<band>`` set its
@@ -47,7 +47,7 @@ __all__ = [
     "is_lens",
 ]
 
-#: The kinds of systems (column ``kind``), in the order of ``simulate.kinds``.
+#: The kinds of systems (column ``kind``), in the order of ``lenses.kinds``.
 KINDS = ("lens", "no_source", "companion", "ring", "spiral", "star_blend")
 
 

@@ -8,7 +8,7 @@ so that a stamp's neighbours look like the objects around a tile's candidates.
 Magnitudes follow number counts ``dN/dm ~ 10^(slope m)`` in the i band; other bands follow
 from fixed colour tables.  Galaxies are elliptical Sersics whose size shrinks with magnitude;
 stars are points.  Densities (objects per square arcminute) are the caller's:
-``tiles.densities`` and ``simulate.neighbours`` in the config, both 40 galaxies and 4 stars by
+``lenses.tiles.densities`` and ``lenses.neighbours`` in the config, both 40 galaxies and 4 stars by
 default.
 """
 

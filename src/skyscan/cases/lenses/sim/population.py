@@ -27,7 +27,7 @@ Kinds (column ``kind``; ``label`` is 1 for the kinds that carry a lensed light c
     A deflector with a bright star close by.
 
 Every kind also has line-of-sight neighbours: field galaxies and stars of
-:mod:`.field` (the survey tiles' number counts and sizes) at ``simulate.neighbours``
+:mod:`.field` (the survey tiles' number counts and sizes) at ``lenses.neighbours``
 densities, a Poisson number per stamp in fixed slots (4 galaxies, 1 star), scattered uniformly
 over the stamp outside ``min_distance`` of its centre, and drawn after everything else so the
 other columns do not depend on them.  They are not lensed signal.
@@ -83,7 +83,7 @@ class Prior:
     key : str
         Dotted config key (for error messages).
     spec : mapping
-        ``{"dist": ..., parameters}``; see ``schemas/config.schema.yaml``.
+        ``{"dist": ..., parameters}``; see ``cases/lenses/config.schema.yaml``.
     """
 
     def __init__(self, key: str, spec: Mapping):
@@ -193,7 +193,8 @@ class Population:
     Parameters
     ----------
     sim_config : mapping
-        The validated ``simulate`` section.
+        The validated ``lenses`` config section (``kinds``, ``reference_band``, ``priors``,
+        ``neighbours``, ``stamp_size``).
     bands : list of str
         Band names, in channel order.
     """
@@ -207,18 +208,18 @@ class Population:
         kinds = dict(sim_config["kinds"])
         total = sum(kinds.get(k, 0.0) for k in KINDS)
         if not total > 0:
-            raise ConfigError("config key 'simulate.kinds': the fractions must not all be zero")
+            raise ConfigError("config key 'lenses.kinds': the fractions must not all be zero")
         self.kind_cdf = np.cumsum([kinds.get(k, 0.0) / total for k in KINDS])
         self.reference = sim_config["reference_band"]
         pri = sim_config["priors"]
         self.priors = {
-            name: parse_prior(f"simulate.priors.{name}", spec)
+            name: parse_prior(f"lenses.priors.{name}", spec)
             for name, spec in pri.items()
             if not name.endswith("_colors")
         }
         self.colors = {}
         for comp in self.COMPONENTS:
-            key = f"simulate.priors.{comp}_colors"
+            key = f"lenses.priors.{comp}_colors"
             spec = pri[f"{comp}_colors"]
             chains = _color_offsets(key, spec, self.reference, self.bands)
             used = sorted({name for chain in chains.values() for name, _ in chain})
@@ -248,11 +249,11 @@ class Population:
         if not any(density.values()):
             return
         if pixel_scale is None:
-            raise ValueError("Population: neighbours (simulate.neighbours) need the pixel scale")
+            raise ValueError("Population: neighbours (lenses.neighbours) need the pixel scale")
         self.half_side = sim_config["stamp_size"] * pixel_scale / 2
         if not self.min_distance < self.half_side:
             raise ConfigError(
-                f"config key 'simulate.neighbours.min_distance': {self.min_distance:g} arcsec "
+                f"config key 'lenses.neighbours.min_distance': {self.min_distance:g} arcsec "
                 f"must be below half the stamp side ({self.half_side:g} arcsec)"
             )
         # The densities hold where neighbours may fall: the stamp less the central disc.
@@ -263,7 +264,7 @@ class Population:
             lost = stats.poisson.sf(len(slots), mean)
             if slots and lost > 0.01:  # counts are capped at the slots
                 log.warning(
-                    "simulate.neighbours.%s: %.2f per stamp on average but %d slot(s): "
+                    "lenses.neighbours.%s: %.2f per stamp on average but %d slot(s): "
                     "%.1f%% of stamps have more than fit (a smaller stamp or density avoids it)",
                     kind,
                     mean,

@@ -78,14 +78,14 @@ class Observation:
             raise ConfigError(f"bands must share one pixel_scale, got {sorted(scales)}")
         if not (isinstance(self.supersampling, int) and self.supersampling >= 1):
             raise ConfigError(
-                "config key 'simulate.supersampling' must be an integer >= 1, "
+                "config key 'lenses.supersampling' must be an integer >= 1, "
                 f"got {self.supersampling!r}"
             )
         if self.exposures not in ("single", "coadd") and not (
             isinstance(self.exposures, int) and self.exposures >= 1
         ):
             raise ConfigError(
-                "config key 'simulate.exposures' must be 'single', 'coadd' or a positive "
+                "config key 'lenses.exposures' must be 'single', 'coadd' or a positive "
                 f"integer, got {self.exposures!r}"
             )
 

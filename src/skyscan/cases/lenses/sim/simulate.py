@@ -26,6 +26,10 @@ from skyscan.data.shards import images_to_array
 
 __all__ = ["SimulationPlan", "simulate_rows", "write_shard", "run_simulation", "shard_path"]
 
+#: Simulation keys of the ``lenses:`` section left out of a shard's ``config_hash`` as they
+#: were never in it: the survey enters through its bands' properties.
+NOT_IN_IDENTITY = ("survey", "surveys", "bands")
+
 #: Units of the image pixels.
 IMAGE_UNITS = "e-/s per pixel (lenstronomy data_count_unit 'e-')"
 
@@ -56,17 +60,24 @@ class SimulationPlan(ShardPlan):
         """Build the plan from a config validated by :func:`skyscan.config.validate_config`."""
         import torch
 
-        sim = config["simulate"]
-        survey = get_survey(config["survey"], config.get("surveys"))
-        bands = get_bands(survey, config["bands"])
-        obs = Observation(bands, sim["stamp_size"], sim["supersampling"], sim["exposures"])
-        population = Population(sim, config["bands"], pixel_scale=obs.pixel_scale)
+        from skyscan.cases.lenses import SIMULATION_KEYS
+
+        sim = config["simulate"]  # the shared keys: n, shard_size, noise, device, compile
+        lens = config["lenses"]  # the case's: set-up, stamps, population
+        survey = get_survey(lens["survey"], lens.get("surveys"))
+        bands = get_bands(survey, lens["bands"])
+        obs = Observation(bands, lens["stamp_size"], lens["supersampling"], lens["exposures"])
+        population = Population(lens, lens["bands"], pixel_scale=obs.pixel_scale)
         device = _resolve_device(sim["device"])
-        # Everything the bytes of a shard depend on (not n: a shard's rows do not depend on it).
+        # Everything the bytes of a shard depend on (not n: a shard's rows do not depend on
+        # it).  "simulate" is the one section it was before the case had its own section (the
+        # shared keys and the case's simulation keys together), so the hash is unchanged.
+        settings = {k: v for k, v in sim.items() if k not in ("n", "preview")}
+        settings.update({k: lens[k] for k in SIMULATION_KEYS if k not in NOT_IN_IDENTITY})
         identity = {
             "seed": config["seed"],
             "bands": [dataclasses.asdict(b) for b in bands],
-            "simulate": {k: v for k, v in sim.items() if k not in ("n", "preview")},
+            "simulate": settings,
             "device": device.split(":")[0],
             "skyscan_version": skyscan.__version__,
             "torch_version": torch.__version__.split("+")[0],  # its generator draws the noise

@@ -197,7 +197,7 @@ def get_survey(name: str, custom: Mapping | None = None) -> Survey:
     for key in spec:
         if key not in _BAND_KEYS:
             raise ConfigError(
-                f"unknown config key 'surveys.{name}.{key}' "
+                f"unknown config key 'lenses.surveys.{name}.{key}' "
                 f"(allowed: bands, {', '.join(sorted(_BAND_KEYS))})"
             )
     bands = {}
@@ -206,7 +206,7 @@ def get_survey(name: str, custom: Mapping | None = None) -> Survey:
         for key in overrides:
             if key not in _BAND_KEYS:
                 raise ConfigError(
-                    f"unknown config key 'surveys.{name}.bands.{band_name}.{key}' "
+                    f"unknown config key 'lenses.surveys.{name}.bands.{band_name}.{key}' "
                     f"(allowed: {', '.join(sorted(_BAND_KEYS))})"
                 )
         if band_name in base.bands:
@@ -215,7 +215,8 @@ def get_survey(name: str, custom: Mapping | None = None) -> Survey:
             missing = sorted(_BAND_KEYS - set(overrides) - {"psf_type", "moffat_beta"})
             if missing:
                 raise ConfigError(
-                    f"config 'surveys.{name}.bands.{band_name}' is missing {', '.join(missing)}"
+                    f"config 'lenses.surveys.{name}.bands.{band_name}' is missing "
+                    f"{', '.join(missing)}"
                 )
             bands[band_name] = Band(name=band_name, **overrides)
     return Survey(name, bands)
@@ -225,7 +226,7 @@ def get_bands(survey: Survey, names) -> list[Band]:
     """Return the named bands of ``survey`` in order, failing on an unknown or repeated name."""
     names = list(names)
     if not names:
-        raise ConfigError("config key 'bands' must name at least one band")
+        raise ConfigError("config key 'lenses.bands' must name at least one band")
     if len(set(names)) != len(names):
-        raise ConfigError(f"config key 'bands' repeats a band: {names}")
+        raise ConfigError(f"config key 'lenses.bands' repeats a band: {names}")
     return [survey.band(n) for n in names]

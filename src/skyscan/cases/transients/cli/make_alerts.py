@@ -43,7 +43,7 @@ def _run(args) -> int:
     from skyscan.config import load_config
     from skyscan.core.errors import ConfigError, UsageError
 
-    config = load_config(args.config)
+    config = load_config(args.config, stage="alerts")
     if config["case"] != CASE.name:
         raise ConfigError(
             f"config key 'case': make-alerts is a verb of the {CASE.name} case, "
