@@ -53,6 +53,7 @@ __all__ = [
     "describe",
     "register_sample_kind",
     "dihedral_augment",
+    "apply_dihedral",
     "zoom_augment",
 ]
 
@@ -172,6 +173,12 @@ def dihedral_augment(images, generator=None):
 
     n = images.shape[0]
     choice = torch.randint(0, 8, (n,), generator=generator, device="cpu").to(images.device)
+    return apply_dihedral(images, choice)
+
+
+def apply_dihedral(images, choice):
+    """Turn each ``(N, C, H, W)`` image by its element of the dihedral group: ``choice`` in
+    0..7, quarter-turns ``choice % 4`` after a left-right flip when ``choice >= 4``."""
     out = images.clone()
     for k in range(8):
         mask = choice == k
@@ -179,8 +186,8 @@ def dihedral_augment(images, generator=None):
             continue
         x = images[mask]
         if k >= 4:
-            x = torch.flip(x, dims=(-1,))
-        out[mask] = torch.rot90(x, k % 4, dims=(-2, -1))
+            x = x.flip(-1)
+        out[mask] = x.rot90(k % 4, dims=(-2, -1))
     return out
 
 

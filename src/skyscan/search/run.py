@@ -895,28 +895,18 @@ def _finish(plan: SearchPlan, done: dict, errors: dict, skipped: int, tried: int
 def _output_schema(plan: SearchPlan, written) -> pa.Schema:
     if written:
         return pq.read_schema(partition_file(plan.scores_dir, *written[0])).remove_metadata()
-    if plan.context.loader == "catalog":
-        names = CATALOG_OUTPUT_COLUMNS
-        fields = [
-            f.with_name(f"input_{f.name}") if f.name in names else f for f in plan.input_schema
-        ]
-        return pa.schema(
-            fields
-            + [
-                pa.field("logit", pa.float64()),
-                pa.field("score", pa.float64()),
-                pa.field("flags", pa.int32()),
-            ]
-        )
-    fields = [
-        f.with_name(f"input_{f.name}") if f.name in OUTPUT_COLUMNS else f for f in plan.input_schema
+    on_tiles = plan.context.loader == "tiles"
+    names = OUTPUT_COLUMNS if on_tiles else CATALOG_OUTPUT_COLUMNS
+    fields = [f.with_name(f"input_{f.name}") if f.name in names else f for f in plan.input_schema]
+    where = [
+        pa.field("tile", pa.string()),
+        pa.field("x", pa.float64()),
+        pa.field("y", pa.float64()),
     ]
     return pa.schema(
         fields
+        + (where if on_tiles else [])
         + [
-            pa.field("tile", pa.string()),
-            pa.field("x", pa.float64()),
-            pa.field("y", pa.float64()),
             pa.field("logit", pa.float64()),
             pa.field("score", pa.float64()),
             pa.field("flags", pa.int32()),

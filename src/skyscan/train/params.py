@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from skyscan.core.errors import InputFileError
+from skyscan.data.samples import apply_dihedral
 from skyscan.train.datamodule import CutoutDataset
 
 __all__ = [
@@ -114,20 +115,12 @@ def dihedral_augment_parameters(
     choice = torch.randint(0, 8, (n,), generator=generator, device="cpu").to(images.device)
     flip = choice >= 4
     turns = choice % 4
-    out_images = images.clone()
+    out_images = apply_dihedral(images, choice)
     out = targets.clone()
     sx = [k for k, s in enumerate(symmetry) if s == "x"]
     sy = [k for k, s in enumerate(symmetry) if s == "y"]
     spin2 = [k for k, s in enumerate(symmetry) if s in ("spin2_1", "spin2_2")]
     second = [k for k, s in enumerate(symmetry) if s == "spin2_2"]
-    for k in range(8):
-        mask = choice == k
-        if not bool(mask.any()):
-            continue
-        x = images[mask]
-        if k >= 4:
-            x = torch.flip(x, dims=(-1,))
-        out_images[mask] = torch.rot90(x, k % 4, dims=(-2, -1))
     sign = torch.where(flip, -1.0, 1.0).to(out.dtype)
     if sx:
         out[:, sx[0]] = out[:, sx[0]] * sign
