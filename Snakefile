@@ -22,10 +22,18 @@ include: "workflow/rules/simulate.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/tiles.smk"
+
+
+# The case's own rules (workflow.smk in the case's folder): what its stages need beyond the
+# shared ones (the lens case's survey tiles and sky maps, the transient case's alert packets)
+# and what the shared search reads (SEARCH_TABLE, SEARCH_INDEX; see common.smk).
+CASE_RULES = CASE.workflow_rules()
+if CASE_RULES:
+
+    include: CASE_RULES
+
+
 include: "workflow/rules/search.smk"
-include: "workflow/rules/skymaps.smk"
-include: "workflow/rules/alerts.smk"
 include: "workflow/rules/index.smk"
 
 
@@ -37,18 +45,19 @@ localrules:
     results_index,
 
 
-# Every case simulates, builds datasets, trains and evaluates; the stages after that are the
-# case's (CASE.stages): a survey search with sky maps, or scoring alert packets; a network
-# that estimates parameters (train.target) stops at its own evaluation.
+# Every case simulates, builds datasets, trains and evaluates; the shared search runs for a
+# case with the "search" stage, and the case's own rules add their targets (CASE_TARGETS:
+# sky maps, alert scores); a network that estimates parameters (train.target) stops at its
+# own evaluation.
 FINAL_TARGETS = [SIM_SHARDS, SIM_PREVIEW, MODEL_CARD, f"{EVAL_DIR}/metrics.json"]
 if config["train"]["target"] == "parameters":
     # A parameter network (e.g. config/lensparams.yaml) is judged on its own metrics; the
     # search stages need a classifier.
     FINAL_TARGETS = [SIM_SHARDS, SIM_PREVIEW, MODEL_CARD, f"{EVAL_DIR}/param_metrics.json"]
-elif "search" in CASE.stages:
-    FINAL_TARGETS += [f"{SEARCH_DIR}/candidates.parquet", f"{SKYMAP_DIR}/skymaps.json"]
-if "alerts" in CASE.stages:
-    FINAL_TARGETS += [ALERT_SCORES]
+else:
+    if "search" in CASE.stages:
+        FINAL_TARGETS += [f"{SEARCH_DIR}/candidates.parquet"]
+    FINAL_TARGETS += CASE_TARGETS
 FINAL_TARGETS += [RESULTS_INDEX]
 
 

@@ -462,3 +462,18 @@ def test_candidates_carry_lens_parameters(setup, tmp_path):
     assert {"e1", "e1_lo", "e1_hi", "params_implausible"} <= set(cand)
     flagged = np.array(cand["params_implausible"], dtype=bool)
     assert flagged[(theta < 0.5) | (theta > 3.0)].all()  # outside the vetting range
+
+
+def test_catalog_import_date_follows_source_date_epoch(tmp_path, monkeypatch):
+    """SOURCE_DATE_EPOCH fixes hats_creation_date: two imports give the same bytes."""
+    csv = tmp_path / "cat.csv"
+    csv.write_text("id,ra,dec\n1,150.0,2.0\n2,150.1,2.1\n")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    first, second = tmp_path / "a" / "hats", tmp_path / "b" / "hats"
+    import_catalog(csv, first)
+    import_catalog(csv, second)
+    assert "hats_creation_date=2023-11-14T22:13UTC" in (first / "hats.properties").read_text()
+    files = sorted(p for p in first.rglob("*") if p.is_file())
+    assert len(files) > 3
+    for f in files:
+        assert f.read_bytes() == (second / f.relative_to(first)).read_bytes(), f

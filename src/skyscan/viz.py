@@ -134,7 +134,10 @@ def save_grid(
         for r, text in enumerate(row_titles[:nrows]):
             axes[r][0].set_ylabel(text, fontsize=8)
     if title:
-        fig.suptitle(title, fontsize=9)
+        import textwrap
+
+        # about 12 characters an inch at 9 pt: a long title wraps instead of being cut
+        fig.suptitle(textwrap.fill(title, max(40, int(ncols * cell_inches * 12))), fontsize=9)
     save_figure_atomic(fig, path, dpi=110)
     plt.close(fig)
     return path
@@ -359,7 +362,10 @@ def stamp_gallery(
             axes[k // ncols][k % ncols], stamp, bands, caption, pixel_scale, scale_bar_arcsec, q
         )
     if title:
-        fig.suptitle(title, fontsize=9)
+        import textwrap
+
+        # about 12 characters an inch at 9 pt: a long title wraps instead of being cut
+        fig.suptitle(textwrap.fill(title, max(40, int(ncols * cell_inches * 12))), fontsize=9)
     save_figure_atomic(fig, path, dpi=110)
     plt.close(fig)
     return path

@@ -26,6 +26,7 @@ class MapsCase(Case):
     positive_kinds = ("signal",)
     negative_kinds = ("noise",)
     models = ("mapnet",)
+    stages = ("search",)  # its survey catalogue: workflow.smk beside this file
 
     def samples(self):
         from skyscan.data.samples import ArraySet

@@ -26,6 +26,7 @@ class PeriodicCase(Case):
     positive_kinds = ("periodic",)
     negative_kinds = ("red_noise",)
     models = ("seqconv",)
+    stages = ("search",)  # its survey catalogue: workflow.smk beside this file
     galleries = (
         Gallery("false_positives", Worst.TOP_NEGATIVES, "highest-scoring red noise"),
         Gallery("missed_periodic", Worst.BOTTOM_POSITIVES, "lowest-scoring periodic curves"),
@@ -81,9 +82,6 @@ class PeriodicCase(Case):
 
     def caption(self, row, score):
         return f"{row['kind']} p={score:.2f}"
-
-    def preview(self, shards, out, per_kind: int = 4):
-        raise NotImplementedError("no preview for the toy case")
 
     def simulate(self, config, out_dir, **options):
         from skyscan.data.driver import run_shards

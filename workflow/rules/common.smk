@@ -24,6 +24,24 @@ config.update(_validated)
 
 RESULTS = config["results"]
 LOGS = f"{RESULTS}/logs"
+SEARCH_DIR = f"{RESULTS}/search"
+
+# Absolute, so that a case's own rules (CASE.workflow_rules(), in the case's folder) name
+# the same environment and report captions as the shared ones.
+CONDA_ENV = str(Path(workflow.basedir) / "envs" / "skyscan-cpu.yaml")
+REPORT_CAPTIONS = Path(workflow.basedir) / "workflow" / "report"
+
+# What a case's own rules file sets (the Snakefile includes it before the shared search):
+#   SEARCH_TABLE   the catalogue table (Parquet) the shared search imports as HATS;
+#   SEARCH_INDEX   a tile index whose pixels the search cuts stamps from, or None when the
+#                  samples are the catalogue's own rows (light curves, packed arrays);
+#   CASE_TARGETS   the case's final outputs besides the shared stages' (sky maps, alert scores);
+#   CASE_INDEX_SECTIONS, CASE_PLOT_CAPTIONS   its plots on results/index.html.
+SEARCH_TABLE = None
+SEARCH_INDEX = None
+CASE_TARGETS = []
+CASE_INDEX_SECTIONS = []
+CASE_PLOT_CAPTIONS = {}
 
 
 # Which config made the results folder: a run into a folder made by a different config warns

@@ -1,35 +1,31 @@
 # The landing page: results/index.html links every plot of the run with a one-line caption,
-# the zoomed sky maps first (the all-sky Mollweide of a small search is nearly empty).
+# the case's own sections first (the lens case's zoomed sky maps: the all-sky Mollweide of a
+# small search is nearly empty).
 
 RESULTS_INDEX = f"{RESULTS}/index.html"
 
-#: One line per plot (file stem); galleries take their title from the science case.
+#: One line per plot (file stem); galleries take their title from the science case, and a
+#: case's own plots their caption from its rules (CASE_PLOT_CAPTIONS).
 PLOT_CAPTIONS = {
-    "candidates": "candidates above the evaluation's 1% false-positive threshold per HEALPix pixel",
-    "mean_score": "mean lens probability of the scored cutouts per HEALPix pixel",
-    "scored": "cutouts scored per HEALPix pixel",
-    "footprint": "the tiles' footprint (HEALPix MOC pixels searched)",
-    "injection_completeness": "recovery of the lenses injected into the tiles, by theta_E and S/N",
-    "gallery": "highest-scoring search candidates as colour composites, with id and probability",
+    "gallery": "highest-scoring search candidates as pictures, with id and probability",
     "roc": "ROC on the test split (logarithmic false-positive axis), operating point marked",
     "completeness": "completeness at the operating false-positive rate per stratum",
     "scores_by_kind": "score distributions of every kind of the test split",
     "reliability": "reliability diagram before and after temperature calibration",
-    "preview": "simulated systems, one row per kind",
-    "theta_E": "predicted against true Einstein radius of the test lenses, 1-sigma bars",
+    "preview": "simulated examples, one row per kind",
+    **{
+        p.name: f"predicted against true {p.description} of the test {CASE.positives}, 1-sigma bars"
+        for p in CASE.parameters
+    },
+    **CASE_PLOT_CAPTIONS,
 }
 # A parameter network (train.target: parameters) has its own evaluation plot and no search.
 PARAMETER_NETWORK = config["train"]["target"] == "parameters"
 INDEX_SECTIONS = []
-if "search" in CASE.stages and not PARAMETER_NETWORK:
-    INDEX_SECTIONS += [
-        (
-            "Sky maps (zoomed gnomonic view of the searched region, all-sky locator beside it)",
-            [f"{SKYMAP_DIR}/{name}.png" for name in
-             ("candidates", "mean_score", "scored", "footprint", "injection_completeness")],
-        ),
-        ("Search", [f"{SEARCH_DIR}/gallery.png"]),
-    ]
+if not PARAMETER_NETWORK:
+    INDEX_SECTIONS += CASE_INDEX_SECTIONS
+    if "search" in CASE.stages:
+        INDEX_SECTIONS += [("Search", [f"{SEARCH_DIR}/gallery.png"])]
 INDEX_SECTIONS += [
     (
         "Evaluation on the test split",

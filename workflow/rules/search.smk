@@ -1,15 +1,26 @@
-# Stage 6: the search of the tiles, one Dask task per partition of the HATS catalogue.
+# Stage 6 (cases with the "search" stage): the search of the case's survey catalogue, one Dask
+# task per partition of its HATS catalogue.  The case's own rules say what is searched:
+# SEARCH_TABLE, the catalogue table, and SEARCH_INDEX, the tile index stamps are cut through
+# (the lens case's survey tiles), or None when each catalogue row holds its own sample.
 
-SEARCH_DIR = f"{RESULTS}/search"
+if "search" in CASE.stages and SEARCH_TABLE is None:
+    raise WorkflowError(
+        f"case {CASE.name!r} has the search stage but its rules ({CASE.workflow_rules()}) set "
+        "no SEARCH_TABLE (the catalogue table to search)"
+    )
+SEARCH_HATS = f"{RESULTS}/search_catalog/catalog_hats" if SEARCH_TABLE else None
+if SEARCH_TABLE and SEARCH_INDEX:
+    # beside the tiles, where earlier runs of the lens case kept it
+    SEARCH_HATS = f"{os.path.dirname(SEARCH_TABLE)}/catalog_hats"
 
 
 rule catalog_import:
     """The input catalogue as a HATS catalogue (adaptive HEALPix partitions, one task each)."""
     input:
-        catalog=f"{TILES_DIR}/catalog.parquet",
+        catalog=SEARCH_TABLE or [],
         config=f"{RESULTS}/configs/search.json",
     output:
-        directory(f"{TILES_DIR}/catalog_hats"),
+        directory(SEARCH_HATS or f"{RESULTS}/search_catalog/catalog_hats"),
     log:
         f"{LOGS}/catalog_import.log",
     params:
@@ -20,43 +31,19 @@ rule catalog_import:
         mem_mb=4000,
         runtime=60,
     conda:
-        "../../envs/skyscan-cpu.yaml"
+        CONDA_ENV
     shell:
         "{params.skyscan} catalog import {input.catalog} --out {output}"
         " --partition-rows {params.rows} --overwrite > {log} 2>&1"
 
 
-rule tile_index:
-    """Which tiles cover which HEALPix pixel; pixel scale and background noise per tile."""
-    input:
-        TILE_FILES,
-        summary=f"{TILES_DIR}/tiles.json",
-        config=f"{RESULTS}/configs/search.json",
-    output:
-        directory(f"{TILES_DIR}/tile_index"),
-    log:
-        f"{LOGS}/tile_index.log",
-    params:
-        skyscan=SKYSCAN,
-        tiles=lambda wc, input: os.path.dirname(input.summary),
-        bands=",".join(TILE_BANDS),
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=60,
-    conda:
-        "../../envs/skyscan-cpu.yaml"
-    shell:
-        "{params.skyscan} tiles index {params.tiles} --out {output} --bands {params.bands}"
-        " --config {input.config} > {log} 2>&1"
-
-
 rule search:
-    """Score the catalogue on the tiles with the exported model (Dask, resumable)."""
+    """Score the catalogue with the exported model (Dask, resumable): stamps cut from the
+    tiles through the index, or the samples the catalogue's rows hold."""
     input:
         card=MODEL_CARD,
-        catalog=f"{TILES_DIR}/catalog_hats",
-        index=f"{TILES_DIR}/tile_index",
+        catalog=SEARCH_HATS or [],
+        index=SEARCH_INDEX or [],
         config=f"{RESULTS}/configs/search.json",
     output:
         scores=directory(f"{SEARCH_DIR}/scores"),
@@ -64,12 +51,13 @@ rule search:
         summary=f"{SEARCH_DIR}/summary.json",
         failures=f"{SEARCH_DIR}/failures.json",
         gallery=report(f"{SEARCH_DIR}/gallery.png", category="Search",
-                       caption="../report/gallery.rst"),
+                       caption=str(REPORT_CAPTIONS / "gallery.rst")),
     log:
         f"{LOGS}/search.log",
     params:
         skyscan=SKYSCAN,
         out=lambda wc, output: os.path.dirname(output.summary),
+        index=f"--index {SEARCH_INDEX}" if SEARCH_INDEX else "",
         # Dask workers = the job's threads (capped by --cores); 0 in the config: no Dask
         workers=lambda wc, threads: threads if config["search"]["workers"] else 0,
     threads: config["search"]["workers"] or 1
@@ -77,8 +65,8 @@ rule search:
         mem_mb=4000,
         runtime=240,
     conda:
-        "../../envs/skyscan-cpu.yaml"
+        CONDA_ENV
     shell:
-        "{params.skyscan} search --model {input.card} --index {input.index}"
+        "{params.skyscan} search --model {input.card} {params.index}"
         " --catalog {input.catalog} --out {params.out} --config {input.config}"
         " --workers {params.workers} > {log} 2>&1"

@@ -233,8 +233,13 @@ def import_catalog(
     try:
         pixels = _write_partitions(df, tmp, ra_column, dec_column, partition_rows, highest_order)
         schema = pq.read_schema(partition_file(tmp, *pixels[0])).remove_metadata()
+        import os
         from datetime import datetime, timezone
 
+        # SOURCE_DATE_EPOCH (the reproducible-builds convention) fixes the recorded date, so
+        # that the same config and seed give the same bytes (the search copies this date).
+        epoch = os.environ.get("SOURCE_DATE_EPOCH")
+        made = datetime.fromtimestamp(int(epoch), timezone.utc) if epoch else None
         write_hats_metadata(
             tmp,
             pixels,
@@ -243,7 +248,7 @@ def import_catalog(
             name=name or out_dir.name,
             ra_column=ra_column,
             dec_column=dec_column,
-            creation_date=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%MUTC"),
+            creation_date=(made or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%MUTC"),
         )
         if out_dir.exists():
             shutil.rmtree(out_dir)

@@ -52,6 +52,10 @@ def _run(args) -> int:
             path=args.shards[0],
         )
     path = case.preview(args.shards, args.out, per_kind=args.per_kind)
+    if path is None:  # the case leaves it to the shared preview
+        from skyscan.data.preview import write_preview
+
+        path = write_preview(case, args.shards, args.out, per_kind=args.per_kind)
     print(path)
     return 0
 

@@ -176,8 +176,9 @@ class Case:
     )
     #: plots the evaluation writes besides the galleries (file stems)
     base_plots: ClassVar[tuple[str, ...]] = ("roc", "completeness", "scores_by_kind", "reliability")
-    #: optional stages after the evaluation that the workflow runs for this case:
-    #: "search" (survey tiles, HEALPix search, sky maps), "alerts" (score alert packets)
+    #: optional stages after the evaluation that the workflow runs for this case: "search"
+    #: (the shared search of a HATS catalogue that the case's own rules name, see
+    #: :meth:`workflow_rules`), "alerts" (alert packets scored by the case's own rules)
     stages: ClassVar[tuple[str, ...]] = ()
     #: the case's own command-line verbs: verb -> (module with ``parser()`` and ``main()``,
     #: one line for ``skyscan --help``), listed there under the case's name.  A verb may not
@@ -324,8 +325,11 @@ class Case:
         return None
 
     def preview(self, shards: Sequence, out, per_kind: int = 4):
-        """Draw up to ``per_kind`` stamps of every kind in ``shards`` into the PNG ``out``."""
-        raise NotImplementedError
+        """Draw up to ``per_kind`` samples of every kind in ``shards`` into the PNG ``out`` and
+        return its path; None (the default) leaves it to the shared preview
+        (:func:`skyscan.data.preview.write_preview`: each sample as :meth:`picture` or the
+        sample description draws it, one row per kind)."""
+        return None
 
     def samples(self):
         """The case's sample description (a :class:`skyscan.data.samples.SampleDescription`:

@@ -313,28 +313,15 @@ class TransientCase(Case):
 
     def preview(self, shards, out, per_kind: int = 4):
         """Triplets of every kind, labelled with kind and magnitude."""
-        from skyscan.data.shards import first_per_kind
-        from skyscan.viz import save_grid
+        from skyscan.data.preview import write_preview
+        from skyscan.data.shards import read_metadata
 
-        picked, meta = first_per_kind(shards, self.kinds, per_kind)
-        pictures, labels, titles = [], [], []
-        for kind in self.kinds:
-            if not picked[kind]:
-                continue
-            titles.append(kind)
-            for k in range(per_kind):
-                if k < len(picked[kind]):
-                    image, row = picked[kind][k]
-                    pictures.append(self.picture(image, meta["bands"]))
-                    labels.append(self.caption(row, float("nan")).replace(" p=nan", ""))
-                else:
-                    pictures.append(np.full_like(pictures[-1], 255))
-                    labels.append("")
+        meta = read_metadata(shards[0])
         title = (
             f"skyscan transient triplets ({meta['survey']}: science | reference | difference), "
             f'{meta["shape"][1]}x{meta["shape"][2]} px at {meta["pixel_scale"]}"'
         )
-        return save_grid(pictures, labels, out, ncols=per_kind, row_titles=titles, title=title)
+        return write_preview(self, shards, out, per_kind=per_kind, title=title)
 
     def simulate(self, config: Mapping, out_dir, **options) -> list:
         """Simulate triplets into Parquet shards (:mod:`skyscan.cases.transients.simulate`)."""

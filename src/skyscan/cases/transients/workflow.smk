@@ -1,10 +1,12 @@
-# Stage 5 (cases with the "alerts" stage): write demonstration alert packets from fresh
-# simulated detections and score them with the exported model, as a broker would.
+# The transient case's own rules (included by the Snakefile after the shared stages): write
+# demonstration alert packets from fresh simulated detections and score them with the
+# exported model, as a broker would.
 
 ALERTS_DIR = f"{RESULTS}/alerts"
 ALERTS_FORMAT = config.get(CASE.name, {}).get("alerts", {}).get("format", "avro")
 DEMO_ALERTS = f"{ALERTS_DIR}/demo.{ALERTS_FORMAT}"
 ALERT_SCORES = f"{ALERTS_DIR}/scores.parquet"
+CASE_TARGETS = [ALERT_SCORES]
 
 
 rule make_alerts:
@@ -23,7 +25,7 @@ rule make_alerts:
         mem_mb=2000,
         runtime=30,
     conda:
-        "../../envs/skyscan-cpu.yaml"
+        CONDA_ENV
     shell:
         "{params.skyscan} make-alerts --config {input.config} --out {output.alerts}"
         " --truth {output.truth} > {log} 2>&1"
@@ -46,7 +48,7 @@ rule score_alerts:
         mem_mb=2000,
         runtime=30,
     conda:
-        "../../envs/skyscan-cpu.yaml"
+        CONDA_ENV
     shell:
         "{params.skyscan} score-alerts --model {input.card} {input.alerts}"
         " --out {output.scores} --failures {output.failures} > {log} 2>&1"
