@@ -103,12 +103,12 @@ def test_shared_stages_name_no_case():
 def _case_names_in(paths) -> list[str]:
     """``path:line: value`` of every string constant that is a case's name, one of its kinds,
     one of its parameters or columns, or starts like one of its column families."""
-    from skyscan.core.case import default_registry
+    from skyscan.core.case import case_parameters, default_registry
 
     names = set(CASE_COLUMNS)
     for name in default_registry.names():
         case = get_case(name)
-        names |= {name, *case.kinds, *(p.name for p in case.parameters)}
+        names |= {name, *case.kinds, *(p.name for p in case_parameters(case))}
     return [
         f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}:{line}: {value!r}"
         for path in paths
@@ -132,3 +132,26 @@ def test_the_case_name_check_can_fail(tmp_path, value):
     module = tmp_path / "stage.py"
     module.write_text(f'"""Docstrings may say lens."""\n\nLABEL = kind == "{value}"\n')
     assert _string_constants(module) == [(3, value)]
+
+
+def test_optional_capabilities_are_separate_from_the_case_contract():
+    """Detectability, parameter estimation and candidate annotation are capabilities a case
+    adds by deriving from their classes; the base contract holds none of them, and the
+    shared stages ask ``isinstance`` (a case without them runs every shared stage)."""
+    from skyscan.core.case import (
+        CandidateAnnotation,
+        Case,
+        DetectabilitySelection,
+        ParameterEstimation,
+        case_parameters,
+    )
+
+    capabilities = (DetectabilitySelection, ParameterEstimation, CandidateAnnotation)
+    for cap in capabilities:
+        for member in vars(cap):
+            if not member.startswith("_"):
+                assert not hasattr(Case, member), f"Case.{member} belongs to {cap.__name__}"
+    lenses, transients = get_case("lenses"), get_case("transients")
+    assert all(isinstance(lenses, cap) for cap in capabilities)
+    assert not any(isinstance(transients, cap) for cap in capabilities)
+    assert case_parameters(transients) == () and case_parameters(lenses)[0].name

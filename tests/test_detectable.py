@@ -12,7 +12,6 @@ import pytest
 from skyscan.cases.lenses.sim import best_band_snr, detectable, get_survey
 from skyscan.cases.lenses.sim.simulate import SimulationPlan, run_simulation
 from skyscan.config import load_config
-from skyscan.core.case import Case
 from skyscan.core.errors import ConfigError
 from skyscan.data.datasets import build_dataset, load_split
 
@@ -99,7 +98,7 @@ def test_bad_criteria_name_the_key():
 
 def test_a_case_without_a_selection_refuses_it():
     with pytest.raises(ConfigError, match="has no detectability selection"):
-        Case().detectable({}, {}, LENSPOP)
+        load_config(None, {"case": "transients", "dataset": {"detectable": {}}})
 
 
 def _simulate(root, survey="des", n=600, **lenses):

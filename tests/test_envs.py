@@ -70,22 +70,28 @@ from snakemake.api import SnakemakeApi
 from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
 
 root, out = Path(sys.argv[1]), {}
+# the default config (lens case) and a transient one: each case brings its own rules
+configfiles = [[], [root / "config" / "transients-ztf.yaml"]]
 for accelerator in sys.argv[2:]:
-    with SnakemakeApi(OutputSettings()) as api:
-        wf = api.workflow(
-            resource_settings=ResourceSettings(),
-            config_settings=ConfigSettings(config={"train": {"accelerator": accelerator}}),
-            snakefile=root / "Snakefile",
-            workdir=root,
-        )._workflow
-        out[accelerator] = {
-            r.name: {
-                "conda": r.conda_env and str(Path(r.snakefile).parent / r.conda_env),
-                "shell": r.shellcmd,
-                "local": r.name in wf._localrules or r.norun,
-            }
-            for r in wf.rules
-        }
+    out[accelerator] = {}
+    for files in configfiles:
+        with SnakemakeApi(OutputSettings()) as api:
+            wf = api.workflow(
+                resource_settings=ResourceSettings(),
+                config_settings=ConfigSettings(
+                    configfiles=files, config={"train": {"accelerator": accelerator}}
+                ),
+                snakefile=root / "Snakefile",
+                workdir=root,
+            )._workflow
+            out[accelerator].update({
+                r.name: {
+                    "conda": r.conda_env and str(Path(r.snakefile).parent / r.conda_env),
+                    "shell": r.shellcmd,
+                    "local": r.name in wf._localrules or r.norun,
+                }
+                for r in wf.rules
+            })
 print(json.dumps(out))
 """
 

@@ -296,14 +296,6 @@ def sections_given(given: set | None, *sections: str) -> bool:
     return given is None or all(s in given for s in sections)
 
 
-def _overrides_default(the_case, method: str) -> bool:
-    """Whether ``the_case`` implements ``method`` itself rather than inheriting the default."""
-    from skyscan.core.case import Case
-
-    mine = getattr(type(the_case), method, None)
-    return mine is not None and mine is not getattr(Case, method, None)
-
-
 def check_cross_keys(config: Mapping, the_case, given: set | None = None) -> None:
     """Checks between shared keys that the schema cannot express, so that a config either
     runs ``rule all`` or fails at load time naming the key: models that suit the case, a
@@ -324,16 +316,19 @@ def check_cross_keys(config: Mapping, the_case, given: set | None = None) -> Non
     ConfigError
         Naming the first offending key.
     """
+    from skyscan.core.case import DetectabilitySelection, ParameterEstimation
+
     model = config["train"]["model"]
     # A parameter network (train.target: parameters) is one of the case's parameter models.
     parameters = config["train"].get("target") == "parameters"
-    if sections_given(given, "train", "case") and parameters and not the_case.parameters:
+    estimates = isinstance(the_case, ParameterEstimation) and bool(the_case.parameters)
+    if sections_given(given, "train", "case") and parameters and not estimates:
         raise ConfigError(
             f"config key 'train.target': case {the_case.name!r} has no physical parameters "
             "to estimate (use target: label)",
             key="train.target",
         )
-    allowed = the_case.parameter_models if parameters else the_case.models
+    allowed = (the_case.parameter_models if estimates else ()) if parameters else the_case.models
     if sections_given(given, "train", "case") and allowed and model not in allowed:
         what = "parameter model" if parameters else "model"
         raise ConfigError(
@@ -344,7 +339,7 @@ def check_cross_keys(config: Mapping, the_case, given: set | None = None) -> Non
     if (
         sections_given(given, "dataset", "case")
         and config["dataset"].get("detectable") is not None
-        and not _overrides_default(the_case, "detectable")
+        and not isinstance(the_case, DetectabilitySelection)
     ):
         raise ConfigError(
             f"config key 'dataset.detectable': case {the_case.name!r} has no detectability "

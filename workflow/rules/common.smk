@@ -11,7 +11,7 @@ if SRC not in sys.path:
     sys.path.insert(0, SRC)  # the workflow runs from a checkout even before `pip install -e .`
 
 from skyscan.config import ConfigError, stage_config, validate_config  # noqa: E402
-from skyscan.core.case import get_case  # noqa: E402
+from skyscan.core.case import case_parameters, get_case  # noqa: E402
 
 try:
     _validated = validate_config(config)

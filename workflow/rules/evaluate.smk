@@ -2,6 +2,9 @@
 
 EVAL_DIR = f"{RESULTS}/evaluation"
 EVAL_PLOTS = list(CASE.evaluation_plots)  # the case's plots and galleries
+# a parameter network's plot: predicted against true values of the case's first parameter
+_PARAMETERS = case_parameters(CASE)
+PARAMETER_PLOT = f"{EVAL_DIR}/{_PARAMETERS[0].name if _PARAMETERS else 'parameters'}.png"
 
 
 rule evaluate:
@@ -48,7 +51,7 @@ rule evaluate_params:
     output:
         metrics=f"{EVAL_DIR}/param_metrics.json",
         plot=report(
-            f"{EVAL_DIR}/{CASE.parameters[0].name if CASE.parameters else 'parameters'}.png",
+            PARAMETER_PLOT,
             category="Evaluation",
             caption="../report/evaluation.rst",
         ),

@@ -15,7 +15,7 @@ PLOT_CAPTIONS = {
     "preview": "simulated examples, one row per kind",
     **{
         p.name: f"predicted against true {p.description} of the test {CASE.positives}, 1-sigma bars"
-        for p in CASE.parameters
+        for p in case_parameters(CASE)
     },
     **CASE_PLOT_CAPTIONS,
 }
@@ -29,7 +29,7 @@ if not PARAMETER_NETWORK:
 INDEX_SECTIONS += [
     (
         "Evaluation on the test split",
-        [f"{EVAL_DIR}/{CASE.parameters[0].name}.png"]
+        [PARAMETER_PLOT]
         if PARAMETER_NETWORK
         else [f"{EVAL_DIR}/{plot}.png" for plot in EVAL_PLOTS],
     ),

@@ -41,6 +41,10 @@ __all__ = [
     "Gallery",
     "Worst",
     "PhysicalParameter",
+    "DetectabilitySelection",
+    "ParameterEstimation",
+    "CandidateAnnotation",
+    "case_parameters",
     "CaseRegistry",
     "get_case",
     "register_case",
@@ -191,20 +195,6 @@ class Case:
     #: the registry names of the models that classify this case's stamps (``train.model``);
     #: empty accepts any registered model
     models: ClassVar[tuple[str, ...]] = ()
-    #: the physical parameters of the positives a parameter network estimates
-    #: (``train.target: parameters``), in output order; empty: the case has none
-    parameters: ClassVar[tuple[PhysicalParameter, ...]] = ()
-    #: the registry names of the models that estimate them
-    parameter_models: ClassVar[tuple[str, ...]] = ()
-    #: goals of the parameter estimates on the selection of :meth:`parameter_selection`,
-    #: e.g. ``{"theta_E": {"median_abs_rel_error": 0.10, ...}}`` (recorded beside the metrics)
-    parameter_goals: ClassVar[dict] = {}
-
-    def parameter_selection(self, columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, str]:
-        """The positives on which the parameter estimates are judged (a boolean mask of the
-        rows of ``columns``) and the selection in words; by default every row."""
-        n = len(next(iter(columns.values())))
-        return np.ones(n, dtype=bool), "all"
 
     def check_config(self, config: Mapping, given: set | None = None) -> None:
         """Cross-key checks of a schema-valid config that only this case can make (e.g. that
@@ -289,36 +279,6 @@ class Case:
         """Markdown table of the evaluation's figures beside the published ones."""
         return ""
 
-    def detection_snr(self, columns: Mapping[str, np.ndarray]) -> np.ndarray | None:
-        """Each row's S/N at the simulated depth (e.g. in its best band), for the dataset
-        stage's below-detection warning; ``None`` (the default) when the case has none."""
-        return None
-
-    def detectable(
-        self, columns: Mapping[str, np.ndarray], observation: Mapping, criteria: Mapping
-    ) -> np.ndarray:
-        """Mask of the rows the survey could detect (the ``dataset.detectable`` selection).
-
-        Parameters
-        ----------
-        columns : mapping
-            Column name -> array of the simulated rows.
-        observation : mapping
-            A shard's schema metadata (``bands``, ``psf``, ``pixel_scale``, ``survey``...).
-        criteria : mapping
-            The config's ``dataset.detectable`` section.
-
-        Raises
-        ------
-        ConfigError
-            If the case has no detectability selection (the default).
-        """
-        raise ConfigError(
-            f"config key 'dataset.detectable': case {self.name!r} has no detectability "
-            "selection; set it to null",
-            key="dataset.detectable",
-        )
-
     def picture(self, stamp: np.ndarray, bands: Sequence[str]) -> np.ndarray | None:
         """An RGB picture (H, W', 3) uint8 of one ``(channels, H, W)`` stamp for galleries;
         ``None`` (the default) draws the bands as a colour composite (:mod:`skyscan.viz`)."""
@@ -380,12 +340,6 @@ class Case:
         section by default): only edits to it rerun that stage."""
         return self.settings(config)
 
-    def annotate_candidates(self, candidates, ra_column: str = "ra", dec_column: str = "dec"):
-        """Columns a search adds to its candidates from what is known of the sky (a pyarrow
-        table in, the same rows out; ``(table, summary dict)``).  None by default; the lens
-        case adds the nearest known lens."""
-        return candidates, {}
-
     def caption(self, row: Mapping[str, Any], score: float) -> str:
         """The text under a stamp in a gallery (``row``: its metadata)."""
         return f"{row.get('kind', '')} p={score:.3f}"
@@ -398,6 +352,78 @@ class Case:
         column as :mod:`skyscan.data.shards` describes.
         """
         raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------
+# Optional capabilities: a case that has one also derives from its class (e.g.
+# ``class LensCase(Case, DetectabilitySelection, ParameterEstimation, CandidateAnnotation)``);
+# the shared stages ask ``isinstance`` and leave out what a case lacks.
+
+
+class DetectabilitySelection:
+    """A case whose simulated positives can be cut to those the survey would detect (the
+    config's ``dataset.detectable`` selection), e.g. LensPop's S/N and resolution criteria."""
+
+    def detectable(
+        self, columns: Mapping[str, np.ndarray], observation: Mapping, criteria: Mapping
+    ) -> np.ndarray:
+        """Mask of the rows the survey could detect.
+
+        Parameters
+        ----------
+        columns : mapping
+            Column name -> array of the simulated rows.
+        observation : mapping
+            A shard's schema metadata (``bands``, ``psf``, ``pixel_scale``, ``survey``...).
+        criteria : mapping
+            The config's ``dataset.detectable`` section.
+        """
+        raise NotImplementedError
+
+    def detection_snr(self, columns: Mapping[str, np.ndarray]) -> np.ndarray | None:
+        """Each row's S/N at the simulated depth (e.g. in its best band), for the dataset
+        stage's below-detection warning; None when the rows carry none."""
+        return None
+
+
+class ParameterEstimation:
+    """A case whose positives have physical parameters that a network estimates
+    (``train.target: parameters``; the lens case's Einstein radius, ellipticity, shear)."""
+
+    #: the parameters, in output order
+    parameters: ClassVar[tuple[PhysicalParameter, ...]] = ()
+    #: the registry names of the models that estimate them
+    parameter_models: ClassVar[tuple[str, ...]] = ()
+    #: goals of the estimates on the selection of :meth:`parameter_selection`, e.g.
+    #: ``{"theta_E": {"median_abs_rel_error": 0.10, ...}}`` (recorded beside the metrics)
+    parameter_goals: ClassVar[dict] = {}
+
+    def parameter_selection(self, columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, str]:
+        """The positives on which the estimates are judged (a boolean mask of the rows of
+        ``columns``) and the selection in words; by default every row."""
+        n = len(next(iter(columns.values())))
+        return np.ones(n, dtype=bool), "all"
+
+
+class CandidateAnnotation:
+    """A case that adds to a search's candidates what is known of the sky (the lens case:
+    the nearest known lens)."""
+
+    def annotate_candidates(self, candidates, ra_column: str = "ra", dec_column: str = "dec"):
+        """Columns added to the candidates (a pyarrow table in, the same rows out).
+
+        Returns
+        -------
+        (pyarrow.Table, dict)
+            The table and a summary for the search's ``summary.json``.
+        """
+        raise NotImplementedError
+
+
+def case_parameters(case) -> tuple[PhysicalParameter, ...]:
+    """The physical parameters ``case`` estimates; empty for a case without
+    :class:`ParameterEstimation`."""
+    return tuple(case.parameters) if isinstance(case, ParameterEstimation) else ()
 
 
 #: Environment variable naming modules that define a ``CASE`` outside :mod:`skyscan.cases`

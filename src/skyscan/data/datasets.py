@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from skyscan.config import config_hash
 from skyscan.core.atomic import write_json_atomic
-from skyscan.core.case import get_case
+from skyscan.core.case import DetectabilitySelection, get_case
 from skyscan.core.errors import ConfigError, InputFileError
 from skyscan.data.samples import describe
 from skyscan.data.shards import read_images, read_metadata
@@ -149,6 +149,12 @@ def _select_detectable(case, tables, metas, label, good, criteria) -> tuple[np.n
             for n in table.column_names
             if not pa.types.is_dictionary(table.schema.field(n).type)
         }
+        if not isinstance(case, DetectabilitySelection):
+            raise ConfigError(
+                f"config key 'dataset.detectable': case {case.name!r} has no detectability "
+                "selection; set it to null",
+                key="dataset.detectable",
+            )
         passed = np.asarray(case.detectable(columns, meta0, criteria), dtype=bool)
         keep = ~positive | passed
         n_sim, n_kept = int((positive & good).sum()), int((positive & good & passed).sum())
@@ -181,7 +187,7 @@ def _select_detectable(case, tables, metas, label, good, criteria) -> tuple[np.n
             n: np.concatenate([t.column(n).to_numpy(zero_copy_only=False) for t in tables])
             for n in names
         }
-    snr = case.detection_snr(columns)
+    snr = case.detection_snr(columns) if isinstance(case, DetectabilitySelection) else None
     if snr is not None:
         entering = positive & good & keep & np.isfinite(snr)
         if entering.any():

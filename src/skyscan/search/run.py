@@ -43,7 +43,7 @@ from skyscan.catalog.hats_catalog import (
     write_hats_metadata,
 )
 from skyscan.core.atomic import write_json_atomic, write_parquet_atomic
-from skyscan.core.case import get_case
+from skyscan.core.case import CandidateAnnotation, get_case
 from skyscan.core.errors import InputFileError, MismatchError, ResourceError
 from skyscan.data.preprocess import preprocess
 from skyscan.models.card import ModelCard, load_model, read_card
@@ -931,9 +931,12 @@ def _write_candidates(plan: SearchPlan, written, schema) -> tuple[int, dict]:
     merged = _top(merged, plan.top_n or len(merged), plan.context.id_column)
     if plan.parameters:
         merged = _add_parameters(plan, merged)
-    merged, known = get_case(plan.card.case).annotate_candidates(
-        merged, plan.context.ra_column, plan.context.dec_column
-    )
+    case = get_case(plan.card.case)
+    known = {}
+    if isinstance(case, CandidateAnnotation):
+        merged, known = case.annotate_candidates(
+            merged, plan.context.ra_column, plan.context.dec_column
+        )
     write_parquet_atomic(merged, plan.out_dir / "candidates.parquet", compression="zstd")
     return len(merged), known
 

@@ -54,6 +54,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from skyscan.core.case import case_parameters
 from skyscan.core.errors import ConfigError, InputFileError
 from skyscan.train.datamodule import CutoutDataset
 
@@ -471,7 +472,7 @@ class RegressionHead(TaskHead):
 
     @classmethod
     def for_case(cls, case, model, **options):
-        if not case.parameters:
+        if not case_parameters(case):
             raise ConfigError(
                 f"config key 'train.target': case {case.name!r} has no physical parameters",
                 key="train.target",

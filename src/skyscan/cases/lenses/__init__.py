@@ -13,7 +13,17 @@ from typing import Any
 
 import numpy as np
 
-from skyscan.core.case import Case, Gallery, Headline, PhysicalParameter, Strata, Worst
+from skyscan.core.case import (
+    CandidateAnnotation,
+    Case,
+    DetectabilitySelection,
+    Gallery,
+    Headline,
+    ParameterEstimation,
+    PhysicalParameter,
+    Strata,
+    Worst,
+)
 from skyscan.core.errors import ConfigError
 
 __all__ = ["LensCase", "CASE", "DEEPLENS_PUBLISHED"]
@@ -79,7 +89,7 @@ def _config_schema() -> dict:
 _SCHEMA: dict | None = None
 
 
-class LensCase(Case):
+class LensCase(Case, DetectabilitySelection, ParameterEstimation, CandidateAnnotation):
     """Galaxy-galaxy strong lenses in LSST/DES-like cutouts."""
 
     name = "lenses"
