@@ -12,10 +12,13 @@ PYTEST_ARGS ?=
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.skyscan-installed
+# real public ZTF alerts (fink-science's source distribution), fetched at set-up, never at run
+# time: the transient case's real-data check (scripts/real_alerts_check.py)
+REAL_ALERTS := data/real/ztf/CTAO_blazar_datatest_v20-12-24.parquet
 
 .PHONY: setup run test test-fast lint clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(REAL_ALERTS)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +30,9 @@ $(STAMP): pyproject.toml
 	# skyscan never imports (skyscan.catalog.known reads the shipped CSV)
 	$(BIN)/python -m pip install --no-deps "lenscat>=1.1"
 	touch $@
+
+$(REAL_ALERTS): scripts/fetch_real_alerts.py | $(STAMP)
+	$(BIN)/python scripts/fetch_real_alerts.py --out $(dir $@)
 
 run: setup
 	$(BIN)/snakemake --cores $(CORES)

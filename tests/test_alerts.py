@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -35,6 +36,7 @@ from skyscan.models import get_model
 from skyscan.models.card import ModelCard, load_model
 from skyscan.train.export import export_model
 
+ROOT = Path(__file__).resolve().parents[1]
 CHANNELS = ("science", "reference", "difference")
 RB = [0.91, 0.12, None, 0.5, 0.75]
 DRB = [0.99, 0.03, 0.4, None, 0.8]
@@ -68,7 +70,7 @@ def make_alerts(n=5, seed=11, shape=(63, 63)):
     return alerts
 
 
-def _export(folder, bands, seed=0):
+def _export(folder, bands, seed=0, normalise="background"):
     torch.manual_seed(seed)
     net = get_model("fast", in_channels=len(bands))
     card = ModelCard(
@@ -78,7 +80,13 @@ def _export(folder, bands, seed=0):
         bands=list(bands),
         input_shape=[len(bands), 63, 63],
         pixel_scale=1.0,
-        preprocessing=make_spec(bands, [4.0, 3.0, 2.0, 1.0][: len(bands)], 8, [len(bands), 63, 63]),
+        preprocessing=make_spec(
+            bands,
+            [4.0, 3.0, 2.0, 1.0][: len(bands)],
+            8,
+            [len(bands), 63, 63],
+            normalise=normalise,
+        ),
     )
     export_model(net, torch.randn(8, len(bands), 63, 63), folder, card)
     return folder / "model_card.json"
@@ -364,3 +372,66 @@ def test_inputs_by_suffix_and_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputFileError, match="holds no alerts"):
         alert_inputs([tmp_path / "empty"])
+
+
+def _scores(card_path, alerts_path, out):
+    from skyscan.cases.transients.scoring import score_alerts
+
+    score_alerts(card_path, [alerts_path], out)
+    return pq.read_table(out).to_pydict()
+
+
+def test_a_per_stamp_card_scores_alerts_the_same_in_any_units(tmp_path):
+    """dataset.normalise: per_stamp on the card: the same alerts in other units (a gain and a
+    background per cutout, as another survey's or another zero point's data units) get the
+    same logits through the real reader and scorer; a background-scaled card does not."""
+    alerts = make_alerts(n=6)
+    rng = np.random.default_rng(5)
+    other = []
+    for a in alerts:
+        b = dict(a)
+        for ch in CHANNELS:
+            b[ch] = (a[ch] * rng.uniform(0.05, 40) + rng.uniform(-500, 500)).astype(np.float32)
+        other.append(b)
+    first = write_avro_alerts(tmp_path / "a.avro", alerts)
+    second = write_avro_alerts(tmp_path / "b.avro", other)
+    per_stamp = _export(tmp_path / "per-stamp", CHANNELS, normalise="per_stamp")
+    a = _scores(per_stamp, first, tmp_path / "a.parquet")["logit"]
+    b = _scores(per_stamp, second, tmp_path / "b.parquet")["logit"]
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    fixed = _export(tmp_path / "fixed", CHANNELS)
+    a = _scores(fixed, first, tmp_path / "c.parquet")["logit"]
+    b = _scores(fixed, second, tmp_path / "d.parquet")["logit"]
+    assert np.max(np.abs(np.subtract(a, b))) > 1e-2  # the check can fail
+
+
+def test_agreement_with_drb_counts_and_intervals():
+    from skyscan.cases.transients.realcheck import agreement_with_drb
+
+    drb = np.array([0.95, 0.99, 0.92, 0.05, 0.02, 0.5, np.nan])
+    logits = np.array([2.0, -1.0, 3.0, -2.0, 1.0, 0.0, 5.0])
+    scores = 1 / (1 + np.exp(-logits))
+    f = agreement_with_drb(logits, scores, drb, threshold_logit=0.5)
+    assert f["n"] == 6  # the alert without a drb is left out
+    assert (f["real"]["n"], f["real"]["passed"]) == (3, 2)
+    assert (f["bogus"]["n"], f["bogus"]["failed"]) == (2, 1)
+    assert f["real"]["ci95"][0] < 2 / 3 < f["real"]["ci95"][1]
+    same = agreement_with_drb(drb[:6] * 10, drb[:6], drb[:6], threshold_logit=5)
+    assert same["spearman"]["rho"] == pytest.approx(1.0) and same["auroc_drb_0.5"] == 1.0
+
+
+def test_real_ztf_alerts_are_scored_and_compared_with_drb(card, tmp_path):
+    """The real-data check on real public ZTF alerts (fink-science's development set, fetched
+    by `make setup`): every alert decodes and is scored; the figures carry n and intervals."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "check", ROOT / "scripts" / "real_alerts_check.py"
+    )
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    assert check.DEFAULT_ALERTS.is_file(), "run `make setup` (scripts/fetch_real_alerts.py)"
+    figures = check.check(card)
+    assert figures["n"] == 414 and figures["real"]["n"] == 378
+    assert len(figures["real"]["ci95"]) == 2 and len(figures["spearman"]["ci95"]) == 2
+    assert "| drb > 0.9 passing" in check.table(figures)

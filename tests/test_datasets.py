@@ -129,3 +129,48 @@ def test_meta_rows_follow_images(sims, tmp_path):
     meta = pq.read_table(tmp_path / "train" / "meta.parquet")
     index = meta.column("index").to_numpy()
     assert (np.diff(index) > 0).all()
+
+
+def test_per_stamp_normalisation_is_invariant_to_gain_and_background():
+    """dataset.normalise: per_stamp puts each band of each stamp in units of its own median
+    and MAD, so a stamp times any positive gain plus any background (per band) gives the same
+    network input, and the same score (numpy and torch alike; float32 tolerance 1e-4)."""
+    import torch
+
+    from skyscan.data.preprocess import make_spec, preprocess
+
+    rng = np.random.default_rng(3)
+    stamps = rng.normal(0, 1, (6, 3, 21, 21)).astype(np.float32)
+    stamps[:, :, 9:12, 9:12] += 25.0  # a source: it must not set the noise scale
+    gain = rng.uniform(0.01, 300, (1, 3, 1, 1)).astype(np.float32)
+    offset = rng.uniform(-1e3, 1e3, (1, 3, 1, 1)).astype(np.float32)
+    other = stamps * gain + offset
+    for stretch in ("asinh", "clip"):
+        spec = make_spec("gri", [5.0, 6.0, 7.0], 10.0, (3, 21, 21), stretch, normalise="per_stamp")
+        assert spec["normalise"] == "per-stamp" and spec["scale"] == [1.0, 1.0, 1.0]
+        a, b = preprocess(stamps, spec), preprocess(other, spec)
+        np.testing.assert_allclose(a, b, atol=1e-4)
+        at = preprocess(torch.from_numpy(other), spec).numpy()
+        np.testing.assert_allclose(at, a, atol=1e-4)
+    # in units of the stamp's noise: the background's robust sigma is about 1
+    centred = preprocess(stamps, {**spec, "method": "noise-scaled-clip", "clip": 1e9})
+    assert abs(np.median(np.abs(centred[:, :, :5, :5])) * 1.4826 - 1) < 0.25
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(1))
+    with torch.no_grad():
+        scores = [net(torch.from_numpy(preprocess(x, spec))) for x in (stamps, other)]
+    np.testing.assert_allclose(scores[0].numpy(), scores[1].numpy(), atol=1e-4)
+    # NaN pixels are ignored; a flat band is centred, not divided by zero
+    holed = stamps.copy()
+    holed[0, 0, :3, :3] = np.nan
+    holed[1, 2] = 4.0
+    out = preprocess(holed, spec)
+    assert np.isfinite(out).all() and np.all(out[1, 2] == 0)
+    # a spec without the key (every card written before) is the survey's background
+    assert "normalise" not in make_spec("gri", [5.0, 6.0, 7.0], 10.0, (3, 21, 21), "asinh")
+
+
+def test_per_stamp_normalisation_is_recorded_by_the_dataset(sims, tmp_path):
+    build_dataset(sims, tmp_path / "ds", _config(normalise="per_stamp"))
+    spec = json.loads((tmp_path / "ds" / "preprocessing.json").read_text())
+    assert spec["normalise"] == "per-stamp" and set(spec["scale"]) == {1.0}

@@ -268,6 +268,7 @@ class Stamps(SampleDescription):
             shard_meta["shape"],
             stretch=settings["stretch"],
             softening=settings["asinh_softening"],
+            normalise=settings.get("normalise", "background"),
         )
 
     def apply(self, x, spec):

@@ -429,8 +429,8 @@ def _refusal(record: TileRecord, card: ModelCard) -> str | None:
 def _noise_ratios(record: TileRecord, card: ModelCard, index_bands) -> dict:
     """Tile background sigma over the training images', per band (None if unknown)."""
     scale = card.preprocessing.get("scale") if card.preprocessing else None
-    if not scale or not record.noise:
-        return {}
+    if not scale or not record.noise or card.preprocessing.get("normalise"):
+        return {}  # unknown, or a per-stamp normalised model: the tile's units do not matter
     return {
         band: float(record.noise[index_bands.index(band)]) / float(s)
         for band, s in zip(card.bands, scale, strict=False)
