@@ -90,7 +90,8 @@ def test_metadata_round_trips(shards):
     assert meta["seed"] == 11 and meta["shard"] == 0 and meta["rows"] == [0, 200]
     assert len(meta["config_hash"]) == 16
     sci, ref, diff = meta["background_sigma"]
-    assert sci == pytest.approx(setup.science_sigma) and ref == pytest.approx(sci / 2)
+    assert sci == pytest.approx(setup.science_sigma)
+    assert ref == pytest.approx(sci / np.sqrt(setup.reference_depth))
     # The nominal difference sigma is that of a typical row.
     median = np.median(table.column("sigma_difference").to_numpy())
     assert diff == pytest.approx(median, rel=0.1)
@@ -243,3 +244,56 @@ def test_bad_sections_name_the_key(section, key, tmp_path):
         load_config(None, {**_config(10, 10), "case": "transients", "transients": section})
     assert info.value.key == key
     assert not list(tmp_path.iterdir())
+
+
+def test_nuclear_transients_sit_on_brighter_compact_host_cores():
+    """transients.nuclear_fraction: that share of host_sn at its host's centre, on a host
+    brighter than the change; 0 (the default) leaves every row as it was."""
+    section = {"kinds": {**ONLY, "host_sn": 1}}
+    plain_images, plain = simulate_block("ztf", section, 3, 0, 0, 250, noise=False)
+    again_images, again = simulate_block(
+        "ztf", {**section, "nuclear_fraction": 0.0}, 3, 0, 0, 250, noise=False
+    )
+    np.testing.assert_array_equal(plain_images, again_images)
+    assert np.all(plain["offset"] > 0)
+    images, cols = simulate_block(
+        "ztf", {**section, "nuclear_fraction": 0.5}, 3, 0, 0, 250, noise=False
+    )
+    nuclear = cols["offset"] == 0
+    assert abs(nuclear.mean() - 0.5) < 0.1
+    assert np.all(cols["host_mag"][nuclear] <= cols["mag"][nuclear] + 1e-9)
+    assert np.all(cols["host_R_sersic"][nuclear] <= 1.2 + 1e-9)
+    # the difference peaks at the centre, a part of the science image's peak there
+    c = SETUPS["ztf"].stamp_size // 2
+    for i in np.flatnonzero(nuclear)[:10]:
+        sci, diff = images[i, 0], images[i, 2]
+        assert np.unravel_index(np.argmax(diff), diff.shape) in {
+            (c + dy, c + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+        }
+        assert diff[c, c] < sci[c, c]
+
+
+def test_stamp_properties_are_unit_free_and_measure_the_psf():
+    """scripts/real_vs_sim_stamps.py compares unit-free quantities: a Gaussian source's FWHM
+    is found within 10%, and a gain on the science and difference (which share their units)
+    and backgrounds change nothing."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "real_vs_sim_stamps.py"
+    spec = importlib.util.spec_from_file_location("real_vs_sim", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:63, :63]
+    fwhm = 4.0
+    blob = np.exp(-((yy - 31) ** 2 + (xx - 31) ** 2) / (2 * (fwhm / 2.3548) ** 2))
+    ref = rng.normal(100, 1, (63, 63)) + 30 * blob
+    diff = rng.normal(0, 1.2, (63, 63)) + 400 * blob
+    sci = ref + diff
+    first = module.properties(np.stack([sci, ref, diff]))
+    assert first["fwhm_px"] == pytest.approx(fwhm, rel=0.1)
+    assert first["diff_snr"] == pytest.approx(400 / 1.2, rel=0.15)
+    other = module.properties(np.stack([sci * 3 + 7, ref * 0.2 - 50, diff * 3 + 0.5]))
+    for name in ("fwhm_px", "diff_snr", "diff_over_sci_peak"):
+        assert other[name] == pytest.approx(first[name], rel=1e-6), name

@@ -64,7 +64,7 @@ DEFAULT_KIND_FRACTIONS = {
 
 #: The keys of the ``transients`` section the simulator reads (all that a triplet's bytes
 #: depend on), and those of the completeness strata.
-SIMULATION_KEYS = ("setup", "kinds", "mag_min")
+SIMULATION_KEYS = ("setup", "kinds", "mag_min", "nuclear_fraction")
 STRATA_KEYS = ("mag_bins", "snr_bins")
 #: The keys each workflow stage reads (the others read none): only edits to them rerun it.
 STAGE_SETTINGS = {
@@ -99,6 +99,17 @@ CONFIG_SCHEMA = {
             "below detection.",
             "type": "number",
             "default": 15.0,
+        },
+        "nuclear_fraction": {
+            "description": "Fraction of the host_sn kind that is nuclear (an AGN or blazar "
+            "flare, a tidal disruption): at the centre of a compact host brighter than the "
+            "change by 0-2.5 mag, so that the difference is a small part of the science "
+            "image's peak, as in real ZTF alerts of galaxy cores "
+            "(scripts/real_vs_sim_stamps.py). 0 keeps every one offset within its host.",
+            "type": "number",
+            "minimum": 0,
+            "maximum": 1,
+            "default": 0.0,
         },
         "mag_bins": {
             "description": "Magnitude bin edges of the completeness grid (increasing).",
