@@ -244,5 +244,10 @@ def test_stage_parts_hold_the_case_part_they_read():
     for stage in ("simulate", "evaluate", "tiles", "dataset"):
         assert validate_config(stage_config(config, stage), whole=False)["case"] == "lenses"
     transient = validate_config({"case": "transients", "train": {"model": "vgg6"}})
-    assert set(stage_config(transient, "simulate")["transients"]) == {"setup", "kinds", "mag_min"}
+    assert set(stage_config(transient, "simulate")["transients"]) == {
+        "setup",
+        "kinds",
+        "mag_min",
+        "nuclear_fraction",
+    }
     assert "transients" not in stage_config(transient, "dataset")
