@@ -5,7 +5,8 @@ print its agreement with ZTF's own drb, every rate with its sample size and 95% 
     .venv/bin/python scripts/real_alerts_check.py \
         --model results/transients-ztf/model/model_card.json
 
-The alerts check transfer; they are never trained or tuned on.  ``--json`` writes the
+The alerts check transfer: they are never trained on (the simulator's calibration was
+measured on them, so these are development figures, not an independent test).  ``--json`` writes the
 figures as well.
 """
 

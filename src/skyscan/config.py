@@ -31,6 +31,7 @@ __all__ = [
     "ConfigError",
     "load_config",
     "validate_config",
+    "no_detectability_selection",
     "config_hash",
     "schema",
     "given_keys",
@@ -296,6 +297,16 @@ def sections_given(given: set | None, *sections: str) -> bool:
     return given is None or all(s in given for s in sections)
 
 
+def no_detectability_selection(the_case) -> ConfigError:
+    """The error for ``dataset.detectable`` set for a case without
+    :class:`~skyscan.core.case.DetectabilitySelection` (at load, and in the dataset stage)."""
+    return ConfigError(
+        f"config key 'dataset.detectable': case {the_case.name!r} has no detectability "
+        "selection; set it to null",
+        key="dataset.detectable",
+    )
+
+
 def check_cross_keys(config: Mapping, the_case, given: set | None = None) -> None:
     """Checks between shared keys that the schema cannot express, so that a config either
     runs ``rule all`` or fails at load time naming the key: models that suit the case, a
@@ -341,11 +352,7 @@ def check_cross_keys(config: Mapping, the_case, given: set | None = None) -> Non
         and config["dataset"].get("detectable") is not None
         and not isinstance(the_case, DetectabilitySelection)
     ):
-        raise ConfigError(
-            f"config key 'dataset.detectable': case {the_case.name!r} has no detectability "
-            "selection; set it to null",
-            key="dataset.detectable",
-        )
+        raise no_detectability_selection(the_case)
     splits = config["dataset"]["splits"]
     total = sum(splits.values())
     n = config["simulate"]["n"]

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from skyscan.config import config_hash
+from skyscan.config import config_hash, no_detectability_selection
 from skyscan.core.atomic import write_json_atomic
 from skyscan.core.case import DetectabilitySelection, get_case
 from skyscan.core.errors import ConfigError, InputFileError
@@ -150,11 +150,7 @@ def _select_detectable(case, tables, metas, label, good, criteria) -> tuple[np.n
             if not pa.types.is_dictionary(table.schema.field(n).type)
         }
         if not isinstance(case, DetectabilitySelection):
-            raise ConfigError(
-                f"config key 'dataset.detectable': case {case.name!r} has no detectability "
-                "selection; set it to null",
-                key="dataset.detectable",
-            )
+            raise no_detectability_selection(case)
         passed = np.asarray(case.detectable(columns, meta0, criteria), dtype=bool)
         keep = ~positive | passed
         n_sim, n_kept = int((positive & good).sum()), int((positive & good & passed).sum())

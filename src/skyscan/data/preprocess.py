@@ -86,9 +86,8 @@ def make_spec(
         spec["clip"] = float(clip)
     else:
         spec["softening"] = float(softening)
-    spec.update(shape=[int(v) for v in shape], input_units="e-/s per pixel")
-    if per_stamp:
-        spec["input_units"] = "any (each stamp in units of its own median and MAD)"
+    units = "any (each stamp in units of its own median and MAD)" if per_stamp else "e-/s per pixel"
+    spec.update(shape=[int(v) for v in shape], input_units=units)
     return spec
 
 
