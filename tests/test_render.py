@@ -217,7 +217,10 @@ def test_pixels_are_pinned():
     another torch version or CPU instruction set than the hash's)."""
     params = draw_params(24, seed=21, kinds={k: 1 for k in KINDS})
     assert set(params["kind"]) == set(KINDS)
-    res = render(params, Observation(lsst_bands(), 25, 3, "coadd"), noise_seed=17)
+    # The pinned S/N is the source-only one (the pin predates LensPop's, which
+    # tests/test_lenspop.py checks against LensPop's own tables).
+    obs = Observation(lsst_bands(), 25, 3, "coadd", snr_definition="source_only")
+    res = render(params, obs, noise_seed=17)
     assert res.image.shape == (24, 3, 25, 25) and res.image.dtype == np.float32
     np.testing.assert_allclose(
         res.image.astype(np.float64).sum(axis=(0, 2, 3)), PINNED_BAND_FLUX, rtol=1e-6

@@ -67,7 +67,7 @@ def test_custom_survey_and_override():
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: get_survey("hsc"), "unknown survey 'hsc' (allowed: des, lsst)"),
+        (lambda: get_survey("hsc"), "unknown survey 'hsc' (allowed: des, lenspop_des_best_epoch, lenspop_lsst_best_epoch, lsst)"),
         (
             lambda: get_bands(get_survey("lsst"), ["g", "q"]),
             "unknown band 'q' for survey 'lsst' (allowed: u, g, r, i, z, y)",
@@ -106,3 +106,20 @@ def test_band_is_frozen():
     assert isinstance(b, Band)
     with pytest.raises(AttributeError):
         b.seeing = 1.0
+
+
+@pytest.mark.parametrize(
+    "survey, epoch_s, zero_s, epochs",
+    [("lenspop_lsst_best_epoch", 30.0, 25.0, 100), ("lenspop_des_best_epoch", 90.0, 90.0, 10)],
+)
+def test_lenspop_setups_follow_lenspop_surveys_py(survey, epoch_s, zero_s, epochs):
+    """LensPop's set-ups (its Surveys.py and FastLensSim.ObserveLens): magnitude 30 gives
+    1 ADU per `zero_s` seconds at 4.5 e-/ADU, one epoch is a tenth or hundredth of the
+    survey's time, and the per-pixel variance of one epoch is sky counts plus LensPop's
+    read-noise term `epochs * 10 / 4.5` (1e-12)."""
+    g = get_survey(survey).band("g")
+    assert g.exposure_time == epoch_s and g.num_exposures == epochs
+    np.testing.assert_allclose(g.mag_to_rate(30.0), 4.5 / zero_s, rtol=1e-12)
+    sky_counts = 10 ** (-0.4 * (21.7 - g.zero_point)) * g.pixel_scale**2 * epoch_s
+    expected = np.sqrt(sky_counts + epochs * 10 / 4.5) / epoch_s
+    np.testing.assert_allclose(g.background_sigma(1), expected, rtol=1e-12)

@@ -333,6 +333,14 @@ def build_dataset(
             "survey": meta0.get("survey"),
             "pixel_scale": meta0.get("pixel_scale"),
             "exposures": meta0.get("exposures"),
+            # The simulation's own record of its set-up (PSF, exposure, S/N definition,
+            # population, ...): what a comparison with a paper checks.
+            "simulation": {
+                k: v
+                for k, v in meta0.items()
+                if k not in ("shard", "rows", "config_hash")
+                and not k.startswith(("ARROW:", "pandas"))
+            },
             "dataset_config_hash": config_hash({"seed": seed, "dataset": ds}),
         }
         write_json_atomic(tmp / "preprocessing.json", spec)

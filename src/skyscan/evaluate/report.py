@@ -123,6 +123,7 @@ def evaluate(card_path, dataset_dir, out_dir, config: dict) -> dict:
             "negative_kinds": sorted(set(kinds[~positive])),
             "preprocessing": card.preprocessing.get("method"),
             "tta": card.scoring.get("tta") if card.scoring else None,
+            "simulation": manifest.get("simulation"),
         },
         "n_test": int(len(labels)),
         "n_positive": n_pos,

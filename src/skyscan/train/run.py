@@ -344,6 +344,7 @@ def model_card(config, dataset_dir, manifest, spec, net, task, train_set, run) -
         training={
             "config_hash": config_hash({"seed": config["seed"], "train": tc}),
             "dataset": str(dataset_dir),
+            "simulation": manifest.get("simulation"),
             **task.training_fields,
             "epochs": tc["epochs"],
             "epochs_run": run["epochs_run"],

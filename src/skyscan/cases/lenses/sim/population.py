@@ -187,6 +187,22 @@ def _color_offsets(key: str, colors: Mapping, reference: str, bands) -> dict[str
     return {b: paths[b] for b in bands}
 
 
+def _population_table(spec: Mapping | None, bands, seed: int):
+    """The :class:`~.lenspop.LensPopTable` of ``lenses.population``, or None for the priors."""
+    spec = dict(spec or {})
+    if spec.get("table") in (None, "priors"):
+        return None
+    from skyscan.cases.lenses.sim.lenspop import LensPopTable
+
+    return LensPopTable(
+        name=spec["table"],
+        bands=list(bands),
+        splits=spec.get("splits"),
+        seed=int(seed),
+        enrich_cell=float(spec.get("enrich_cell", 0.0)),
+    )
+
+
 class Population:
     """The configured population: kind fractions and priors, drawn block by block.
 
@@ -203,8 +219,9 @@ class Population:
     #: ``<name>_mag`` and ``<name>_colors`` priors (the neighbour slots have none).
     COMPONENTS = component_names(neighbours=False)
 
-    def __init__(self, sim_config: Mapping, bands, pixel_scale: float | None = None):
+    def __init__(self, sim_config: Mapping, bands, pixel_scale: float | None = None, seed: int = 0):
         self.bands = list(bands)
+        self.table = _population_table(sim_config.get("population"), self.bands, seed)
         kinds = dict(sim_config["kinds"])
         total = sum(kinds.get(k, 0.0) for k in KINDS)
         if not total > 0:
@@ -306,12 +323,16 @@ class Population:
                     cols[f"{name}_{key}"] = np.where(k < count, value, np.nan)
         return cols
 
-    def draw(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    def draw(
+        self, rng: np.random.Generator, n: int, index: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         """Draw ``n`` systems: a dict of column name -> array (float64, ``kind`` as str).
 
         Every prior is drawn for every row in a fixed order, whatever the row's kind, and
         components a kind lacks are set to NaN afterwards; the draw is therefore a function of
-        the generator state alone.
+        the generator state alone (and, with a population table, of the systems' global
+        ``index``, which picks the split whose table rows they draw from; ``None`` draws from
+        every row).
         """
         # Reference-band magnitudes of this draw's components, for colours relative to a
         # host (the reference band need not be simulated).
@@ -427,6 +448,11 @@ class Population:
         # about the stamp centre (the target's position), whatever the kind.
         if self.neighbour_galaxies or self.neighbour_stars:
             cols.update(self._neighbours(rng, n))
+
+        # A forecast table replaces the deflector and the source by whole rows of it, drawn
+        # after everything else so the prior-drawn columns do not move.
+        if self.table is not None:
+            self.table.apply(rng, cols, index)
 
         # Blank out what each kind does not have.
         for comp in LIGHT_COMPONENTS:

@@ -49,6 +49,10 @@ __all__ = [
 ]
 
 
+#: The S/N definitions of :class:`Observation` (``lenses.snr_definition``).
+SNR_DEFINITIONS = ("lenspop", "source_only")
+
+
 @dataclass(frozen=True)
 class Observation:
     """How a batch is observed: bands, stamp, super-sampling and depth.
@@ -63,12 +67,18 @@ class Observation:
         Sub-pixels per pixel side.
     exposures : "single", "coadd" or int
         Visits per band: one, the band's full-depth count, or this number.
+    snr_definition : {"lenspop", "source_only"}
+        The noise of the lensed source's S/N (:func:`optimal_snr`): LensPop's, with the
+        light of everything else in the stamp (the deflector above all) in the variance, as a
+        lens found by subtracting a model of the deflector is Poisson-limited by it
+        (Collett 2015); or the sky, read noise and the source's own light only.
     """
 
     bands: tuple[Band, ...]
     stamp_size: int = 45
     supersampling: int = 3
     exposures: str | int = "coadd"
+    snr_definition: str = "lenspop"
     _cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -80,6 +90,11 @@ class Observation:
             raise ConfigError(
                 "config key 'lenses.supersampling' must be an integer >= 1, "
                 f"got {self.supersampling!r}"
+            )
+        if self.snr_definition not in SNR_DEFINITIONS:
+            raise ConfigError(
+                f"config key 'lenses.snr_definition': {self.snr_definition!r} is not one of "
+                f"{', '.join(SNR_DEFINITIONS)}"
             )
         if self.exposures not in ("single", "coadd") and not (
             isinstance(self.exposures, int) and self.exposures >= 1
@@ -159,13 +174,20 @@ class RenderResult:
     snr: np.ndarray
 
 
-def optimal_snr(signal: np.ndarray, sigma_bkg, exposure_time, top: int = 384) -> np.ndarray:
+def optimal_snr(
+    signal: np.ndarray, sigma_bkg, exposure_time, top: int = 384, scene: np.ndarray | None = None
+) -> np.ndarray:
     """LensPop optimal-aperture S/N of a noise-free signal image.
 
     Pixel variance is ``sigma_bkg^2 + max(signal, 0) / exposure_time`` (background plus the
-    signal's own Poisson noise).  Pixels are ranked by their own S/N, which increases with the
-    signal, and the aperture is the ``k`` best pixels maximising
+    signal's own Poisson noise), or with ``scene`` ``sigma_bkg^2 + max(scene, 0) /
+    exposure_time``: the Poisson noise of all the light in the stamp, as LensPop's
+    ``SNfunc`` (Collett 2015: "Poisson-limited lens subtraction").  Pixels are ranked by their
+    own S/N and the aperture is the ``k`` best pixels maximising
     ``sum(signal) / sqrt(sum(variance))``.
+
+    Without ``scene`` a pixel's S/N increases with its signal, so the ranking needs only the
+    brightest pixels:
 
     Only the ``top`` brightest pixels are sorted (``np.partition`` finds them); a row is
     redone with all pixels unless the fainter ones provably cannot raise the S/N: each adds at
@@ -180,11 +202,15 @@ def optimal_snr(signal: np.ndarray, sigma_bkg, exposure_time, top: int = 384) ->
         Background noise per pixel (e-/s) and total exposure time (s).
     top : int
         Pixels sorted before the bound is checked.
+    scene : ndarray, shape (N, bands, H, W), optional
+        Noise-free image of everything in the stamp, signal included (e-/s per pixel).
 
     Returns
     -------
     ndarray, shape (N, bands)
     """
+    if scene is not None:
+        return _optimal_snr_in_scene(signal, scene, sigma_bkg, exposure_time)
     n, nb = signal.shape[:2]
     flat = np.maximum(np.asarray(signal, dtype=np.float32).reshape(n * nb, -1), np.float32(0))
     var_bkg = np.repeat((np.asarray(sigma_bkg, np.float64) ** 2)[None, :], n, 0).ravel()
@@ -216,6 +242,21 @@ def optimal_snr(signal: np.ndarray, sigma_bkg, exposure_time, top: int = 384) ->
     if len(redo):
         snr[redo] = best_prefix(-np.sort(-flat[redo], axis=-1), redo)[0]
     return snr.reshape(n, nb)
+
+
+def _optimal_snr_in_scene(signal, scene, sigma_bkg, exposure_time) -> np.ndarray:
+    """:func:`optimal_snr` with the whole scene's light in the variance: pixels ranked by
+    ``signal / sigma`` (the deflector makes a pixel's S/N no longer follow its signal)."""
+    n, nb = signal.shape[:2]
+    s = np.maximum(np.asarray(signal, dtype=np.float64).reshape(n, nb, -1), 0.0)
+    light = np.maximum(np.asarray(scene, dtype=np.float64).reshape(n, nb, -1), 0.0)
+    var_bkg = (np.asarray(sigma_bkg, np.float64) ** 2)[None, :, None]
+    inv_t = (1.0 / np.asarray(exposure_time, np.float64))[None, :, None]
+    var = var_bkg + light * inv_t
+    order = np.argsort(-s / np.sqrt(var), axis=-1, kind="stable")
+    s_cum = np.cumsum(np.take_along_axis(s, order, -1), axis=-1)
+    v_cum = np.cumsum(np.take_along_axis(var, order, -1), axis=-1)
+    return (s_cum / np.sqrt(v_cum)).max(axis=-1)
 
 
 def _pixelate(fn, h: int, s: int, area: float, static: tuple):
@@ -571,8 +612,11 @@ def measure_magnification(scene: Scene, layers: list[Layer]) -> np.ndarray:
     return magnification
 
 
-def measure_snr(scene: Scene, rows: np.ndarray, signal: torch.Tensor) -> np.ndarray:
-    """LensPop optimal-aperture S/N (:func:`optimal_snr`) of the convolved lensed signal.
+def measure_snr(
+    scene: Scene, rows: np.ndarray, signal: torch.Tensor, model: torch.Tensor | None = None
+) -> np.ndarray:
+    """LensPop optimal-aperture S/N (:func:`optimal_snr`) of the convolved lensed signal,
+    with the noise of ``Observation.snr_definition``.
 
     Parameters
     ----------
@@ -580,6 +624,8 @@ def measure_snr(scene: Scene, rows: np.ndarray, signal: torch.Tensor) -> np.ndar
     rows : ndarray of int
         The systems of ``signal``.
     signal : torch.Tensor, shape (len(rows), bands, H, W)
+    model : torch.Tensor, shape (N, bands, H, W), optional
+        The noise-free convolved scene of every system (needed by ``"lenspop"``).
 
     Returns
     -------
@@ -589,7 +635,12 @@ def measure_snr(scene: Scene, rows: np.ndarray, signal: torch.Tensor) -> np.ndar
     obs = scene.obs
     exp_time = np.array([obs.exposure_time(b) for b in obs.bands])
     snr = np.full((scene.n, len(obs.bands)), np.nan)
-    snr[rows] = optimal_snr(signal.cpu().numpy(), obs.background_sigma(), exp_time)
+    light = None
+    if obs.snr_definition == "lenspop":
+        if model is None:
+            raise ValueError("measure_snr: the 'lenspop' S/N needs the scene's model")
+        light = model[torch.as_tensor(rows, device=model.device)].cpu().numpy()
+    snr[rows] = optimal_snr(signal.cpu().numpy(), obs.background_sigma(), exp_time, scene=light)
     return snr
 
 
@@ -647,7 +698,7 @@ def render(
     if signal is None:
         snr = np.full((scene.n, len(obs.bands)), np.nan)
     else:
-        snr = measure_snr(scene, signal[0], signal_image)
+        snr = measure_snr(scene, signal[0], signal_image, model)
     if noise_seed is not None:
         exp_time = np.array([obs.exposure_time(b) for b in obs.bands])
         model = add_noise(model, obs.background_sigma(), exp_time, noise_seed)

@@ -9,6 +9,7 @@ number of workers, and the same rows whatever the shard size.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -66,14 +67,25 @@ class SimulationPlan(ShardPlan):
         lens = config["lenses"]  # the case's: set-up, stamps, population
         survey = get_survey(lens["survey"], lens.get("surveys"))
         bands = get_bands(survey, lens["bands"])
-        obs = Observation(bands, lens["stamp_size"], lens["supersampling"], lens["exposures"])
-        population = Population(lens, lens["bands"], pixel_scale=obs.pixel_scale)
+        obs = Observation(
+            bands,
+            lens["stamp_size"],
+            lens["supersampling"],
+            lens["exposures"],
+            snr_definition=lens.get("snr_definition", "lenspop"),
+        )
+        lens = {**lens, "population": population_spec(config)}
+        population = Population(
+            lens, lens["bands"], pixel_scale=obs.pixel_scale, seed=config["seed"]
+        )
         device = _resolve_device(sim["device"])
         # Everything the bytes of a shard depend on (not n: a shard's rows do not depend on
         # it).  "simulate" is the one section it was before the case had its own section (the
         # shared keys and the case's simulation keys together), so the hash is unchanged.
         settings = {k: v for k, v in sim.items() if k not in ("n", "preview")}
-        settings.update({k: lens[k] for k in SIMULATION_KEYS if k not in NOT_IN_IDENTITY})
+        settings.update(
+            {k: lens[k] for k in SIMULATION_KEYS if k not in NOT_IN_IDENTITY and k in lens}
+        )
         identity = {
             "seed": config["seed"],
             "bands": [dataclasses.asdict(b) for b in bands],
@@ -119,12 +131,41 @@ class SimulationPlan(ShardPlan):
                 for b in obs.bands
             ],
             "supersampling": obs.supersampling,
+            "snr_definition": obs.snr_definition,
+            "population": self.population_record(),
             "noise": self.noise,
             "seed": self.seed,
             "shard": shard,
             "rows": [start, stop],
             "config_hash": self.config_hash,
         }
+
+    def population_record(self) -> dict:
+        """Where the deflectors and sources come from (shard metadata, dataset manifest)."""
+        table = self.population.table
+        if table is None:
+            return {"table": None}
+        return {
+            "table": table.name,
+            "splits": dict(table.splits) if table.splits is not None else None,
+            "enrich_cell": table.enrich_cell,
+        }
+
+
+def population_spec(config: Mapping) -> dict:
+    """``lenses.population`` with its ``splits`` resolved: a table population draws each
+    split's systems from its own rows, by the dataset's split fractions unless given."""
+    spec = dict(config["lenses"].get("population") or {})
+    if spec.get("table") and spec.get("splits") is None:
+        splits = (config.get("dataset") or {}).get("splits")
+        if splits is None:
+            raise ConfigError(
+                "config key 'lenses.population.splits': a table population needs the "
+                "dataset's split fractions (dataset.splits) or its own",
+                key="lenses.population.splits",
+            )
+        spec["splits"] = dict(splits)
+    return spec
 
 
 def _resolve_device(device: str) -> str:
@@ -150,7 +191,9 @@ def _render_block(plan: SimulationPlan, block: int) -> dict[str, np.ndarray]:
     first = block * BLOCK_SIZE
     n = min(BLOCK_SIZE, plan.n - first)
     params_rng, noise_seed = block_rng(plan.seed, block)
-    cols = plan.population.draw(params_rng, BLOCK_SIZE)
+    cols = plan.population.draw(
+        params_rng, BLOCK_SIZE, index=np.arange(first, first + BLOCK_SIZE, dtype=np.int64)
+    )
     result = render(
         cols,
         plan.obs,

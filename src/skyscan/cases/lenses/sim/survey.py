@@ -163,6 +163,37 @@ SURVEYS: dict[str, Survey] = {
     ),
 }
 
+#: LensPop's zero point: magnitude 30 gives 1 ADU per 25 s (LSST) or 90 s (DES) at 4.5 e-/ADU.
+_LENSPOP_ZP = {"lsst": 30 + 2.5 * math.log10(4.5 / 25), "des": 30 + 2.5 * math.log10(4.5 / 90)}
+
+#: LensPop's noise adds ``nexposures * 10 / 4.5`` to the variance of every pixel, whatever the
+#: number of epochs observed (its Surveys.py and FastLensSim.ObserveLens): as one exposure's
+#: read noise, sqrt of that many e-.
+_LENSPOP_READ = {"lsst": math.sqrt(100 * 10 / 4.5), "des": math.sqrt(10 * 10 / 4.5)}
+
+#: LensPop's observing set-ups (Collett 2015; LensPop's Surveys.py) for its best-single-epoch
+#: tables: one epoch of 30/60/60 s (LSST) or 90 s (DES), the nominal skies, and the seeing of
+#: the best epoch (the median of the table's per-lens seeing: 0.499" LSST, 1.07" DES; it
+#: spans 0.47-0.54" and 1.06-1.07").  The best epoch's own sky is drawn with its seeing in
+#: LensPop from distributions not published with the tables; the nominal sky stands in.
+SURVEYS["lenspop_lsst_best_epoch"] = _make(
+    "lenspop_lsst_best_epoch",
+    dict(pixel_scale=0.18, read_noise=_LENSPOP_READ["lsst"]),
+    {
+        "g": _obs(30.0, 21.7, _LENSPOP_ZP["lsst"], 100, 0.499),
+        "r": _obs(60.0, 20.7, _LENSPOP_ZP["lsst"], 100, 0.499),
+        "i": _obs(60.0, 20.1, _LENSPOP_ZP["lsst"], 100, 0.499),
+    },
+)
+SURVEYS["lenspop_des_best_epoch"] = _make(
+    "lenspop_des_best_epoch",
+    dict(pixel_scale=0.263, read_noise=_LENSPOP_READ["des"]),
+    {
+        b: _obs(90.0, sky, _LENSPOP_ZP["des"], 10, 1.07)
+        for b, sky in zip("gri", (21.7, 20.7, 20.1), strict=True)
+    },
+)
+
 _BAND_KEYS = {f.name for f in fields(Band)} - {"name"}
 
 
