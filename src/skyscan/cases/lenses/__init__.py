@@ -56,6 +56,7 @@ SIMULATION_KEYS = (
     "kinds",
     "neighbours",
     "population",
+    "source_model",
     "snr_definition",
     "priors",
 )

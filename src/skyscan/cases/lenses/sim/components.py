@@ -118,16 +118,33 @@ def _sersic_light(name: str):
 
 
 def render_source(scene: Scene, rows: np.ndarray, mass):
-    """The Sersic source behind the deflector, ray-traced through its SIE + shear."""
+    """The Sersic source behind the deflector, ray-traced through its SIE + shear, with its
+    star-forming clumps when the batch has them (``lenses.source_model: clumpy``)."""
     n_sersic = scene.col("source_n_sersic", rows)
+    unit = prof.sersic_total_flux(scene.col("source_R_sersic", rows), n_sersic)
+    if "source_clump1_amp" not in scene.params:
+        pixels = scene.evaluate(
+            rows,
+            prof.lensed_sersic_kernel,
+            mass,
+            scene.sersic("source", rows),
+            roots=prof.sersic_roots(n_sersic),
+        )
+        return pixels, unit
+    slots = range(1, prof.SOURCE_CLUMPS + 1)
+    clump = {
+        key: np.stack([scene.col(f"source_clump{j}_{key}", rows) for j in slots], axis=1)
+        for key in ("x", "y", "sigma", "amp")
+    }
     pixels = scene.evaluate(
         rows,
-        prof.lensed_sersic_kernel,
+        prof.lensed_clumpy_sersic_kernel,
         mass,
         scene.sersic("source", rows),
+        prof.clump_constants(clump["x"], clump["y"], clump["sigma"], clump["amp"]),
         roots=prof.sersic_roots(n_sersic),
     )
-    return pixels, prof.sersic_total_flux(scene.col("source_R_sersic", rows), n_sersic)
+    return pixels, unit + prof.clumps_total_flux(clump["sigma"], clump["amp"])
 
 
 def render_ring(scene: Scene, rows: np.ndarray, mass=None):

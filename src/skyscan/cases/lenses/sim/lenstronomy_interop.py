@@ -72,7 +72,49 @@ def lenstronomy_kwargs(row: Mapping[str, float], band: Band):
     lens_light = sersic("lens")
     for name in _neighbours(row, band):
         lens_light += sersic(name)
-    return [mass, shear], sersic("source"), lens_light
+    return [mass, shear], _source(row, band, sersic), lens_light
+
+
+def _clump_slots(row: Mapping[str, float]) -> list[int]:
+    """The row's source clumps (``lenses.source_model: clumpy``) with a positive amplitude."""
+    out, j = [], 1
+    while f"source_clump{j}_amp" in row:
+        amp = row[f"source_clump{j}_amp"]
+        if amp is not None and np.isfinite(float(amp)) and float(amp) > 0:
+            out.append(j)
+        j += 1
+    return out
+
+
+def _source(row: Mapping[str, float], band: Band, sersic) -> list[dict]:
+    """The source's Sersic and its clumps as lenstronomy ``GAUSSIAN`` profiles (whose ``amp``
+    is a total flux): the magnitude is of the whole source, so the Sersic's amplitude is the
+    count rate over the unit-amplitude flux of Sersic and clumps together."""
+    from lenstronomy.Util import data_util
+
+    (disc,) = sersic("source")
+    slots = _clump_slots(row)
+    if not slots:
+        return [disc]
+    cps = data_util.magnitude2cps(float(row[f"source_mag_{band.name}"]), band.zero_point)
+    unit_disc = cps / disc["amp"]  # the unit-amplitude Sersic's flux
+    sigma = [float(row[f"source_clump{j}_sigma"]) for j in slots]
+    clump_unit = [
+        2 * np.pi * s**2 * float(row[f"source_clump{j}_amp"])
+        for j, s in zip(slots, sigma, strict=True)
+    ]
+    amp = cps / (unit_disc + sum(clump_unit))
+    out = [dict(disc, amp=amp)]
+    for j, s, unit in zip(slots, sigma, clump_unit, strict=True):
+        out.append(
+            {
+                "amp": amp * unit,
+                "sigma": s,
+                "center_x": float(row[f"source_clump{j}_x"]),
+                "center_y": float(row[f"source_clump{j}_y"]),
+            }
+        )
+    return out
 
 
 def _neighbours(row: Mapping[str, float], band: Band) -> list[str]:
@@ -91,7 +133,7 @@ def neighbour_galaxies(row: Mapping[str, float], band: Band) -> int:
 
 
 def lenstronomy_image_model(
-    band: Band, stamp_size: int = 45, supersampling: int = 3, neighbours: int = 0
+    band: Band, stamp_size: int = 45, supersampling: int = 3, neighbours: int = 0, clumps: int = 0
 ):
     """lenstronomy ``ImageModel`` on skyscan's pixel grid with the band's Gaussian PSF, with
     ``neighbours`` line-of-sight galaxies besides the deflector's light.
@@ -119,7 +161,7 @@ def lenstronomy_image_model(
         data,
         psf,
         LensModel(["SIE", "SHEAR"]),
-        LightModel(["SERSIC_ELLIPSE"]),
+        LightModel(["SERSIC_ELLIPSE"] + ["GAUSSIAN"] * clumps),
         LightModel(["SERSIC_ELLIPSE"] * (1 + neighbours)),
         kwargs_numerics={"supersampling_factor": supersampling},
     )
@@ -129,5 +171,7 @@ def lenstronomy_image(
     row: Mapping[str, float], band: Band, stamp_size: int = 45, supersampling: int = 3
 ) -> np.ndarray:
     """Noise-free image of one lens row in one band, rendered by lenstronomy (e-/s per pixel)."""
-    model = lenstronomy_image_model(band, stamp_size, supersampling, neighbour_galaxies(row, band))
+    model = lenstronomy_image_model(
+        band, stamp_size, supersampling, neighbour_galaxies(row, band), len(_clump_slots(row))
+    )
     return model.image(*lenstronomy_kwargs(row, band))

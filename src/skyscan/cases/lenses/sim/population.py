@@ -56,7 +56,13 @@ from skyscan.cases.lenses.sim.components import (
     is_lens,
     neighbour_slots,
 )
-from skyscan.cases.lenses.sim.profiles import RING_KNOTS, phi_q_to_ellipticity
+from skyscan.cases.lenses.sim.profiles import (
+    RING_KNOTS,
+    SOURCE_CLUMPS,
+    ellipticity_to_phi_q,
+    phi_q_to_ellipticity,
+    sersic_total_flux,
+)
 from skyscan.cases.lenses.sim.survey import ConfigError
 from skyscan.core.seeding import BLOCK_SIZE, block_rng
 
@@ -222,6 +228,7 @@ class Population:
     def __init__(self, sim_config: Mapping, bands, pixel_scale: float | None = None, seed: int = 0):
         self.bands = list(bands)
         self.table = _population_table(sim_config.get("population"), self.bands, seed)
+        self.source_model = sim_config.get("source_model", "sersic")
         kinds = dict(sim_config["kinds"])
         total = sum(kinds.get(k, 0.0) for k in KINDS)
         if not total > 0:
@@ -322,6 +329,43 @@ class Population:
                 for key, value in draw(rng, n, self.bands, x, y).items():
                     cols[f"{name}_{key}"] = np.where(k < count, value, np.nan)
         return cols
+
+    def _clumps(self, rng, n: int, cols: Mapping) -> dict[str, np.ndarray]:
+        """Gaussian star-forming clumps in the source's disc (``lenses.source_model:
+        clumpy``): a ``source_clumpy`` share of the sources hold ``source_clumps`` of them,
+        carrying ``source_clump_flux`` of the source's light between them (shares 0.5-1.5
+        apart), each of Gaussian sigma ``source_clump_sigma``, placed uniformly over the
+        disc's ellipse out to 1.5 half-light radii.  Every slot is drawn for every row."""
+        p = self.priors
+        clumpy = rng.random(n) < p["source_clumpy"].draw(rng, n)
+        count = np.where(clumpy, np.rint(p["source_clumps"].draw(rng, n)), 0)
+        fraction = np.where(clumpy, p["source_clump_flux"].draw(rng, n), 0.0)
+        radius = np.asarray(cols["source_R_sersic"], dtype=float)
+        host = sersic_total_flux(np.maximum(radius, 1e-4), cols["source_n_sersic"])
+        phi, q = ellipticity_to_phi_q(cols["source_e1"], cols["source_e2"])
+        slots = np.arange(1, SOURCE_CLUMPS + 1)
+        share = rng.uniform(0.5, 1.5, (n, SOURCE_CLUMPS)) * (slots[None, :] <= count[:, None])
+        total = share.sum(axis=1)
+        flux = share / np.where(total > 0, total, 1.0)[:, None]
+        flux *= (fraction / (1 - fraction) * host)[:, None]
+        out = {"source_clump_fraction": fraction, "source_clumps": count.astype(float)}
+        for j in range(SOURCE_CLUMPS):
+            r = 1.5 * radius * np.sqrt(rng.random(n))
+            angle = 2 * np.pi * rng.random(n)
+            sigma = p["source_clump_sigma"].draw(rng, n)
+            xe, ye = r * np.cos(angle), r * q * np.sin(angle)  # major axis along x
+            used = flux[:, j] > 0
+            out[f"source_clump{j + 1}_x"] = (
+                cols["source_center_x"] + xe * np.cos(phi) - ye * np.sin(phi)
+            )
+            out[f"source_clump{j + 1}_y"] = (
+                cols["source_center_y"] + xe * np.sin(phi) + ye * np.cos(phi)
+            )
+            out[f"source_clump{j + 1}_sigma"] = sigma
+            out[f"source_clump{j + 1}_amp"] = np.where(
+                used, flux[:, j] / (2 * np.pi * sigma**2), 0.0
+            )
+        return out
 
     def draw(
         self, rng: np.random.Generator, n: int, index: np.ndarray | None = None
@@ -453,6 +497,11 @@ class Population:
         # after everything else so the prior-drawn columns do not move.
         if self.table is not None:
             self.table.apply(rng, cols, index)
+
+        # Star-forming clumps of the lensed source, last of all (a smooth-source config
+        # draws none, so its rows do not move).
+        if self.source_model == "clumpy":
+            cols.update(self._clumps(rng, n, cols))
 
         # Blank out what each kind does not have.
         for comp in LIGHT_COMPONENTS:

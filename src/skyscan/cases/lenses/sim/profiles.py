@@ -46,6 +46,10 @@ __all__ = [
     "sersic_kernel",
     "sersic_roots",
     "lensed_sersic_kernel",
+    "SOURCE_CLUMPS",
+    "clump_constants",
+    "clumps_total_flux",
+    "lensed_clumpy_sersic_kernel",
     "ring_kernel",
     "spiral_kernel",
     "sie_deflection",
@@ -62,6 +66,10 @@ _Q_MAX = 0.99999999  # lenstronomy's NIEMajorAxis cap
 #: Knot slots of the ring (:func:`ring_constants`); unused slots have amplitude 0.
 RING_KNOTS = 6
 _RING_FIXED = 11  # ring constants before the knot slots
+
+#: Star-forming clump slots of a clumpy source (:func:`clump_constants`); unused slots have
+#: amplitude 0.
+SOURCE_CLUMPS = 6
 _RING_ARC_SOFTNESS = 0.1  # radians: a partial ring's ends fade over ~+-10 degrees
 _RING_AZIMUTHS = 4096  # trapezoid nodes of the ring's azimuthal mean
 
@@ -321,6 +329,54 @@ def lensed_sersic_kernel(x, y, c_mass, c_light, roots: int | None = None):
     """A Sersic source seen through SIE + shear, evaluated at ``beta = theta - alpha``."""
     ax, ay = sie_shear_kernel(x, y, c_mass)
     return sersic_kernel(x - ax, y - ay, c_light, roots)
+
+
+def clump_constants(x, y, sigma, amplitude):
+    """Constants of up to :data:`SOURCE_CLUMPS` circular Gaussian clumps per system.
+
+    Parameters
+    ----------
+    x, y, sigma, amplitude : array_like, shape (B, SOURCE_CLUMPS)
+        Source-plane centres and Gaussian sigmas (arcsec) and peak surface brightness, in the
+        units of the host Sersic's (whose value at its half-light radius is 1); unused slots
+        have amplitude 0 (their other values are ignored).
+
+    Returns
+    -------
+    list of ndarray
+        Per slot ``x``, ``y``, ``1 / (2 sigma^2)`` and the amplitude.
+    """
+    amp = np.nan_to_num(np.asarray(amplitude, dtype=np.float64))
+    used = amp > 0
+    sig = np.where(used, np.asarray(sigma, dtype=np.float64), 1.0)
+    cx = np.where(used, np.asarray(x, dtype=np.float64), 0.0)
+    cy = np.where(used, np.asarray(y, dtype=np.float64), 0.0)
+    out = []
+    for j in range(amp.shape[1]):
+        out += [cx[:, j], cy[:, j], 0.5 / sig[:, j] ** 2, amp[:, j]]
+    return out
+
+
+def clumps_total_flux(sigma, amplitude) -> np.ndarray:
+    """Total flux of the clumps of :func:`clump_constants` (``sum 2 pi sigma^2 A``)."""
+    amp = np.nan_to_num(np.asarray(amplitude, dtype=np.float64))
+    sig = np.nan_to_num(np.asarray(sigma, dtype=np.float64))
+    return (2 * np.pi * sig**2 * amp).sum(axis=1)
+
+
+def _clumps(x, y, c):
+    out = 0.0
+    for j in range(0, c.shape[1], 4):
+        r2 = (x - c[:, j : j + 1]) ** 2 + (y - c[:, j + 1 : j + 2]) ** 2
+        out = out + c[:, j + 3 : j + 4] * torch.exp(-r2 * c[:, j + 2 : j + 3])
+    return out
+
+
+def lensed_clumpy_sersic_kernel(x, y, c_mass, c_light, c_clumps, roots: int | None = None):
+    """A Sersic disc with Gaussian star-forming clumps, seen through SIE + shear."""
+    ax, ay = sie_shear_kernel(x, y, c_mass)
+    bx, by = x - ax, y - ay
+    return sersic_kernel(bx, by, c_light, roots) + _clumps(bx, by, c_clumps)
 
 
 def _ring_azimuth(xp, cos_t, sin_t, c):
