@@ -208,3 +208,32 @@ def test_setup_differences_list_each_difference():
         {"label": np.ones(500), "theta_E": np.full(500, 2.0), "snr_g": np.full(500, 80.0)}
     )
     assert "theta_E, all lenses" in CASE.like_for_like(_setup(), bright)
+
+
+def test_cell_interval_resamples_configurations():
+    """40 configurations of 50 lenses each, half of them found whole: the interval over
+    configurations is far wider than one that takes the 2,000 lenses as independent, and it
+    holds the truth; thresholds of None are skipped and the figures are seeded."""
+    from skyscan.cases.lenses.likeforlike import cell_by_configuration
+    from skyscan.evaluate.metrics import wilson_interval
+
+    rows = np.repeat(np.arange(40), 50)
+    found = (rows % 2 == 0).astype(float)
+    columns = {
+        "label": np.ones(2000),
+        "theta_E": np.full(2000, 2.0),
+        "snr_g": np.full(2000, 30.0),
+        "lenspop_row": rows,
+    }
+    logits = np.where(found == 1, 3.0, -3.0)
+    out = cell_by_configuration(columns, logits, {"operating": 0.0, "val_fpr_0.001": None})
+    assert out["n_lenses"] == 2000 and out["n_configurations"] == 40
+    assert "val_fpr_0.001" not in out
+    lo, hi = out["operating"]["ci95"]
+    assert out["operating"]["completeness"] == 0.5 and lo < 0.5 < hi
+    w_lo, w_hi = wilson_interval(1000, 2000)
+    assert (hi - lo) > 3 * (w_hi - w_lo)
+    again = cell_by_configuration(columns, logits, {"operating": 0.0})
+    assert again["operating"] == out["operating"]
+    assert cell_by_configuration({k: v for k, v in columns.items() if k != "lenspop_row"},
+                                 logits, {"operating": 0.0}) is None  # fmt: skip

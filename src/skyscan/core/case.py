@@ -270,8 +270,10 @@ class Case:
             The test split's metadata columns.
         labels, logits : ndarray
         thresholds : mapping
-            Named logit thresholds (``validation``: the card's; ``score_0.5``: logit 0); a
-            value may be None when the card has no threshold.
+            Named logit thresholds (``validation``: the card's; ``score_0.5``: logit 0;
+            ``operating``: the evaluation's, chosen on validation at ``evaluate.fpr``;
+            ``val_fpr_0.001``: chosen on validation at 0.1%); a value may be None when the
+            card has no threshold.
         """
         return {}
 

@@ -186,7 +186,13 @@ def evaluate(card_path, dataset_dir, out_dir, config: dict) -> dict:
             "score_0.5": M.rates_at(labels, logits, 0.0),
         },
     }
-    thresholds = {"validation": card.threshold.get("logit"), "score_0.5": 0.0}
+    thresholds = {
+        "validation": card.threshold.get("logit") if card.threshold else None,
+        "score_0.5": 0.0,
+        # The operating point's (evaluate.fpr on validation) and a tenfold stricter one.
+        "operating": threshold,
+        "val_fpr_0.001": M.threshold_at_fpr(val_labels, val_logits, 0.001),
+    }
     metrics.update(case.extra_metrics(columns, labels, logits, thresholds))
     scores = meta.select(case.score_columns(meta.column_names))
     scores = scores.append_column("logit", pa.array(logits.astype(np.float64)))

@@ -367,6 +367,22 @@ class LensCase(Case, DetectabilitySelection, ParameterEstimation, CandidateAnnot
         table = self.population_table(checks)
         if table:
             lines += [table, ""]
+        by_row = metrics.get("cell_by_configuration")
+        if by_row:
+            lines.append(
+                f"The cell's {by_row['n_lenses']} test lenses are {by_row['n_configurations']} "
+                "LensPop configurations seen in several orientations and noise draws; "
+                "intervals that resample configurations (thresholds chosen on validation):"
+            )
+            for name, label in (("operating", f"{100 * (1 - target):g}% rejection"),
+                                ("val_fpr_0.001", "99.9% rejection")):  # fmt: skip
+                if name in by_row:
+                    c = by_row[name]
+                    lines.append(
+                        f"- {label}: {c['completeness']:.3f} "
+                        f"[{c['ci95'][0]:.3f}, {c['ci95'][1]:.3f}]"
+                    )
+            lines.append("")
         lines.append(
             "The Lens Finding Challenge figures come from other simulations (100,000 "
             "ground-based cutouts): compare trends, not third decimals. TPR0 and TPR10 depend "
@@ -376,10 +392,16 @@ class LensCase(Case, DetectabilitySelection, ParameterEstimation, CandidateAnnot
 
     def extra_metrics(self, columns, labels, logits, thresholds) -> dict:
         """The test lenses' population against LensPop's best-epoch LSST lenses, the paper's
-        (:func:`.likeforlike.population_checks`)."""
-        from skyscan.cases.lenses.likeforlike import population_checks
+        (:func:`.likeforlike.population_checks`), and for a table population the headline
+        cell with intervals over lens configurations at the operating threshold and at 0.1%
+        FPR on validation (:func:`.likeforlike.cell_by_configuration`)."""
+        from skyscan.cases.lenses.likeforlike import cell_by_configuration, population_checks
 
-        return {"population_checks": population_checks(columns)}
+        wanted = {k: thresholds.get(k) for k in ("operating", "val_fpr_0.001")}
+        return {
+            "population_checks": population_checks(columns),
+            "cell_by_configuration": cell_by_configuration(columns, logits, wanted),
+        }
 
     @staticmethod
     def like_for_like(setup: Mapping | None, checks: Mapping | None = None) -> str:
@@ -403,9 +425,14 @@ class LensCase(Case, DetectabilitySelection, ParameterEstimation, CandidateAnnot
             lines.append(
                 "**Not like for like** with Lanusse et al. 2018: " + "; ".join(differences) + "."
             )
+        model = (setup.get("simulation") or {}).get("source_model", "sersic")
+        sources = {
+            "clumpy": "Sersic discs with star-forming clumps drawn from HST measurements",
+            "sersic": "smooth Sersic profiles",
+        }.get(model, model)
         lines.append(
             "Not tested, and different: the paper lensed real HST galaxies (PICS); skyscan's "
-            "sources are smooth Sersic profiles."
+            f"sources are {sources} (lenses.source_model)."
         )
         return "\n".join(lines)
 

@@ -25,7 +25,14 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["PAPER_SETUP", "KS_ALPHA", "KS_MAX_D", "population_checks", "setup_differences"]
+__all__ = [
+    "PAPER_SETUP",
+    "KS_ALPHA",
+    "KS_MAX_D",
+    "population_checks",
+    "setup_differences",
+    "cell_by_configuration",
+]
 
 #: CMU DeepLens's set-up (Lanusse et al. 2018; LensPop's Surveys.py for LSST's best epoch).
 PAPER_SETUP = {
@@ -200,4 +207,66 @@ def setup_differences(setup: Mapping, checks: Mapping | None) -> list[str]:
             )
     elif checks and "skipped" in checks:
         out.append(f"population not tested: {checks['skipped']}")
+    return out
+
+
+def cell_by_configuration(
+    columns: Mapping[str, np.ndarray],
+    logits: np.ndarray,
+    thresholds: Mapping[str, float | None],
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> dict | None:
+    """The headline cell's completeness with an interval that resamples lens configurations.
+
+    A table population draws many test lenses from each of its rows (the cell's most of all,
+    when enriched): they share a configuration and differ in orientation and noise only, so a
+    Wilson interval over the lenses is too narrow.  This bootstraps the table's rows (each
+    with all its lenses), at each named threshold.
+
+    Parameters
+    ----------
+    columns : mapping
+        The test split's metadata (``label``, ``theta_E``, ``snr_g``, ``lenspop_row``).
+    logits : ndarray
+    thresholds : mapping
+        Name -> logit threshold (None skipped).
+    n_resamples, seed : int
+        Bootstrap size and its fixed seed (the same figures on every run).
+
+    Returns
+    -------
+    dict or None
+        Per threshold name ``completeness``, ``ci95``; and ``n_lenses``,
+        ``n_configurations``; None without ``lenspop_row`` or cell lenses.
+    """
+    from skyscan.cases.lenses.sim.lenspop import CELL_SNR, CELL_THETA_E
+
+    if "lenspop_row" not in columns or "snr_g" not in columns:
+        return None
+    with np.errstate(invalid="ignore"):
+        cell = (
+            (np.asarray(columns["label"]) == 1)
+            & (np.asarray(columns["theta_E"], dtype=float) > CELL_THETA_E)
+            & (np.asarray(columns["snr_g"], dtype=float) > CELL_SNR)
+        )
+    if not cell.any():
+        return None
+    rows = np.asarray(columns["lenspop_row"])[cell]
+    _, group = np.unique(rows, return_inverse=True)
+    k = group.max() + 1
+    counts = np.bincount(group, minlength=k)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, k, size=(n_resamples, k))
+    out = {"n_lenses": int(cell.sum()), "n_configurations": int(k), "method": "bootstrap of rows"}
+    for name, threshold in thresholds.items():
+        if threshold is None:
+            continue
+        hits = np.bincount(group, weights=logits[cell] > threshold, minlength=k)
+        boot = hits[picks].sum(axis=1) / counts[picks].sum(axis=1)
+        lo, hi = np.percentile(boot, [2.5, 97.5])
+        out[name] = {
+            "completeness": float(hits.sum() / counts.sum()),
+            "ci95": [float(lo), float(hi)],
+        }
     return out

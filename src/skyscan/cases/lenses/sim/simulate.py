@@ -132,6 +132,7 @@ class SimulationPlan(ShardPlan):
             ],
             "supersampling": obs.supersampling,
             "snr_definition": obs.snr_definition,
+            "source_model": self.population.source_model,
             "population": self.population_record(),
             "noise": self.noise,
             "seed": self.seed,
