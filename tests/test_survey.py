@@ -67,7 +67,11 @@ def test_custom_survey_and_override():
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: get_survey("hsc"), "unknown survey 'hsc' (allowed: des, lenspop_des_best_epoch, lenspop_lsst_best_epoch, lsst)"),
+        (
+            lambda: get_survey("hsc"),
+            "unknown survey 'hsc' (allowed: des, lenspop_des_best_epoch, "
+            "lenspop_lsst_best_epoch, lsst)",
+        ),
         (
             lambda: get_bands(get_survey("lsst"), ["g", "q"]),
             "unknown band 'q' for survey 'lsst' (allowed: u, g, r, i, z, y)",

@@ -109,7 +109,7 @@ def test_metadata_round_trips(shards):
 
 
 def test_every_kind_with_its_fraction():
-    fractions = dict(zip(KINDS, [3, 1, 1, 1, 1, 1, 1, 1, 0], strict=True))  # no edge
+    fractions = dict(zip(KINDS, [3, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1], strict=True))  # no edge
     section = {"kinds": fractions}
     kinds = np.concatenate(
         [

@@ -24,9 +24,10 @@ def test_transient_case_is_registered_with_its_section():
     # written out here: the real (label 1) and bogus (label 0) kinds, in the simulator's order
     real = ("host_sn", "hostless", "variable_star")
     bogus = ("dipole", "cosmic_ray", "bad_pixel", "bright_star", "psf_mismatch", "edge")
+    bogus += ("core_dipole", "ghost", "spike")
     assert case.positive_kinds == real and case.negative_kinds == bogus
     assert case.kinds == real + bogus
-    assert case.label(real + bogus).tolist() == [1, 1, 1, 0, 0, 0, 0, 0, 0]
+    assert case.label(real + bogus).tolist() == [1, 1, 1] + [0] * 9
     assert tuple(simulate.simulation_settings({})["kinds"]) == real + bogus  # what it draws
     assert case.stages == ("alerts",)
     config = load_config(ROOT / "config" / "transients-ztf.yaml")

@@ -48,14 +48,38 @@ science), ``bright_star`` (a saturated star with diffraction spikes and a bleed 
 0.2 stamp widths from the centre), ``psf_mismatch`` (a compact galaxy subtracted with a
 matching kernel built from a broad-PSF width wrong by a factor 0.75-0.87 or 1.15-1.4),
 ``edge`` (the science CCD edge crosses the stamp: no data, zeros in every channel, beyond it,
-an amplifier glow along it, a static star in half of them).
+an amplifier glow along it, a static star in half of them; ``edge_side``, ``edge_width``),
+``core_dipole`` (a bright galaxy core, a Sersic bulge of r = 14.5-17 with n 2-4 and a point
+nucleus 0.5-2.5 mag fainter, whose whole science image is misregistered by 0.05-0.5 px,
+log-uniform: ZTF's astrometry against Gaia is good to ~0.05-0.1" rms, and differential
+chromatic refraction of a red core against the stars that register the images adds ~0.1-0.3"
+at high airmass; translated in the Fourier domain, so the two lobes carry equal flux),
+``ghost`` (an out-of-focus pupil image of a bright star reflected in the optics: a uniform
+annulus of outer radius 6-30" and inner/outer ratio 0.3-0.5, the central obstruction, at
+0.5-4 science sigma per pixel, in the science only, as ghosts move with the pointing and the
+reference coadd's outlier rejection drops them; the detection on the annulus), ``spike`` (a
+diffraction spike of a star 50-150" beyond the detection along a row or column, line density
+5-60 science sigma per pixel at the detection falling as ``(D / r)^2``, in both images,
+0.5-2 times as bright in the science and misregistered across by 0.05-0.5 px). These ranges
+are stated, not fitted to real bogus alerts.
+
+Any kind but ``edge`` may hold a *masked patch*, in ``masked_fraction`` of the rows (ZTF:
+12.8%, measured on the development set of public alerts, where most such alerts are real): a
+rectangle at a border, 1-19 px deep and 3-63 px long (log-uniform), zero in the three
+channels, as NaN pixels are once :mod:`~skyscan.cases.transients.alerts` reads them
+(``masked_pixels`` counts them).
 
 Columns: ``index``, ``kind``, ``label`` and float64 parameters (NaN where a kind lacks one):
 ``mag`` (the point source: transient, variable star in the science, dipole/edge/bright star;
 uniform between ``mag_min`` and the limit + 0.5 for the real kinds), ``delta_mag`` (variable
 star, science minus reference), ``host_mag``, ``host_R_sersic`` (arcsec), ``offset`` (arcsec:
-host centre to transient; star to stamp centre for ``bright_star`` and ``edge``),
-``misalignment`` (pixels, ``dipole``), ``fwhm_science``, ``fwhm_reference`` (arcsec),
+host centre to transient; star to stamp centre for ``bright_star`` and ``edge``; detection to
+ghost centre, or to the spike's star), ``offset_angle`` (degrees, its direction),
+``misalignment`` (pixels, ``dipole``, ``core_dipole``, ``spike``), ``misalignment_angle``
+(degrees, the science's shift), ``ghost_radius`` (arcsec), ``ghost_inner``,
+``ghost_surface_brightness`` (counts per pixel), ``spike_amplitude`` (counts per pixel of
+length), ``spike_ratio``, ``edge_side`` (0: low x, 1: low y, 2: high x, 3: high y),
+``edge_width`` (pixels), ``masked_pixels``, ``fwhm_science``, ``fwhm_reference`` (arcsec),
 ``sigma_difference`` (background noise sigma of a difference pixel) and ``snr``: the optimal
 (PSF-weighted) S/N of the transient's flux change in the difference image,
 ``|dF| / (sigma_difference sqrt(NEA))`` with ``NEA = 1 / sum(PSF^2)`` of the difference's PSF
@@ -129,7 +153,9 @@ class TransientSetup:
     the number of science-like exposures averaged into the reference; ``saturation`` the
     counts (sky included) where a pixel saturates; ``limiting_mag`` the nominal 5-sigma
     point-source limit of one science image at the modal seeing (see
-    :meth:`point_source_limit`, which the numbers reproduce to 0.01 mag).
+    :meth:`point_source_limit`, which the numbers reproduce to 0.01 mag); ``masked_fraction``
+    the share of detections, of every kind, whose cutouts hold a masked (NaN, read as 0)
+    patch at a border.
     """
 
     name: str
@@ -147,6 +173,7 @@ class TransientSetup:
     reference_depth: float
     saturation: float
     limiting_mag: float
+    masked_fraction: float = 0.0
 
     @property
     def sky_counts(self) -> float:
@@ -238,6 +265,10 @@ SETUPS: dict[str, TransientSetup] = {
         reference_depth=36.0,
         saturation=60000.0,
         limiting_mag=20.5,
+        # Measured on the development set of public alerts (data/real/ztf, 414 alerts): 53
+        # (12.8%) hold NaN pixels, the same in all three cutouts, and 44 of those 53 have
+        # drb > 0.9: a masked patch is no sign of a bogus detection.
+        masked_fraction=0.128,
     ),
     "hits": TransientSetup(
         name="hits",
@@ -345,7 +376,29 @@ _UNIFORMS = (
     "glow_amplitude",
     "glow_scale",
 )
+#: More uniforms of a block, drawn after the hot-pixel draws (so that the rows of the kinds
+#: above keep their parameters), one row each, always in this order whatever the kinds.
+_UNIFORMS_MORE = (
+    "core_mag",
+    "core_nucleus",
+    "core_shift",
+    "ghost_radius",
+    "ghost_inner",
+    "ghost_sb",
+    "ghost_offset",
+    "spike_axis",
+    "spike_distance",
+    "spike_amplitude",
+    "spike_ratio",
+    "spike_shift",
+    "mask",
+    "mask_side",
+    "mask_depth",
+    "mask_length",
+    "mask_start",
+)
 _HOT_PIXELS = 4  # most hot pixels of a bad_pixel row
+_MASK_DEPTH = (1, 19)  # masked patch: pixels in from the border (ends >= 12 px from the centre)
 
 
 def _triangular(u, low, mode, high):
@@ -368,6 +421,7 @@ def _draw(setup: TransientSetup, section: Mapping, rng: np.random.Generator, n: 
     """Parameters of ``n`` rows: public columns and the renderer's extras (``_``-prefixed)."""
     u = dict(zip(_UNIFORMS, rng.random((len(_UNIFORMS), n)), strict=True))
     hot = rng.random((n, _HOT_PIXELS, 3))
+    u.update(zip(_UNIFORMS_MORE, rng.random((len(_UNIFORMS_MORE), n)), strict=True))
 
     fractions = np.array([section["kinds"][k] for k in KINDS])
     cdf = np.cumsum(fractions / fractions.sum())
@@ -391,22 +445,26 @@ def _draw(setup: TransientSetup, section: Mapping, rng: np.random.Generator, n: 
     static_mag = _uniform(u["mag"], mag_min, limit - 1.0)
     sat_mag = setup.saturation_mag
     bright_mag = _uniform(u["mag"], sat_mag - 2.5, sat_mag - 0.2)
+    # core_dipole: a bright galaxy (bulge) with a point-like nucleus 0.5-2.5 mag fainter.
+    core = is_["core_dipole"]
+    core_mag = _uniform(u["core_mag"], 14.5, 17.0)
+    nucleus_mag = core_mag + _uniform(u["core_nucleus"], 0.5, 2.5)
     mag = np.select(
-        [is_["host_sn"] | is_["hostless"] | is_["variable_star"], is_["bright_star"]],
-        [real_mag, bright_mag],
+        [is_["host_sn"] | is_["hostless"] | is_["variable_star"], is_["bright_star"], core],
+        [real_mag, bright_mag, nucleus_mag],
         static_mag,
     )
     star_dipole = is_["dipole"] & (u["variant"] < 0.7)
     edge_star = is_["edge"] & (u["variant"] < 0.5)
     has_mag = is_["host_sn"] | is_["hostless"] | is_["variable_star"] | is_["bright_star"]
-    has_mag |= star_dipole | edge_star
+    has_mag |= star_dipole | edge_star | core
     mag = np.where(has_mag, mag, nan)
 
     delta = _uniform(u["delta_mag"], 0.1, 1.5) * np.where(u["sign"] < 0.5, -1.0, 1.0)
     delta_mag = np.where(is_["variable_star"], delta, nan)
 
     # Galaxies: SN hosts, or compact galaxies (dipole galaxies, psf_mismatch).
-    compact = (is_["dipole"] & ~star_dipole) | is_["psf_mismatch"]
+    compact = (is_["dipole"] & ~star_dipole) | is_["psf_mismatch"] | core
     has_host = is_["host_sn"] | compact
     host_mag = np.where(
         is_["host_sn"],
@@ -424,6 +482,8 @@ def _draw(setup: TransientSetup, section: Mapping, rng: np.random.Generator, n: 
         brighter = np.maximum(mag - _uniform(u["host_mag"], 0.0, 2.5), mag_min)
         host_mag = np.where(nuclear, brighter, host_mag)
         host_R = np.where(nuclear, _loguniform(u["host_R"], 0.3, 1.2), host_R)
+    host_mag = np.where(core, core_mag, host_mag)
+    host_R = np.where(core, _loguniform(u["host_R"], 0.5, 2.0), host_R)
     host_mag = np.where(has_host, host_mag, nan)
     host_R = np.where(has_host, host_R, nan)
 
@@ -444,8 +504,50 @@ def _draw(setup: TransientSetup, section: Mapping, rng: np.random.Generator, n: 
         is_["host_sn"] | is_["bright_star"] | edge_star, radius_px * setup.pixel_scale, nan
     )
 
-    shift = _uniform(u["shift"], 0.3, 1.5)
-    misalignment = np.where(is_["dipole"], shift, nan)
+    # Misregistration of the science (pixels) and its direction (radians): dipole 0.3-1.5 px;
+    # core_dipole and spike 0.05-0.5 px (log-uniform), across the spike for a spike.
+    spike = is_["spike"]
+    horizontal = u["spike_axis"] < 0.5  # the spike runs along x (a row)
+    fine = _loguniform(u["core_shift"], 0.05, 0.5)
+    misalignment = np.select(
+        [is_["dipole"], core, spike],
+        [_uniform(u["shift"], 0.3, 1.5), fine, _loguniform(u["spike_shift"], 0.05, 0.5)],
+        nan,
+    )
+    across = np.where(horizontal, np.pi / 2, 0.0) + np.where(u["shift_angle"] < 0.5, 0.0, np.pi)
+    shift_angle = np.where(spike, across, 2 * np.pi * u["shift_angle"])
+    moved = is_["dipole"] | core | spike
+    shift_angle = np.where(moved, shift_angle, nan)
+
+    # ghost: an out-of-focus pupil image (an annulus) in the science only, the detection on it.
+    g = is_["ghost"]
+    ghost_outer = _loguniform(u["ghost_radius"], 6.0, 30.0)  # arcsec
+    ghost_inner = _uniform(u["ghost_inner"], 0.3, 0.5)  # inner / outer radius
+    ghost_sb = _loguniform(u["ghost_sb"], 0.5, 4.0) * setup.science_sigma  # counts / pixel
+    ghost_dist = ghost_outer * _uniform(u["ghost_offset"], ghost_inner, 1.0)  # arcsec
+
+    # spike: a bright star D = 50-150 px away along a row or column; the spike's line density
+    # at the detection (counts per pixel of length, in the reference) falls as (D / r)^2.
+    spike_distance = _loguniform(u["spike_distance"], 50.0, 150.0)  # pixels
+    spike_amplitude = _loguniform(u["spike_amplitude"], 5.0, 60.0) * setup.science_sigma
+    spike_ratio = _loguniform(u["spike_ratio"], 0.5, 2.0)  # science / reference
+
+    offset = np.select([g, spike], [ghost_dist, spike_distance * setup.pixel_scale], offset)
+    # Direction (radians) from the detection to the host, star or ghost centre.
+    spike_side = np.where(u["sign"] < 0.5, -1.0, 1.0)
+    spike_direction = np.where(horizontal, 0.0, np.pi / 2) + np.where(spike_side < 0, np.pi, 0.0)
+    offset_direction = np.where(spike, spike_direction, angle)
+
+    # edge: the side (0: low x, 1: low y, 2: high x, 3: high y) and width (pixels) beyond it.
+    edge_side = np.minimum((4 * u["edge_side"]).astype(np.int64), 3)
+    edge_width = np.maximum(np.rint(_uniform(u["edge_width"], 0.15, 0.4) * H), 2)
+
+    # A masked patch at a border (any kind but edge): side as edge's, depth in, length along.
+    masked = (u["mask"] < setup.masked_fraction) & ~is_["edge"]
+    mask_side = np.minimum((4 * u["mask_side"]).astype(np.int64), 3)
+    mask_depth = np.rint(_loguniform(u["mask_depth"], *_MASK_DEPTH)).astype(np.int64)
+    mask_length = np.rint(_loguniform(u["mask_length"], 3.0, H)).astype(np.int64)
+    mask_start = np.floor(u["mask_start"] * (H - mask_length + 1)).astype(np.int64)
 
     # psf_mismatch: the broad PSF's width is mis-estimated by this factor.
     mismatch = np.where(
@@ -472,7 +574,17 @@ def _draw(setup: TransientSetup, section: Mapping, rng: np.random.Generator, n: 
         "host_mag": host_mag,
         "host_R_sersic": host_R,
         "offset": offset,
+        "offset_angle": np.degrees(np.where(np.isfinite(offset), offset_direction, nan)),
         "misalignment": misalignment,
+        "misalignment_angle": np.degrees(shift_angle),
+        "ghost_radius": np.where(g, ghost_outer, nan),
+        "ghost_inner": np.where(g, ghost_inner, nan),
+        "ghost_surface_brightness": np.where(g, ghost_sb, nan),
+        "spike_amplitude": np.where(spike, spike_amplitude, nan),
+        "spike_ratio": np.where(spike, spike_ratio, nan),
+        "edge_side": np.where(is_["edge"], edge_side, nan),
+        "edge_width": np.where(is_["edge"], edge_width, nan),
+        "masked_pixels": np.where(masked, mask_depth * mask_length, 0).astype(np.float64),
         "fwhm_science": fwhm_s,
         "fwhm_reference": fwhm_r,
         "sigma_difference": sigma_diff,
@@ -491,7 +603,15 @@ def _draw(setup: TransientSetup, section: Mapping, rng: np.random.Generator, n: 
         "_edge_star": edge_star,
         "_compact": compact,
         "_mismatch": mismatch,
-        "_host_n": _uniform(u["host_n"], 0.5, 4.0),
+        "_moved": moved,
+        "_shift_angle": shift_angle,
+        "_horizontal": horizontal,
+        "_spike_side": spike_side,
+        "_spike_distance": spike_distance,
+        "_ghost_angle": 2 * np.pi * u["offset_angle"],
+        "_mask": (masked, mask_side, mask_depth, mask_length, mask_start),
+        # core_dipole bulges are concentrated (n 2-4)
+        "_host_n": np.where(core, _uniform(u["host_n"], 2.0, 4.0), _uniform(u["host_n"], 0.5, 4.0)),
         "_host_q": _uniform(u["host_q"], 0.4, 1.0),
         "_host_phi": np.pi * u["host_phi"],
     }
@@ -546,12 +666,19 @@ class _Fourier:
         self.p = p
         wy = 2 * np.pi * sfft.fftfreq(p)
         wx = 2 * np.pi * sfft.rfftfreq(p)
+        self.wy, self.wx = wy, wx
         self.c = (np.cos(wy)[:, None] - 1) + (np.cos(wx)[None, :] - 1)
         self.m = np.abs(np.rint(sfft.fftfreq(p) * p))  # wrapped pixel offsets
 
     def gauss(self, t) -> np.ndarray:
         """Transfer of the discrete Gaussian of variance ``t`` (per row)."""
         return np.exp(np.asarray(t)[:, None, None] * self.c)
+
+    def shift(self, sx, sy) -> np.ndarray:
+        """Transfer of a translation by ``(sx, sy)`` pixels (per row): exact for band-limited
+        images and flux-conserving (the zero frequency is untouched)."""
+        sx, sy = np.asarray(sx)[:, None, None], np.asarray(sy)[:, None, None]
+        return np.exp(-1j * (self.wy[None, :, None] * sy + self.wx[None, None, :] * sx))
 
     def gauss_squared(self, t) -> np.ndarray:
         """Transfer of the squared kernel ``K(t)^2`` (per row): propagates variance maps."""
@@ -590,18 +717,22 @@ def _render(setup: TransientSetup, d: dict, noise_seed: int | None) -> np.ndarra
     f_ref = setup.flux(d["mag"][sel] - d["delta_mag"][sel])
     _deposit(scene_r, sel, d["_x0"][sel], d["_y0"][sel], f_ref)
     _deposit(scene_s, sel, d["_x0"][sel], d["_y0"][sel], f_sci)
-    # Static stars: dipole stars (shifted in the science), edge stars, bright stars.
+    # Static stars: dipole stars and core_dipole nuclei (shifted in the science), edge stars,
+    # bright stars.
     shift = d["misalignment"]
-    ang = 2 * np.pi * u["shift_angle"]
-    sx = np.where(is_["dipole"], shift * np.cos(ang), 0.0)
-    sy = np.where(is_["dipole"], shift * np.sin(ang), 0.0)
-    static = d["_star_dipole"] | d["_edge_star"] | is_["bright_star"]
+    ang = d["_shift_angle"]
+    sx = np.where(d["_moved"], shift * np.cos(ang), 0.0)
+    sy = np.where(d["_moved"], shift * np.sin(ang), 0.0)
+    at_detection = is_["dipole"] | is_["core_dipole"]
+    static = d["_star_dipole"] | d["_edge_star"] | is_["bright_star"] | is_["core_dipole"]
     sel = rows[static]
-    cx = np.where(is_["dipole"], d["_x0"], d["_src_x"])[sel]
-    cy = np.where(is_["dipole"], d["_y0"], d["_src_y"])[sel]
+    cx = np.where(at_detection, d["_x0"], d["_src_x"])[sel]
+    cy = np.where(at_detection, d["_y0"], d["_src_y"])[sel]
     flux = setup.flux(d["mag"][sel])
+    # (core_dipole moves the whole science scene in the Fourier domain, below)
+    moved_here = is_["dipole"][sel]
     _deposit(scene_r, sel, cx, cy, flux)
-    _deposit(scene_s, sel, cx + sx[sel], cy + sy[sel], flux)
+    _deposit(scene_s, sel, cx + sx[sel] * moved_here, cy + sy[sel] * moved_here, flux)
     # Diffraction spikes of bright stars (both images): along the star's row and column.
     sel = rows[is_["bright_star"]]
     if len(sel):
@@ -616,6 +747,41 @@ def _render(setup: TransientSetup, d: dict, noise_seed: int | None) -> np.ndarra
         for scene in (scene_s, scene_r):
             scene[sel[:, None], yr[:, None], yy[None, :]] += spike_x
             scene[sel[:, None], yy[None, :], xr[:, None]] += spike_y
+    # Spikes of a bright star beyond the stamp (both images): a line through the detection
+    # along a row or column, line density spike_amplitude (D / r)^2 at r from the star; in the
+    # science spike_ratio times as bright and misregistered across by misalignment pixels.
+    for i in rows[is_["spike"]]:
+        horizontal = bool(d["_horizontal"][i])
+        along0, across0 = (d["_x0"][i], d["_y0"][i]) if horizontal else (d["_y0"][i], d["_x0"][i])
+        star = along0 + d["_spike_side"][i] * d["_spike_distance"][i]
+        r = np.maximum(np.abs(yy - star), 1.0)
+        density = d["spike_amplitude"][i] * (d["_spike_distance"][i] / r) ** 2
+        moved = sy[i] if horizontal else sx[i]
+        for scene, scale, c in (
+            (scene_r, 1.0, across0),
+            (scene_s, d["spike_ratio"][i], across0 + moved),
+        ):
+            lo = int(np.floor(c))
+            for k, w in ((lo, 1.0 - (c - lo)), (lo + 1, c - lo)):
+                if horizontal:
+                    scene[i, k, :] += scale * w * density
+                else:
+                    scene[i, :, k] += scale * w * density
+    # Ghosts (science only): a uniform annulus, 3x3 sub-pixels, on the detection.
+    sel = rows[is_["ghost"]]
+    if len(sel):
+        sub = (np.arange(p * _SUPERSAMPLING) + 0.5) / _SUPERSAMPLING - 0.5
+        ps = setup.pixel_scale
+        dist = d["offset"][sel] / ps
+        gx = d["_x0"][sel] + dist * np.cos(d["_ghost_angle"][sel])
+        gy = d["_y0"][sel] + dist * np.sin(d["_ghost_angle"][sel])
+        outer = d["ghost_radius"][sel] / ps
+        inner = d["ghost_inner"][sel] * outer
+        for k, i in enumerate(sel):
+            rr = np.hypot(sub[None, :] - gx[k], sub[:, None] - gy[k])
+            ring = ((rr >= inner[k]) & (rr <= outer[k])).astype(np.float64)
+            ring = ring.reshape(p, _SUPERSAMPLING, p, _SUPERSAMPLING).mean(axis=(1, 3))
+            scene_s[i] += d["ghost_surface_brightness"][i] * ring
 
     # Galaxies: SN hosts (offset), dipole galaxies (shifted in the science), psf_mismatch.
     sel = rows[is_["host_sn"] | d["_compact"]]
@@ -636,7 +802,14 @@ def _render(setup: TransientSetup, d: dict, noise_seed: int | None) -> np.ndarra
 
     fourier = _Fourier(p)
     t_s, t_r = d["_t_s"], d["_t_r"]
-    img_s = fourier.irfft(fourier.rfft(scene_s) * fourier.gauss(t_s))
+    f_s = fourier.rfft(scene_s) * fourier.gauss(t_s)
+    # core_dipole: the science misregistered by a fraction of a pixel, a translation of its
+    # whole scene (re-rendering a cuspy core at a sub-pixel offset would not conserve flux).
+    sel = rows[is_["core_dipole"]]
+    if len(sel):
+        f_s[sel] *= fourier.shift(sx[sel], sy[sel])
+    img_s = fourier.irfft(f_s)
+    del f_s
     img_r = fourier.irfft(fourier.rfft(scene_r) * fourier.gauss(t_r))
     del scene_s, scene_r
 
@@ -662,9 +835,8 @@ def _render(setup: TransientSetup, d: dict, noise_seed: int | None) -> np.ndarra
     sel_edge = rows[is_["edge"]]
     beyond = None
     if len(sel_edge):
-        side = np.minimum((4 * u["edge_side"][sel_edge]).astype(np.int64), 3)
-        width = np.rint(_uniform(u["edge_width"][sel_edge], 0.15, 0.4) * H).astype(np.int64)
-        width = np.maximum(width, 2)
+        side = d["edge_side"][sel_edge].astype(np.int64)
+        width = d["edge_width"][sel_edge].astype(np.int64)
         # Signed distance (pixels) into the data from the edge line, per pixel.
         edge_lo = pad + width  # first data pixel from the low side
         edge_hi = pad + H - 1 - width  # last data pixel from the high side
@@ -760,6 +932,16 @@ def _render(setup: TransientSetup, d: dict, noise_seed: int | None) -> np.ndarra
         images[sel_edge] = np.where(
             beyond[:, None, pad : pad + H, pad : pad + H], 0.0, images[sel_edge]
         )
+    # Masked patches (NaN in ZTF's three cutouts, 0 once read, as alerts.py reads them).
+    masked, side, depth, length, start = d["_mask"]
+    for i in rows[masked]:
+        lo_side, across = side[i] < 2, side[i] % 2 == 0  # across: the depth runs along x
+        band = slice(0, depth[i]) if lo_side else slice(H - depth[i], H)
+        span = slice(start[i], start[i] + length[i])
+        if across:
+            images[i, :, span, band] = 0.0
+        else:
+            images[i, :, band, span] = 0.0
     return images
 
 
@@ -775,7 +957,17 @@ _PUBLIC_COLUMNS = (
     "host_mag",
     "host_R_sersic",
     "offset",
+    "offset_angle",
     "misalignment",
+    "misalignment_angle",
+    "ghost_radius",
+    "ghost_inner",
+    "ghost_surface_brightness",
+    "spike_amplitude",
+    "spike_ratio",
+    "edge_side",
+    "edge_width",
+    "masked_pixels",
     "fwhm_science",
     "fwhm_reference",
     "sigma_difference",
