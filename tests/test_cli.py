@@ -238,7 +238,11 @@ def test_simulate_and_preview(tmp_path):
     [
         ("simulate:\n  n: 10\n  supersample: 3\n", "unknown config key 'simulate.supersample'"),
         ("lenses:\n  bands: [g, r, q]\n", "unknown band 'q' for survey 'lsst'"),
-        ("lenses:\n  survey: euclid\n", "unknown survey 'euclid' (allowed: des, lsst)"),
+        (
+            "lenses:\n  survey: euclid\n",
+            "unknown survey 'euclid' (allowed: des, lenspop"
+            "_des_best_epoch, lenspop_lsst_best_epoch, lsst)",
+        ),
         (
             "lenses:\n  surveys: {lsst: {bands: {g: {seeing: 0}}}}\n",
             "seeing must be a positive number",

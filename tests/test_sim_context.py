@@ -175,7 +175,7 @@ def test_neighbours_off_and_not_lensed_signal():
     assert not any(k.startswith("neighbour") for k in off)
     for key, value in off.items():
         np.testing.assert_array_equal(on[key], value)
-    obs = Observation(lsst_bands(), 45, 3, "coadd")
+    obs = Observation(lsst_bands(), 45, 3, "coadd", snr_definition="source_only")
     res_off, res_on = render(off, obs, None), render(on, obs, None)
     plain = np.isin(off["kind"], ["no_source"])
     assert plain.any() and np.abs(res_off.image[plain]).max() < 1e-6
