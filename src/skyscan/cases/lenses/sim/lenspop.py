@@ -42,14 +42,15 @@ __all__ = [
     "CELL_THETA_E",
     "CELL_SNR",
     "LensPopTable",
+    "in_cell",
     "load_table",
     "table_rows_split",
 ]
 
-#: The tables shipped (config name -> file, survey of the observing set-up, bands).
+#: The tables shipped (config name -> file; the survey of LensPop's set-up has the same name).
 TABLES = {
-    "lenspop_lsst_best_epoch": ("lenses_LSSTb.txt.gz", "lenspop_lsst_best_epoch"),
-    "lenspop_des_best_epoch": ("lenses_DESb.txt.gz", "lenspop_des_best_epoch"),
+    "lenspop_lsst_best_epoch": "lenses_LSSTb.txt.gz",
+    "lenspop_des_best_epoch": "lenses_DESb.txt.gz",
 }
 
 #: Column names of the tables, in file order (the files' headers say what each is).
@@ -113,7 +114,7 @@ def load_table(name: str) -> dict[str, np.ndarray]:
             f"config key 'lenses.population.table': {name!r} is not one of {', '.join(TABLES)}",
             key="lenses.population.table",
         )
-    ref = resources.files("skyscan.cases.lenses").joinpath("data", "lenspop", TABLES[name][0])
+    ref = resources.files("skyscan.cases.lenses").joinpath("data", "lenspop", TABLES[name])
     with ref.open("rb") as raw, gzip.open(raw, "rt") as text:
         data = np.loadtxt(text, comments="#", dtype=np.float64)
     if data.ndim != 2 or data.shape[1] != len(COLUMNS):
@@ -230,6 +231,7 @@ class LensPopTable:
         table's own ``table_snr_<band>``, ``table_magnification`` and ``table_seeing_<band>``
         (to check the simulator against LensPop).
         """
+        from skyscan.cases.lenses.sim.components import is_lens
         from skyscan.cases.lenses.sim.profiles import phi_q_to_ellipticity
 
         t = load_table(self.name)
@@ -266,7 +268,7 @@ class LensPopTable:
             cols[f"table_snr_{band}"] = t[f"snr_{band}"][row].copy()
             cols[f"table_seeing_{band}"] = t[f"seeing_{band}"][row].copy()
         cols["table_magnification"] = t["mu"][row].copy()
-        lens = np.isin(kind, ("lens",))
+        lens = is_lens(kind)
         for name in [c for c in cols if c.startswith("table_snr_")] + ["table_magnification"]:
             cols[name] = np.where(lens, cols[name], np.nan)
         cols["lenspop_row"] = row
