@@ -61,7 +61,12 @@ def build(root: Path, n: int, n_tiles: int = 16, size: int = 256) -> Path:
     results = root / "results"
     results.mkdir()
     table = pa.table(
-        {**cols, "logit": logit, "score": 1 / (1 + np.exp(-logit)), "flags": np.zeros(n, np.int32)}
+        {
+            **cols,
+            "logit": logit,
+            "score": 1 / (1 + np.exp(-logit)),
+            "cutout_flags": np.zeros(n, np.int32),
+        }
     )
     pq.write_table(table, results / "candidates.parquet")
     card = ModelCard(

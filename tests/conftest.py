@@ -91,3 +91,17 @@ def trained(tmp_path_factory):
         evaluation=root / "eval",
         metrics=metrics,
     )
+
+
+#: Four small survey tiles (LSST g r i coadd, 0.2"/pixel, 256 x 256 pixels) with the
+#: default objects at raised densities: what the search tests cut stamps from.
+SMALL_TILES = {
+    "lenses": {
+        "tiles": {
+            "grid": [2, 2],
+            "size": 256,
+            "overlap": 32,
+            "densities": {"field": 20, "star": 3, "deflector": 25, "lens": 20},
+        }
+    }
+}

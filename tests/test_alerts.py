@@ -175,7 +175,7 @@ def test_stamps_decode_exactly_and_metadata_passes_through(tmp_path, kind):
                 assert e[key] is None, key
             else:
                 assert e[key] == pytest.approx(a[key], rel=1e-7), key
-        assert (e["flags"], e["edge"], e["nan_pixels"]) == (0, False, 0)
+        assert (e["cutout_flags"], e["edge"], e["nan_pixels"]) == (0, False, 0)
 
 
 def test_avro_file_of_one_alert_and_of_many(tmp_path):
@@ -205,9 +205,9 @@ def test_edge_cutouts_are_padded_centred_and_flagged(tmp_path, card):
             np.testing.assert_array_equal(edge.stamps[k, :, 11:51], small[ch])
             assert not edge.stamps[k, :, :11].any() and not edge.stamps[k, :, 51:].any()
             np.testing.assert_array_equal(crop.stamps[k], big[ch][4:67, 4:67])
-        assert edge.extra["flags"] == FLAG_EDGE and edge.extra["edge"] is True
-        assert crop.extra["flags"] == FLAG_CROPPED and crop.extra["edge"] is False
-        assert nan.extra["flags"] == FLAG_NAN and nan.extra["nan_pixels"] == 3
+        assert edge.extra["cutout_flags"] == FLAG_EDGE and edge.extra["edge"] is True
+        assert crop.extra["cutout_flags"] == FLAG_CROPPED and crop.extra["edge"] is False
+        assert nan.extra["cutout_flags"] == FLAG_NAN and nan.extra["nan_pixels"] == 3
         assert (nan.stamps[0, 10, 20:23] == 0).all() and np.isfinite(nan.stamps).all()
         # the difference's noise is measured on its own pixels, not on the padding
         diff = small["difference"]
@@ -217,8 +217,19 @@ def test_edge_cutouts_are_padded_centred_and_flagged(tmp_path, card):
     out = tmp_path / "scores.parquet"
     assert score(card, [tmp_path / "a.avro"], out) == 0
     table = pq.read_table(out).to_pydict()
-    assert table["flags"] == [FLAG_EDGE, FLAG_CROPPED, FLAG_NAN]
+    assert table["cutout_flags"] == [FLAG_EDGE, FLAG_CROPPED, FLAG_NAN]
     assert table["edge"] == [True, False, False] and table["nan_pixels"] == [0, 0, 3]
+    assert table["above_threshold"] == [None] * 3  # this card has no operating threshold
+    # with one (between the scores), above_threshold is what a user keeps as real
+    model = tmp_path / "with-threshold"
+    shutil.copytree(Path(card).parent, model)
+    doc = json.loads((model / "model_card.json").read_text())
+    doc["threshold"] = {"logit": float(np.median(table["logit"])), "fpr": 0.01, "split": "val"}
+    (model / "model_card.json").write_text(json.dumps(doc))
+    assert score(model / "model_card.json", [tmp_path / "a.avro"], out) == 0
+    again = pq.read_table(out).to_pydict()
+    assert again["above_threshold"] == [v >= doc["threshold"]["logit"] for v in table["logit"]]
+    assert sum(again["above_threshold"]) == 2
 
 
 @pytest.mark.parametrize(
@@ -282,8 +293,9 @@ def test_scores_agree_across_formats_and_with_direct_scoring(tmp_path, card):
         tables[kind] = pq.read_table(out)
     first = tables["avro"]
     assert first.schema.field("candid").type == pa.int64()
-    assert first.column_names[:10] == [
-        "candid", "objectId", "ra", "dec", "magpsf", "jd", "logit", "score", "rb", "drb"
+    assert first.column_names[:11] == [
+        "candid", "objectId", "ra", "dec", "magpsf", "jd", "logit", "score", "above_threshold",
+        "rb", "drb",
     ]  # fmt: skip
     for kind, table in tables.items():
         t = table.to_pydict()
@@ -299,7 +311,7 @@ def test_scores_agree_across_formats_and_with_direct_scoring(tmp_path, card):
                 [a[key] for a in alerts if a[key] is not None], rel=1e-7
             )
         np.testing.assert_array_equal(t["ra"], [a["ra"] for a in alerts])
-        assert t["flags"] == [0] * 5
+        assert t["cutout_flags"] == [0] * 5
         report = json.loads((tmp_path / f"{kind}_failures.json").read_text())
         assert report == {"n_scored": 5, "n_failed": 0, "failures": []}
 

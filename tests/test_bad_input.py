@@ -360,7 +360,8 @@ ROWS = [
         "catalog-import-no-radec",
         lambda t, s: ["catalog", "import", _catalog(t / "cat.parquet", columns=("mag",))],
         1,
-        r"{tmp}/cat\.parquet: no column\(s\) 'ra', 'dec' for the position \(columns: mag\)",
+        r"{tmp}/cat\.parquet: no column\(s\) 'ra', 'dec' for the position \(columns: mag\); "
+        "name yours with --ra-column and --dec-column",
     ),
     (
         "catalog-import-duplicate-ids",

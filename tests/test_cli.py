@@ -124,7 +124,9 @@ def test_generic_verbs_do_not_speak_of_lenses_only(verb, capsys):
     assert re.sub(r"e\.g\.[^)]*\)|\(e\.g\.[^)]*", "", text).count("lens") == 0, text
 
 
-@pytest.mark.parametrize("verb, sub", [("catalog", "import"), ("tiles", "index")])
+@pytest.mark.parametrize(
+    "verb, sub", [("catalog", "import"), ("tiles", "index"), ("tiles", "resample")]
+)
 def test_a_verb_with_sub_commands_lists_them(verb, sub, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([verb, "--help"])
@@ -271,3 +273,21 @@ def test_preview_of_a_corrupt_shard_names_the_file(tmp_path):
     result = run_cli("preview", str(bad), "--out", str(tmp_path / "p.png"))
     assert result.returncode == 1
     assert str(bad) in result.stderr
+
+
+def test_no_help_text_shows_a_doubled_percent():
+    """argparse formats %-signs in option help but prints descriptions as they are: a "1%%"
+    written for one shows up doubled in the other."""
+    import importlib
+
+    from skyscan.cli import all_commands
+
+    for verb, (module_name, _) in all_commands().items():
+        module = importlib.import_module(module_name)
+        for name in dir(module):
+            if name.endswith("parser") and callable(getattr(module, name)):
+                try:
+                    text = getattr(module, name)().format_help()
+                except TypeError:  # a helper that needs arguments, not a verb's parser
+                    continue
+                assert "%%" not in text, f"{verb}: {name}() help shows '%%'"

@@ -203,14 +203,19 @@ def test_a_faint_enough_hits_set_up_passes():
     assert config["transients"]["mag_min"] == 21
 
 
+SMALL_SPLITS = {"train": 0.8, "val": 0.1, "test": 0.1}
+
+
 def test_a_verb_checks_only_the_keys_it_reads():
     """`skyscan simulate --n 30` on config.yaml: 30 systems are too few for its dataset splits,
     which is the dataset stage's business, not the simulation's."""
     from pathlib import Path
 
     path = Path(__file__).parents[1] / "config.yaml"
-    with pytest.raises(ConfigError, match="config key 'simulate.n'"):
+    with pytest.raises(ConfigError, match="config key 'dataset.splits'.*simulate.n \\(30\\)"):
         load_config(path, {"simulate": {"n": 30}})  # every key given is checked
+    with pytest.raises(ConfigError, match="config key 'simulate.n'"):
+        load_config(None, {"simulate": {"n": 30}, "dataset": {"splits": SMALL_SPLITS}})
     assert load_config(path, {"simulate": {"n": 30}}, stage="simulate")["simulate"]["n"] == 30
     # the evaluation's S/N band against the simulated bands: checked for a whole config (the
     # workflow's) and where no stage is named; the simulation reads no S/N band, and the
@@ -251,3 +256,35 @@ def test_stage_parts_hold_the_case_part_they_read():
         "nuclear_fraction",
     }
     assert "transients" not in stage_config(transient, "dataset")
+
+
+@pytest.mark.parametrize(
+    "lenses, key, reason",
+    [
+        ({"survey": "hsc"}, "lenses.survey", "unknown survey 'hsc'"),
+        ({"survey": "DES"}, "lenses.survey", "unknown survey 'DES'"),
+        ({"survey": "des", "bands": ["g", "r", "i", "y"]}, "lenses.bands", "unknown band 'y'"),
+    ],
+)
+def test_unknown_survey_or_band_fails_at_load(lenses, key, reason):
+    """A survey or band the simulator lacks fails when the config is read (so in
+    `snakemake -n`), naming the key, not in rule simulate with the reason in a log."""
+    with pytest.raises(ConfigError, match=f"config key '{key}': {reason}"):
+        load_config(None, {"lenses": lenses})
+    assert load_config(None, {"lenses": {"survey": "des", "bands": ["g", "r", "i", "Y"]}})
+
+
+def test_splits_are_fractions_or_counts_that_sum_to_n():
+    """dataset.splits hold one thing: the share of the simulated systems, as fractions that
+    sum to 1 or counts that sum to simulate.n; counts beyond n are refused, not rescaled."""
+    counts = {"train": 600, "val": 300, "test": 300}
+    with pytest.raises(ConfigError, match=r"'dataset.splits'.*sum to 1200.*simulate.n \(400\)"):
+        load_config(None, {"simulate": {"n": 400}, "dataset": {"splits": counts}})
+    ok = {"train": 200, "val": 100, "test": 100}
+    assert load_config(None, {"simulate": {"n": 400}, "dataset": {"splits": ok}})
+    fractions = {"train": 0.5, "val": 0.25, "test": 0.25}
+    assert load_config(None, {"simulate": {"n": 400}, "dataset": {"splits": fractions}})
+    # a verb reading only the simulation does not judge the splits
+    assert load_config(
+        None, {"simulate": {"n": 400}, "dataset": {"splits": counts}}, stage="simulate"
+    )

@@ -54,7 +54,7 @@ def make_results(root: Path, n: int = N_CAND, seed: int = 1) -> Path:
     tiles = root / "tiles"
     tiles.mkdir(parents=True)
     yy, xx = np.mgrid[:128, :128]
-    rows = {k: [] for k in ("id", "ra", "dec", "tile", "x", "y", "flags")}
+    rows = {k: [] for k in ("id", "ra", "dec", "tile", "x", "y", "cutout_flags")}
     for t, name in enumerate(["t0", "t1"]):
         w = _wcs(150.0 + 0.01 * t)
         xs = rng.uniform(0, 127, n // 2)
@@ -77,14 +77,14 @@ def make_results(root: Path, n: int = N_CAND, seed: int = 1) -> Path:
         rows["tile"] += [name] * (n // 2)
         rows["x"] += list(xs)
         rows["y"] += list(ys)
-        rows["flags"] += list(flags)
+        rows["cutout_flags"] += list(flags)
     logit = rng.normal(0, 2, len(rows["id"]))
     table = pa.table(
         {
-            **{k: v for k, v in rows.items() if k != "flags"},
+            **{k: v for k, v in rows.items() if k != "cutout_flags"},
             "logit": logit,
             "score": 1 / (1 + np.exp(-logit)),
-            "flags": pa.array(rows["flags"], pa.int32()),
+            "cutout_flags": pa.array(rows["cutout_flags"], pa.int32()),
             "theta_e": [1.23] + [None] * (len(logit) - 1),
             "theta_e_lo": [1.01] + [None] * (len(logit) - 1),
             "theta_e_hi": [1.52] + [None] * (len(logit) - 1),
@@ -183,7 +183,7 @@ def test_page_lists_candidates_by_score_with_their_facts(results):
     assert f"{table['ra'][top]:.6f}" in first and f"{table['score'][top]:.4f}" in first
     html = first + second + last
     assert "known lens: SL2S J1000-3000" in html and "[1.01, 1.52]" in html
-    assert html.count("tile edge") == sum(bool(f & FLAG_EDGE) for f in table["flags"]) >= 2
+    assert html.count("tile edge") == sum(bool(f & FLAG_EDGE) for f in table["cutout_flags"]) >= 2
     assert '<script src="/static/htmx.min.js">' in first
     assert client.get("/static/htmx.min.js").status_code == 200
     # the stamp strip: colour + 3 asinh + 3 zscale panels of 45 px at 3x, cached on disk

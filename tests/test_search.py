@@ -13,6 +13,7 @@ import pytest
 import torch
 from astropy.io import fits
 from astropy.wcs import WCS
+from conftest import SMALL_TILES
 
 from skyscan.cases.lenses.tiles import make_tiles
 from skyscan.catalog.hats_catalog import import_catalog
@@ -24,16 +25,7 @@ from skyscan.search.run import FLAG_EDGE, FLAG_NAN, cutouts, plan_search, run_se
 from skyscan.search.tile_index import build_tile_index
 from skyscan.train.export import export_model
 
-SMALL = {
-    "lenses": {
-        "tiles": {
-            "grid": [2, 2],
-            "size": 256,
-            "overlap": 32,
-            "densities": {"field": 20, "star": 3, "deflector": 25, "lens": 20},
-        }
-    }
-}
+SMALL = SMALL_TILES
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +192,7 @@ def test_bad_tiles_are_reported_and_skipped(setup, tmp_path):
         & scores["x"].between(70, 210)
         & scores["y"].between(70, 210)
     ]
-    assert len(near) and (near["flags"] & FLAG_NAN).any()
+    assert len(near) and (near["cutout_flags"] & FLAG_NAN).any()
     assert np.isfinite(scores["score"]).all()
 
 

@@ -1,6 +1,9 @@
 """Simulated survey tiles: WCS, injected objects, catalogs, determinism."""
 
+from pathlib import Path
+
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from astropy.coordinates import SkyCoord
@@ -118,3 +121,99 @@ def test_grid_centre_and_bad_catalog_band(tmp_path):
     config = validate_config({"lenses": {"bands": ["r", "i"]}}, whole=False)  # no tiles given
     with pytest.raises(ConfigError, match="lenses.tiles.catalog"):
         make_tiles(config, tmp_path)
+
+
+# --------------------------------------------------------------------------- the tile index
+
+
+def _copy_tile(src, name, dst, scale=None):
+    """The tile ``name`` of ``src`` as ``dst/{name}_{band}.fits``, its pixels optionally
+    declared to be ``scale`` arcsec (CDELT changed, pixels kept)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for band in ("g", "r", "i"):
+        with fits.open(src / f"tile-00-00_{band}.fits") as hdul:
+            header, data = hdul[0].header.copy(), hdul[0].data.copy()
+        if scale is not None:
+            for key in ("CDELT1", "CDELT2"):
+                header[key] = np.sign(header[key]) * scale / 3600
+        fits.writeto(dst / f"{name}_{band}.fits", data, header)
+
+
+def test_index_with_model_leaves_out_tiles_of_another_pixel_scale(tiles, tmp_path, capsys):
+    import json
+
+    from skyscan.cli.tiles import main as tiles_main
+    from skyscan.models.card import ModelCard
+
+    src, _, _ = tiles
+    _copy_tile(src, "lsst", tmp_path / "survey")
+    _copy_tile(src, "megacam", tmp_path / "survey", scale=0.187)
+    card = ModelCard(
+        name="t",
+        model="fast",
+        case="lenses",
+        bands=["g", "r", "i"],
+        input_shape=[3, 45, 45],
+        pixel_scale=0.2,
+        preprocessing={"method": "noise-scaled-clip", "bands": ["g", "r", "i"]},
+    )
+    (tmp_path / "model_card.json").write_text(json.dumps(card.to_dict()))
+    out = tmp_path / "index"
+    args = ["index", str(tmp_path / "survey"), "--out", str(out)]
+    assert tiles_main([*args, "--model", str(tmp_path / "model_card.json")]) == 0
+    meta = json.loads((out / "index.json").read_text())
+    assert meta["tiles"] == 1 and list(meta["problems"]) == ["megacam"]
+    reason = meta["problems"]["megacam"]
+    assert 'pixel scale 0.187"/pixel' in reason and "model's 0.2\"/pixel" in reason
+    assert "`skyscan tiles resample " in reason and "--pixel-scale 0.2 --out DIR`" in reason
+    assert str(tmp_path / "survey" / "megacam_g.fits") in reason
+    assert "train a model at the survey's pixel scale" in reason
+    assert pq.read_table(out / "tiles.parquet").column("name").to_pylist() == ["lsst"]
+    # without a card's pixel scale (--bands only) every tile is indexed, as before
+    assert tiles_main([*args, "--bands", "g,r,i"]) == 0
+    assert json.loads((out / "index.json").read_text())["problems"] == {}
+    capsys.readouterr()
+
+
+def test_index_paths_resolve_from_any_directory(tiles, tmp_path, monkeypatch):
+    import json
+
+    from skyscan.search.tile_index import build_tile_index, read_tile_index
+    from skyscan.tiles.io import Tile, load_tile
+
+    src, _, _ = tiles
+    _copy_tile(src, "t1", tmp_path / "mysurvey" / "tiles")
+    monkeypatch.chdir(tmp_path)
+    build_tile_index("mysurvey/tiles", "gri", "mysurvey/my_index")
+    meta = json.loads((tmp_path / "mysurvey" / "my_index" / "index.json").read_text())
+    assert meta["folder"] == "../tiles" and meta["relative_to"] == "index"
+    recorded = json.loads(
+        pq.read_table(tmp_path / "mysurvey" / "my_index" / "tiles.parquet")["paths"][0].as_py()
+    )
+    assert recorded["g"] == "../tiles/t1_g.fits"
+
+    def opens(index):
+        (record,) = index.records([0]).values()
+        assert all(Path(p).is_absolute() for p in record.paths.values())
+        tile = load_tile(Tile(record.name, record.paths, record.hdu))
+        assert tile.data.shape == (3, 256, 256)
+        assert Path(index.tiles_folder) == (tmp_path / "mysurvey" / "tiles").resolve()
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    opens(read_tile_index(tmp_path / "mysurvey" / "my_index"))
+    monkeypatch.chdir(tmp_path / "mysurvey")
+    opens(read_tile_index("my_index"))
+
+    # an index written before (paths relative to the directory it was made in) still reads
+    # from that directory
+    index_dir = tmp_path / "mysurvey" / "my_index"
+    meta.pop("relative_to")
+    meta["folder"] = "mysurvey/tiles"
+    (index_dir / "index.json").write_text(json.dumps(meta))
+    table = pq.read_table(index_dir / "tiles.parquet")
+    old = [json.dumps({b: f"mysurvey/tiles/t1_{b}.fits" for b in "gri"})]
+    pq.write_table(table.set_column(1, "paths", pa.array(old)), index_dir / "tiles.parquet")
+    monkeypatch.chdir(tmp_path)
+    opens(read_tile_index("mysurvey/my_index"))

@@ -356,6 +356,16 @@ def check_cross_keys(config: Mapping, the_case, given: set | None = None) -> Non
     splits = config["dataset"]["splits"]
     total = sum(splits.values())
     n = config["simulate"]["n"]
+    # One meaning: the share of the n simulated systems in each split, written as fractions
+    # (summing to 1) or as counts (summing to n).  Counts that sum to anything else were
+    # silently rescaled before (600/300/300 of n = 400 gave about 200/100/100).
+    if sections_given(given, "simulate", "dataset") and abs(total - 1) > 1e-6 and total != n:
+        raise ConfigError(
+            f"config key 'dataset.splits': {', '.join(f'{k} {v:g}' for k, v in splits.items())} "
+            f"sum to {total:g}; give fractions that sum to 1 or counts of systems that sum to "
+            f"simulate.n ({n})",
+            key="dataset.splits",
+        )
     for name, fraction in splits.items():
         if sections_given(given, "simulate", "dataset") and n * fraction / total < MIN_SPLIT_ROWS:
             raise ConfigError(

@@ -1,16 +1,25 @@
-"""Pictures of cutouts: colour composites and labelled grids (matplotlib, Agg backend)."""
+"""Pictures of cutouts: colour composites, residuals without the central galaxy's smooth
+light, and labelled grids (matplotlib, Agg backend)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from skyscan.core.atomic import save_figure_atomic
 
 __all__ = [
+    "GalleryCell",
+    "border_background",
     "color_composite",
+    "gallery_figure",
+    "residual_image",
+    "residual_picture",
+    "smooth_model",
     "save_grid",
     "draw_stamp",
     "draw_scale_bar",
@@ -23,20 +32,70 @@ __all__ = [
 _RGB_ORDER = ("y", "Y", "z", "i", "r", "g", "u")
 
 
+def border_background(image: np.ndarray, width: int | None = None):
+    """Sky level and noise of each band of a cutout, from its outer border.
+
+    The border is where a cutout centred on an object is mostly sky; the median and the median
+    absolute deviation (scaled to a Gaussian sigma) ignore the few sources that fall there.
+
+    Parameters
+    ----------
+    image : ndarray, shape (bands, H, W) or (H, W)
+    width : int, optional
+        Border width in pixels; default ``max(2, min(H, W) // 8)``.
+
+    Returns
+    -------
+    level, sigma : ndarray of float64, shape (bands,) (scalars for a 2-d image)
+    """
+    from astropy.stats import mad_std
+
+    image = np.asarray(image, dtype=np.float64)
+    flat = image.ndim == 2
+    cube = image[None] if flat else image
+    h, w = cube.shape[-2:]
+    width = max(2, min(h, w) // 8) if width is None else int(width)
+    edge = np.ones((h, w), bool)
+    edge[width : h - width, width : w - width] = False
+    pixels = cube[:, edge]
+    level = np.nanmedian(pixels, axis=1) if pixels.size else np.zeros(len(cube))
+    sigma = np.array([mad_std(p, ignore_nan=True) for p in pixels]) if pixels.size else level * 0
+    level, sigma = np.nan_to_num(level), np.nan_to_num(sigma)
+    return (level[0], sigma[0]) if flat else (level, sigma)
+
+
+def _rgb_channels(image: np.ndarray, bands: Sequence[str]) -> list[int]:
+    """Indices of the (R, G, B) channels: the three reddest bands, or one band three times."""
+    order = sorted(
+        range(len(bands)),
+        key=lambda k: _RGB_ORDER.index(bands[k]) if bands[k] in _RGB_ORDER else len(_RGB_ORDER) + k,
+    )
+    return order[:3] if len(bands) >= 3 else [order[0]] * 3
+
+
 def color_composite(
     image: np.ndarray,
     bands: Sequence[str],
     q: float = 15.0,
     stretch: float | None = None,
-    minimum: float = 0.0,
+    minimum: float | Sequence[float] | None = None,
+    *,
+    softening: float = 2.0,
+    percentile: float = 99.9,
 ) -> np.ndarray:
     """An RGB picture of one ``(bands, H, W)`` cutout with an asinh (Lupton) stretch.
 
     Lupton et al. (2004, PASP 116, 133) colour: astropy's ``make_lupton_rgb``.  The three
     reddest bands become R, G, B (``i, r, g`` for ``g, r, i``); one or two bands give grey
-    (the same asinh stretch on every channel).  Unless ``stretch`` is given it is set per
-    cutout from its 99.5th percentile with a strong asinh softening, so faint arcs show next
-    to bright deflectors.
+    (the same asinh stretch on every channel).
+
+    Unless ``stretch`` is given, the stretch is set per cutout so that a faint feature next to
+    a bright core shows: the asinh softening (where the stretch turns from linear to
+    logarithmic) is ``softening`` times the noise sigma of the intensity (the mean of R, G, B)
+    on the cutout's border (:func:`border_background`), so features of a few sigma are well above
+    black; and the top of the stretch is set so that only the ``100 - percentile`` per cent
+    brightest pixels reach full scale in any channel, so a bright core keeps its shape instead
+    of being clipped flat.  The black level is then each band's border median (the sky).
 
     Parameters
     ----------
@@ -44,11 +103,16 @@ def color_composite(
     bands : sequence of str
         Band names in channel order.
     q : float
-        Asinh softening (astropy's ``make_lupton_rgb`` ``Q``).
+        Asinh softening (astropy's ``make_lupton_rgb`` ``Q``), with an explicit ``stretch``.
     stretch : float, optional
-        Linear stretch (``make_lupton_rgb``'s); default from the cutout's 99.5th percentile.
-    minimum : float
-        The black level.
+        Linear stretch (``make_lupton_rgb``'s); default per cutout (see above).
+    minimum : float or sequence of 3 float, optional
+        The black level (per R, G, B channel); default 0 with an explicit ``stretch``, else
+        each band's sky level.
+    softening : float
+        Asinh softening in noise sigma of the intensity (without an explicit ``stretch``).
+    percentile : float
+        Per cent of pixels kept below full scale (without an explicit ``stretch``).
 
     Returns
     -------
@@ -57,19 +121,294 @@ def color_composite(
     from astropy.visualization import make_lupton_rgb
 
     image = np.nan_to_num(np.asarray(image, dtype=np.float64))
-    order = sorted(
-        range(len(bands)),
-        key=lambda k: _RGB_ORDER.index(bands[k]) if bands[k] in _RGB_ORDER else len(_RGB_ORDER) + k,
-    )
-    if len(bands) >= 3:
-        r, g, b = (image[k] for k in order[:3])
-    else:
-        r = g = b = image[order[0]]
+    channels = _rgb_channels(image, bands)
+    r, g, b = (image[k] for k in channels)
     if stretch is None:
-        peak = np.percentile(np.stack([r, g, b]), 99.5)
-        stretch = max(peak, 1e-12) / 8
+        q, stretch, minimum = _auto_lupton(image[channels], minimum, softening, percentile)
+    elif minimum is None:
+        minimum = 0.0
     with np.errstate(invalid="ignore", divide="ignore"):  # blank pixels: 0/0 inside astropy
         return make_lupton_rgb(r, g, b, minimum=minimum, stretch=stretch, Q=q)
+
+
+def _auto_lupton(rgb: np.ndarray, minimum, softening: float, percentile: float):
+    """``(Q, stretch, minimum)`` for ``make_lupton_rgb`` from a cutout's own noise and peak.
+
+    Lupton's stretch is ``f(I) = slope(Q) * asinh(I * Q / stretch)`` with
+    ``slope(Q) = 0.1 / asinh(0.1 Q)`` on the mean intensity ``I`` of R, G, B above the black
+    level, and a channel ``x`` is drawn as ``x f(I) / I`` (full scale at 1).  So the softening
+    is ``stretch / Q`` in intensity units, and the slope sets where full scale falls.
+    """
+    if minimum is None:
+        minimum = border_background(rgb)[0]
+    minimum = np.broadcast_to(np.asarray(minimum, dtype=np.float64), (3,))
+    above = rgb - minimum[:, None, None]
+    intensity = above.mean(axis=0)
+    _, noise = border_background(intensity)
+    top = float(np.percentile(np.abs(intensity), percentile))
+    # Noise-free cutouts (simulations) have no sigma: soften at a small fraction of the top.
+    soft = softening * noise if noise > 0 else 1e-3 * top
+    if not soft > 0:
+        return 8.0, 1.0, minimum  # a blank cutout: any stretch draws it black
+    # Channel value at full scale per unit slope; its percentile sets the slope.  Pixels
+    # within the noise count as 0: where R, G, B nearly cancel, x / I is noise, and letting
+    # it set the slope would stretch an empty sky until its noise is full-contrast confetti.
+    level = np.zeros(intensity.shape)
+    bright = intensity > 2 * soft
+    level[bright] = np.arcsinh(intensity[bright] / soft) * above.max(axis=0)[bright]
+    level[bright] /= intensity[bright]
+    peak = float(np.percentile(level, percentile))
+    if noise > 0:
+        # Full scale at least 25 sigma up: a cutout of little but noise is not stretched
+        # until its noise is a full-contrast confetti.
+        peak = max(peak, np.arcsinh(25 * noise / soft))
+    slope = 1.0 / max(peak, 1e-6)
+    # Invert slope(Q); beyond Q ~ 1e10 astropy caps Q anyway.
+    q = 10.0 * np.sinh(min(0.1 / slope, 23.0))
+    return q, soft * q, minimum
+
+
+def _light_centre(image: np.ndarray, search: float = 3.0) -> tuple[float, float]:
+    """``(x, y)`` of the light-weighted centroid of the brightest pixel near the middle.
+
+    The brightest pixel within ``search`` pixels of the middle, then the centroid of the
+    positive light in the 5 x 5 box around it: sub-pixel, so the central annuli are centred
+    on the galaxy and its steep core leaves no dipole behind.
+    """
+    h, w = image.shape
+    yy, xx = np.mgrid[:h, :w]
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    near = np.hypot(xx - cx, yy - cy) <= search
+    k = np.flatnonzero(near.ravel())[np.argmax(image[near])]
+    py, px = divmod(int(k), w)
+    box = (slice(max(py - 2, 0), py + 3), slice(max(px - 2, 0), px + 3))
+    weight = np.clip(image[box] - np.median(image), 0, None)
+    if not weight.sum() > 0:
+        return float(px), float(py)
+    return float((xx[box] * weight).sum() / weight.sum()), float(
+        (yy[box] * weight).sum() / weight.sum()
+    )
+
+
+def smooth_model(
+    image: np.ndarray,
+    centre: tuple[float, float] | None = None,
+    width: float = 1.0,
+    mask: np.ndarray | None = None,
+    harmonics: Sequence[int] = (2, 4),
+) -> np.ndarray:
+    """The smooth light of a cutout's central object: azimuthal medians and even harmonics.
+
+    Each annulus of ``width`` pixels around ``centre`` is replaced by its median, and the
+    profile is interpolated in radius (linearly in its asinh).  Features that cover a small
+    part of an annulus (arcs, neighbours, spiral arms) barely move its median, so they stay
+    in ``image - model`` while the central galaxy's light goes; a feature that fills its
+    annulus (a complete ring) goes too.
+
+    An elongated galaxy is not round but is point-symmetric, so the model adds, annulus by
+    annulus, the ``cos m phi`` and ``sin m phi`` terms (``m`` in ``harmonics``: 2 for the
+    elongation, 4 for boxy or discy isophotes) fitted to the point-symmetric part of the
+    image, ``min(image, image rotated by 180 degrees about the centre)``, where they are
+    significant (3 standard errors).  A one-sided arc is absent from that part, so its light
+    is left in ``image - model``; unlike subtracting the rotated image itself, features with
+    a counterpart on the other side of the centre (a second image) are kept too.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W)
+    centre : (float, float), optional
+        ``(x, y)`` in pixels; default the light-weighted centroid of the brightest pixel within
+        3 pixels of the middle.
+    width : float
+        Annulus width in pixels (half of it within 4 pixels of the centre, where the profile
+        is steep).
+    mask : ndarray of bool, shape (H, W), optional
+        Pixels to leave out of the medians (e.g. features found on a first pass); an annulus
+        with fewer than a third of its pixels left keeps them all.
+    harmonics : sequence of int
+        Even harmonics fitted beyond 2 pixels from the centre, in annuli that lie wholly
+        inside the cutout; empty for a round model.
+
+    Returns
+    -------
+    ndarray, shape (H, W)
+    """
+    image = np.nan_to_num(np.asarray(image, dtype=np.float64))
+    h, w = image.shape
+    x0, y0 = _light_centre(image) if centre is None else centre
+    yy, xx = np.mgrid[:h, :w].astype(np.float64)
+    radius = np.hypot(xx - x0, yy - y0).ravel()
+    # Annulus 0 holds the centre's own pixel(s); finer annuli in the steep core.
+    inner = 4.0
+    ring = np.where(
+        radius < inner,
+        np.floor(2 * radius / width + 0.5),
+        np.floor(2 * inner / width + 0.5) + np.floor((radius - inner) / width + 0.5),
+    ).astype(int)
+    order = np.argsort(ring, kind="stable")
+    _, first = np.unique(ring[order], return_index=True)
+    groups = np.split(order, first[1:])
+    nodes = np.array([np.median(radius[group]) for group in groups])
+    values = image.ravel()
+    harmonic = np.zeros(h * w)
+    if len(harmonics):
+        harmonic = _harmonic_part(image, (x0, y0), radius, groups, nodes, harmonics)
+    # Medians of the image less its harmonics: leaving out (masking) part of an elongated
+    # annulus then does not bias its median.
+    rest = values - harmonic
+    keep = np.ones(h * w, bool) if mask is None else ~np.asarray(mask, bool).ravel()
+    radii, medians = np.empty(len(groups)), np.empty(len(groups))
+    for k, group in enumerate(groups):
+        kept = group[keep[group]]
+        group = kept if 3 * len(kept) >= len(group) and len(kept) else group
+        radii[k] = np.median(radius[group])
+        medians[k] = np.median(rest[group])
+    # Interpolated in asinh of the profile: logarithmic where it is bright, so the convex
+    # core of a galaxy is not overestimated between annuli, and linear near zero.
+    _, noise = border_background(image)
+    soft = noise if noise > 0 else 1e-3 * max(np.abs(medians).max(), 1e-300)
+    profile = soft * np.sinh(np.interp(radius, radii, np.arcsinh(medians / soft)))
+    return (profile + harmonic).reshape(h, w)
+
+
+def _harmonic_part(image, centre, radius, groups, nodes, harmonics) -> np.ndarray:
+    """The even harmonics of :func:`smooth_model`, flattened: fitted annulus by annulus to
+    the point-symmetric part of ``image`` (where significant) and interpolated in radius."""
+    from scipy.ndimage import map_coordinates
+
+    h, w = image.shape
+    x0, y0 = centre
+    yy, xx = np.mgrid[:h, :w].astype(np.float64)
+    rotated = map_coordinates(image, [2 * y0 - yy, 2 * x0 - xx], order=3, mode="nearest")
+    symmetric = np.minimum(image, rotated).ravel()
+    # The symmetric part less its own radial profile: the profile's slope across an annulus
+    # would otherwise alias into the harmonics through the square pixel grid.
+    symmetric -= np.interp(radius, nodes, [np.median(symmetric[g]) for g in groups])
+    phi = np.arctan2(yy - y0, xx - x0).ravel()
+    coefficients = np.zeros((len(groups), 2 * len(harmonics)))
+    room = min(x0, y0, w - 1 - x0, h - 1 - y0)
+    for k, group in enumerate(groups):
+        if nodes[k] < 2 or nodes[k] + 1 > room or len(group) < 4 * len(harmonics) + 4:
+            continue
+        columns = [np.ones(len(group))]
+        for m in harmonics:
+            columns += [np.cos(m * phi[group]), np.sin(m * phi[group])]
+        design = np.stack(columns, axis=1)
+        fit = np.linalg.lstsq(design, symmetric[group], rcond=None)[0]
+        error = np.std(symmetric[group] - design @ fit) * np.sqrt(2 / len(group))
+        for j in range(len(harmonics)):
+            c, s = fit[1 + 2 * j], fit[2 + 2 * j]
+            if np.hypot(c, s) > 3 * error:
+                coefficients[k, 2 * j : 2 * j + 2] = c, s
+    out = np.zeros(h * w)
+    for j, m in enumerate(harmonics):
+        out += np.interp(radius, nodes, coefficients[:, 2 * j]) * np.cos(m * phi)
+        out += np.interp(radius, nodes, coefficients[:, 2 * j + 1]) * np.sin(m * phi)
+    return out
+
+
+def _feature_mask(residual: np.ndarray, centre: tuple[float, float]) -> np.ndarray:
+    """Pixels of one-sided positive features of a residual in noise sigma (arcs, neighbours).
+
+    Smoothed by the typical seeing (a Gaussian of 1 pixel), a feature is above 3 sigma of
+    the smoothed noise and brighter than the point opposite it through ``centre``: an
+    elongated galaxy's symmetric lobes are not masked (masking them would bias the medians
+    low all round), while an arc is.
+    """
+    from scipy.ndimage import gaussian_filter, map_coordinates
+
+    smooth = gaussian_filter(residual, 1.0, mode="nearest")
+    _, noise = border_background(smooth)
+    if not noise > 0:
+        return np.zeros(residual.shape, bool)
+    h, w = residual.shape
+    yy, xx = np.mgrid[:h, :w].astype(np.float64)
+    opposite = map_coordinates(smooth, [2 * centre[1] - yy, 2 * centre[0] - xx], order=1)
+    return (smooth > 3 * noise) & (smooth - opposite > 2 * noise)
+
+
+def residual_image(image: np.ndarray, centre: tuple[float, float] | None = None) -> np.ndarray:
+    """A cutout without its central object's smooth light, in units of the noise sigma.
+
+    Each band has its sky level and :func:`smooth_model` (around one common centre, from the
+    sum of the bands) subtracted and is divided by its border noise
+    (:func:`border_background`); the bands are then summed and divided by the square root of
+    their number, so the result is again in noise sigma and a feature in any band shows.
+    The models are made twice: the second time without the one-sided features the first
+    residual shows, so a long arc does not raise its annulus's median and dig a dark
+    trough beside itself.
+
+    Parameters
+    ----------
+    image : ndarray, shape (bands, H, W) or (H, W)
+    centre : (float, float), optional
+        ``(x, y)`` of the central object in pixels (see :func:`smooth_model`).
+
+    Returns
+    -------
+    ndarray, shape (H, W), float64
+    """
+    image = np.nan_to_num(np.asarray(image, dtype=np.float64))
+    cube = image[None] if image.ndim == 2 else image
+    level, sigma = border_background(cube)
+    # Noise-free cutouts (simulations) have no sigma: then each band in units of its peak.
+    scale = np.where(sigma > 0, sigma, np.abs(cube).max(axis=(1, 2)))
+    scale = np.where(scale > 0, scale, 1.0)
+    normed = (cube - level[:, None, None]) / scale[:, None, None]
+    if centre is None:
+        centre = _light_centre(normed.sum(axis=0))
+    norm = np.sqrt(len(cube))
+    first = sum(band - smooth_model(band, centre) for band in normed) / norm
+    mask = _feature_mask(first, centre)
+    if not mask.any():
+        return first
+    return sum(band - smooth_model(band, centre, mask=mask) for band in normed) / norm
+
+
+def residual_picture(
+    residual: np.ndarray, softening: float = 2.0, percentile: float = 99.5, cmap: str = "gray"
+) -> np.ndarray:
+    """An RGB picture of a residual with a stretch symmetric about zero.
+
+    ``asinh(x / a) / asinh(top / a)`` mapped from [-1, 1] onto the colour map, zero at its
+    middle: ``a`` is ``softening`` times the residual's border noise (features of a few sigma
+    stand well clear of zero) and ``top`` the ``percentile`` of ``|residual|`` within a
+    quarter of the stamp's side from its middle (at least 5 ``a``), so neither a leftover
+    core nor a bright neighbour swamps the rest.
+
+    Parameters
+    ----------
+    residual : ndarray, shape (H, W)
+        E.g. :func:`residual_image`.
+    softening : float
+        In units of the border noise.
+    percentile : float
+    cmap : str
+        A matplotlib colour map (diverging or grey: negative dark, positive light).
+
+    Returns
+    -------
+    ndarray, shape (H, W, 3), uint8
+    """
+    from matplotlib import colormaps
+
+    residual = np.nan_to_num(np.asarray(residual, dtype=np.float64))
+    _, noise = border_background(residual)
+    # The range from the middle of the stamp, where the features to see are: a bright
+    # neighbour further out is clipped rather than dimming them.
+    h, w = residual.shape
+    yy, xx = np.mgrid[:h, :w]
+    middle = np.hypot(yy - (h - 1) / 2, xx - (w - 1) / 2) <= max(min(h, w) / 4, 2)
+    top = float(np.percentile(np.abs(residual[middle]), percentile))
+    soft = softening * noise if noise > 0 else 1e-3 * top
+    if not soft > 0:
+        scaled = np.zeros_like(residual)
+    else:
+        # At least a few sigma of range, so pure noise is not stretched to full contrast.
+        top = max(top, 5 * soft)
+        scaled = np.clip(np.arcsinh(residual / soft) / np.arcsinh(top / soft), -1, 1)
+    rgba = colormaps[cmap](0.5 + 0.5 * scaled)
+    return (rgba[..., :3] * 255 + 0.5).astype(np.uint8)
 
 
 def save_grid(
@@ -199,7 +538,7 @@ def stamp_caption(
 
         RA 150.123456 Dec +2.345678
         tile-00-01
-        P=0.987  flags: edge
+        P=0.987  tile edge
         lens  θE=1.23"  S/N=45     (the kind, then the case's own truth)
 
     Parameters
@@ -210,6 +549,7 @@ def stamp_caption(
     score : float, optional
         The (calibrated) probability.
     flags : str or sequence of str, optional
+        Warnings about the stamp (e.g. ``tile edge``), shown after the score as they are.
     kind : str, optional
         Simulated truth: the kind.
     truth : sequence of (template, value)
@@ -230,7 +570,7 @@ def stamp_caption(
     if finite(score):
         parts.append(f"P={float(score):.3f}")
     if flags:
-        parts.append("flags: " + (flags if isinstance(flags, str) else ",".join(flags)))
+        parts.append(flags if isinstance(flags, str) else ", ".join(flags))
     if parts:
         lines.append("  ".join(parts))
     shown = [str(kind)] if kind else []
@@ -242,6 +582,18 @@ def stamp_caption(
     return "\n".join(lines)
 
 
+def _is_picture(stamp: np.ndarray) -> bool:
+    """Whether ``stamp`` is an RGB picture already made rather than ``(bands, H, W)`` data."""
+    return stamp.ndim == 3 and stamp.shape[-1] == 3 and stamp.dtype == np.uint8
+
+
+def _bare(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
 def draw_stamp(
     ax,
     stamp: np.ndarray,
@@ -250,6 +602,7 @@ def draw_stamp(
     pixel_scale: float,
     scale_bar_arcsec: float = 2.0,
     q: float = 8.0,
+    residual_ax=None,
 ):
     """Draw one stamp on ``ax``: Lupton colour, a scale bar and the caption under it.
 
@@ -262,13 +615,17 @@ def draw_stamp(
     bands : sequence of str
         Band names of ``stamp``'s channels (see :func:`color_composite`).
     caption : str
-        Lines under the stamp.
+        Lines under the stamp (the axes' x label).
     pixel_scale : float
         Arcsec per pixel.
     scale_bar_arcsec : float
         Scale bar length; 0 for none.
     q : float
-        Lupton's softening ``Q``.
+        Lupton's softening ``Q``; unused, as the stretch is set per stamp
+        (:func:`color_composite`), and kept for callers that pass it.
+    residual_ax : matplotlib Axes, optional
+        Where to draw the stamp without its central object's smooth light
+        (:func:`residual_image`, :func:`residual_picture`); left blank for a picture.
 
     Returns
     -------
@@ -276,17 +633,209 @@ def draw_stamp(
         The scale bar.
     """
     stamp = np.asarray(stamp)
-    is_picture = stamp.ndim == 3 and stamp.shape[-1] == 3 and stamp.dtype == np.uint8
-    picture = stamp if is_picture else color_composite(stamp, bands, q=q)
+    picture = stamp if _is_picture(stamp) else color_composite(stamp, bands)
     ax.imshow(picture, origin="lower", interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for spine in ax.spines.values():
-        spine.set_visible(False)
+    _bare(ax)
     ax.set_xlabel(caption, fontsize=6.5, family="monospace", linespacing=1.15)
+    if residual_ax is not None:
+        _bare(residual_ax)
+        if not _is_picture(stamp):
+            residual = residual_picture(residual_image(stamp))
+            residual_ax.imshow(residual, origin="lower", interpolation="nearest")
+        else:
+            residual_ax.set_axis_off()
     if scale_bar_arcsec:
         return draw_scale_bar(ax, pixel_scale, scale_bar_arcsec)
     return None
+
+
+#: Caption font size (points), the smallest it may shrink to, and its line spacing.
+CAPTION_POINTS = 6.5
+_MIN_CAPTION_POINTS = 4.0
+_LINESPACING = 1.15
+#: Layout of a gallery, inches: gap between a stamp's two panels, margin around each cell.
+_PANEL_GAP = 0.03
+_CELL_PAD = 0.1
+
+
+def _wrap(text: str, chars: int) -> str:
+    """Every line of ``text`` wrapped at ``chars`` characters (continuations indented)."""
+    import textwrap
+
+    out = []
+    for line in text.splitlines() or [""]:
+        out += textwrap.wrap(
+            line, max(chars, 8), subsequent_indent=" ", break_on_hyphens=False
+        ) or [""]
+    return "\n".join(out)
+
+
+def _chars_across(inches: float, points: float) -> int:
+    """Monospace characters that fit in ``inches`` at ``points`` (DejaVu Sans Mono: 0.602 em
+    a character), less a little room for rounding."""
+    return int(inches * 72 / (0.602 * points)) - 1
+
+
+def _fit_text(text, box, renderer) -> None:
+    """Shrink (then cut) a Text artist until its drawn extent lies inside ``box`` (display
+    pixels): a caption never runs into the next stamp or off the figure."""
+
+    def inside():
+        extent = text.get_window_extent(renderer)
+        return (
+            extent.x0 >= box.x0 - 0.5
+            and extent.x1 <= box.x1 + 0.5
+            and extent.y0 >= box.y0 - 0.5
+            and extent.y1 <= box.y1 + 0.5
+        )
+
+    size = text.get_fontsize()
+    while not inside() and size > _MIN_CAPTION_POINTS:
+        size = max(size - 0.5, _MIN_CAPTION_POINTS)
+        text.set_fontsize(size)
+    lines = text.get_text().splitlines()
+    while not inside() and len(lines) > 1:  # too tall: drop lines from the end
+        lines = lines[:-1]
+        lines[-1] = lines[-1][:-1] + "…"
+        text.set_text("\n".join(lines))
+    while not inside() and lines and len(lines[0]) > 1:  # one line, too wide: cut it
+        lines[0] = lines[0][:-2] + "…"
+        text.set_text(lines[0])
+
+
+@dataclass(frozen=True)
+class GalleryCell:
+    """One stamp of a gallery figure (:func:`gallery_figure`).
+
+    Attributes
+    ----------
+    colour : matplotlib Axes
+        The colour (or grey, or ready-made) picture.
+    residual : matplotlib Axes or None
+        The residual panel beside it, if any.
+    caption : matplotlib Text
+        The caption under the panels.
+    box : matplotlib.transforms.Bbox
+        The caption's room under the panels, in figure coordinates (0 to 1): the caption
+        lies inside it.
+    """
+
+    colour: Any
+    residual: Any
+    caption: Any
+    box: Any
+
+
+def gallery_figure(
+    stamps: Sequence[np.ndarray],
+    bands: Sequence[str],
+    captions: Sequence[str],
+    pixel_scale: float,
+    ncols: int | None = None,
+    title: str | None = None,
+    scale_bar_arcsec: float = 2.0,
+    cell_inches: float = 1.9,
+    residual: bool = True,
+    dpi: float = 110,
+):
+    """A grid of stamps, each in colour with its residual beside it and its caption under.
+
+    The colour is :func:`color_composite`'s per-stamp asinh stretch; the residual panel
+    (:func:`residual_image`, :func:`residual_picture`) is the stamp without its central
+    object's smooth light, so a faint arc under a bright galaxy shows.  Ready-made RGB
+    pictures span both panels.  Captions are wrapped to their cell's width, and shrunk or
+    cut if they still do not fit, so none runs into its neighbour.
+
+    Parameters
+    ----------
+    stamps, bands, captions, pixel_scale, ncols, title, scale_bar_arcsec, cell_inches
+        As :func:`stamp_gallery`.
+    residual : bool
+        Draw the residual panels (stamps given as data only).
+    dpi : float
+        Of the figure (and so of the caption fitting).
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        With an Agg canvas (no pyplot state).
+    cells : list of GalleryCell
+        One per stamp, in order.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.transforms import Bbox
+
+    if len(stamps) != len(captions):
+        raise ValueError(f"{len(stamps)} stamps but {len(captions)} captions")
+    if not len(stamps):
+        raise ValueError("no stamps to draw")
+    stamps = [np.asarray(stamp) for stamp in stamps]
+    residual = residual and not all(_is_picture(stamp) for stamp in stamps)
+    ncols = ncols or min(4 if residual else 6, len(stamps))
+    nrows = int(np.ceil(len(stamps) / ncols))
+    side = cell_inches
+    cell_w = 2 * side + _PANEL_GAP if residual else side
+    chars = _chars_across(cell_w - 0.04, CAPTION_POINTS)
+    wrapped = [_wrap(caption, chars) for caption in captions]
+    lines = max(text.count("\n") + 1 for text in wrapped)
+    # DejaVu's line height is about 1.17 em; times the spacing, plus a little room.
+    caption_h = (lines * 1.17 * _LINESPACING * CAPTION_POINTS) / 72 + 0.06
+    if residual:
+        note = (
+            "each stamp: colour (asinh, softened at 2 sigma of its sky noise) | residual: its "
+            "central galaxy's smooth light subtracted (grey: 0, white: excess)"
+        )
+        title = f"{title}\n{note}" if title else note
+    width = ncols * cell_w + (ncols + 1) * _CELL_PAD
+    title_text = ""
+    if title:
+        # about 0.55 em a character at 8.5 pt: long titles wrap instead of being cut
+        title_text = "\n".join(
+            _wrap(part, int(width * 72 / (0.55 * 8.5)) - 2) for part in title.splitlines()
+        )
+    title_h = (title_text.count("\n") + 1) * 8.5 * 1.35 / 72 + 0.12 if title else 0.0
+    row_h = side + caption_h + _CELL_PAD
+    height = title_h + nrows * row_h + _CELL_PAD
+    fig = Figure(figsize=(width, height), dpi=dpi)
+    FigureCanvasAgg(fig)
+    renderer = fig.canvas.get_renderer()
+    if title:
+        fig.text(
+            0.5, 1 - 0.06 / height, title_text, ha="center", va="top", fontsize=8.5,
+            linespacing=1.2,
+        )  # fmt: skip
+
+    def frac(x, y, w, h):
+        return (x / width, y / height, w / width, h / height)
+
+    cells = []
+    for k, (stamp, text) in enumerate(zip(stamps, wrapped, strict=True)):
+        row, col = divmod(k, ncols)
+        x = _CELL_PAD + col * (cell_w + _CELL_PAD)
+        top = height - title_h - _CELL_PAD - row * row_h
+        y_panel = top - side
+        if _is_picture(stamp) or not residual:
+            colour = fig.add_axes(frac(x, y_panel, cell_w, side))
+            other = None
+        else:
+            colour = fig.add_axes(frac(x, y_panel, side, side))
+            other = fig.add_axes(frac(x + side + _PANEL_GAP, y_panel, side, side))
+        draw_stamp(colour, stamp, bands, "", pixel_scale, scale_bar_arcsec, residual_ax=other)
+        box = Bbox.from_bounds(*frac(x, y_panel - caption_h, cell_w, caption_h))
+        caption = fig.text(
+            (x + 0.02) / width,
+            (y_panel - 0.03) / height,
+            text,
+            ha="left",
+            va="top",
+            fontsize=CAPTION_POINTS,
+            family="monospace",
+            linespacing=_LINESPACING,
+        )
+        _fit_text(caption, box.transformed(fig.transFigure), renderer)
+        cells.append(GalleryCell(colour, other, caption, box))
+    return fig, cells
 
 
 def stamp_gallery(
@@ -300,8 +849,11 @@ def stamp_gallery(
     scale_bar_arcsec: float = 2.0,
     q: float = 8.0,
     cell_inches: float = 1.9,
+    residual: bool = True,
 ) -> Path:
-    """Save a grid of stamps in Lupton colour with scale bars and captions, atomically.
+    """Save a grid of stamps in colour, each with its residual, scale bar and caption.
+
+    See :func:`gallery_figure` for the panels.
 
     Parameters
     ----------
@@ -318,57 +870,37 @@ def stamp_gallery(
     path : str or Path
         The PNG (or any format matplotlib writes, from the suffix).
     ncols : int, optional
-        Stamps per row (default up to 6).
+        Stamps per row (default up to 4 with residual panels, else up to 6).
     title : str, optional
     scale_bar_arcsec : float
         Length of each stamp's scale bar (0: none).
     q : float
-        Lupton's softening.
+        Unused (the stretch is set per stamp); kept for callers that pass it.
     cell_inches : float
-        Side of one stamp.
+        Side of one panel.
+    residual : bool
+        Draw a residual panel beside each stamp given as data.
 
     Returns
     -------
     Path
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if len(stamps) != len(captions):
         raise ValueError(f"{len(stamps)} stamps but {len(captions)} captions")
     if not len(stamps):
         raise ValueError(f"{path}: no stamps to draw")
-    path = Path(path)
-    ncols = ncols or min(6, len(stamps))
-    nrows = int(np.ceil(len(stamps) / ncols))
-    lines = max(caption.count("\n") + 1 for caption in captions)
-    caption_inches = 0.12 * lines + 0.05
-    fig, axes = plt.subplots(
-        nrows,
-        ncols,
-        figsize=(
-            ncols * cell_inches,
-            nrows * (cell_inches + caption_inches) + (0.4 if title else 0),
-        ),
-        squeeze=False,
-        layout="constrained",
+    fig, _ = gallery_figure(
+        stamps,
+        bands,
+        captions,
+        pixel_scale,
+        ncols=ncols,
+        title=title,
+        scale_bar_arcsec=scale_bar_arcsec,
+        cell_inches=cell_inches,
+        residual=residual,
     )
-    for ax in axes.ravel()[len(stamps) :]:
-        ax.set_axis_off()
-    for k, (stamp, caption) in enumerate(zip(stamps, captions, strict=True)):
-        draw_stamp(
-            axes[k // ncols][k % ncols], stamp, bands, caption, pixel_scale, scale_bar_arcsec, q
-        )
-    if title:
-        import textwrap
-
-        # about 12 characters an inch at 9 pt: a long title wraps instead of being cut
-        fig.suptitle(textwrap.fill(title, max(40, int(ncols * cell_inches * 12))), fontsize=9)
-    save_figure_atomic(fig, path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure_atomic(fig, Path(path), dpi=fig.dpi)
 
 
 def write_results_index(path: str | Path, sections, title: str = "skyscan results") -> Path:

@@ -115,6 +115,17 @@ def _parses(value: str, hours: bool) -> bool:
     return True
 
 
+def _require_positions(df, source, ra_column: str, dec_column: str) -> None:
+    missing = [c for c in (ra_column, dec_column) if c not in df.columns]
+    if missing:
+        raise InputFileError(
+            f"{source}: no column(s) {', '.join(map(repr, missing))} for the position "
+            f"(columns: {', '.join(map(str, df.columns[:12]))}); name yours with --ra-column "
+            "and --dec-column",
+            path=source,
+        )
+
+
 def clean_positions(df, source, ra_column="ra", dec_column="dec", id_column="id"):
     """Check and normalise a catalogue's positions and identifiers, in place.
 
@@ -128,13 +139,7 @@ def clean_positions(df, source, ra_column="ra", dec_column="dec", id_column="id"
         One line naming ``source``: a missing column, NaN or |Dec| > 90 (with the first rows),
         duplicate identifiers (with the first few).
     """
-    missing = [c for c in (ra_column, dec_column) if c not in df.columns]
-    if missing:
-        raise InputFileError(
-            f"{source}: no column(s) {', '.join(map(repr, missing))} for the position "
-            f"(columns: {', '.join(map(str, df.columns[:12]))})",
-            path=source,
-        )
+    _require_positions(df, source, ra_column, dec_column)
     ra = _as_degrees(df[ra_column], ra_column, True, source)
     dec = _as_degrees(df[dec_column], dec_column, False, source)
     bad = ~(np.isfinite(ra) & np.isfinite(dec))
@@ -150,7 +155,7 @@ def clean_positions(df, source, ra_column="ra", dec_column="dec", id_column="id"
         rows = np.flatnonzero(outside)
         raise InputFileError(
             f"{source}: {outside.sum()} row(s) with |{dec_column}| > 90 deg "
-            f"(rows {', '.join(map(str, rows[:5]))}: {dec[rows[0]]!r})",
+            f"(rows {', '.join(map(str, rows[:5]))}: {float(dec[rows[0]]):g})",
             path=source,
         )
     df[ra_column] = np.mod(ra, 360.0)
@@ -224,14 +229,15 @@ def import_catalog(
         raise InputFileError(f"{label}: the catalogue has no rows", path=sources[0])
     if HEALPIX_COLUMN in df.columns:
         df = df.drop(columns=[HEALPIX_COLUMN])  # recomputed from the positions
-    clean_positions(df, label, ra_column, dec_column, id_column)
+    renamed = _canonical_names(df, label, ra_column, dec_column, id_column)
+    clean_positions(df, label, *CANONICAL_COLUMNS)
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
-        raise InputFileError(f"{out_dir} exists (pass overwrite to replace it)", path=out_dir)
+        raise InputFileError(f"{out_dir} exists (pass --overwrite to replace it)", path=out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        pixels = _write_partitions(df, tmp, ra_column, dec_column, partition_rows, highest_order)
+        pixels = _write_partitions(df, tmp, *CANONICAL_COLUMNS[:2], partition_rows, highest_order)
         schema = pq.read_schema(partition_file(tmp, *pixels[0])).remove_metadata()
         import os
         from datetime import datetime, timezone
@@ -246,8 +252,8 @@ def import_catalog(
             schema,
             len(df),
             name=name or out_dir.name,
-            ra_column=ra_column,
-            dec_column=dec_column,
+            ra_column=CANONICAL_COLUMNS[0],
+            dec_column=CANONICAL_COLUMNS[1],
             creation_date=(made or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%MUTC"),
         )
         if out_dir.exists():
@@ -261,7 +267,43 @@ def import_catalog(
         "rows": int(len(df)),
         "partitions": len(pixels),
         "orders": sorted({int(o) for o, _ in pixels}),
+        "columns_from": renamed,
     }
+
+
+#: The names every verb reads: ``skyscan catalog import`` writes them whatever the input's.
+CANONICAL_COLUMNS = ("ra", "dec", "id")
+
+
+def _canonical_names(df, source, ra_column: str, dec_column: str, id_column: str) -> dict:
+    """Give the position and identifier the canonical names (:data:`CANONICAL_COLUMNS`), in
+    place, keeping the input's own columns as they were (e.g. sexagesimal ``RA`` stays
+    beside the degrees of ``ra``), so every later verb (search, skymaps, grade) finds them.
+
+    Returns
+    -------
+    dict
+        Canonical name -> the input column it was made from (only those renamed).
+    """
+    _require_positions(df, source, ra_column, dec_column)
+    renamed = {}
+    for canonical, given, option in zip(
+        CANONICAL_COLUMNS,
+        (ra_column, dec_column, id_column),
+        ("--ra-column", "--dec-column", "--id-column"),
+        strict=True,
+    ):
+        if given == canonical or (canonical == "id" and given not in df.columns):
+            continue  # already canonical, or no identifier: clean_positions numbers the rows
+        if canonical in df.columns:
+            raise InputFileError(
+                f"{source}: {option} {given} is given but the table also has a column "
+                f"{canonical!r}, which the search reads as the {canonical}: rename one of them",
+                path=source,
+            )
+        df[canonical] = df[given]
+        renamed[canonical] = given
+    return renamed
 
 
 def adaptive_partitions(healpix_29: np.ndarray, max_rows: int, highest_order: int) -> np.ndarray:

@@ -33,7 +33,10 @@ SHARED_COMMANDS = {
         "skyscan.cli.evaluate_params",
         "judge a parameter network; measure its vetting flag",
     ),
-    "tiles": ("skyscan.cli.tiles", "'tiles index': index survey tiles (HEALPix) for the search"),
+    "tiles": (
+        "skyscan.cli.tiles",
+        "'tiles index': index survey tiles (HEALPix); 'tiles resample': to a pixel scale",
+    ),
     "catalog": ("skyscan.cli.catalog", "'catalog import': tables into a HATS catalogue"),
     "search": ("skyscan.cli.search", "score a HATS catalogue on FITS tiles, per partition"),
     "skymaps": ("skyscan.cli.skymaps", "HEALPix maps of a search and injection-recovery"),

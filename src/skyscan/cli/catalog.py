@@ -28,16 +28,33 @@ def import_parser() -> argparse.ArgumentParser:
         description=(
             "Turn Parquet, CSV or FITS tables (concatenated, same columns) into one HATS "
             "catalogue that lsdb.open_catalog reads and `skyscan search` takes, keeping every "
-            "column. Positions in degrees or sexagesimal (RA in hours, '10:41:17.3'); an 'id' "
-            "of row numbers is added when the identifier column is absent; NaN positions, "
+            "column. Positions in degrees or sexagesimal (RA in hours, '10:41:17.3'). The "
+            "position and identifier are written as 'ra', 'dec' and 'id' (the names every "
+            "later verb reads), the input's own columns kept beside them; an 'id' of row "
+            "numbers is added when the identifier column is absent; NaN positions, "
             "|Dec| > 90 and duplicated identifiers are refused, naming the first rows."
         ),
     )
     p.add_argument("tables", nargs="+", help="input tables (.parquet, .csv, .fits)")
     p.add_argument("--out", required=True, help="the HATS catalogue folder to write")
-    p.add_argument("--ra-column", default="ra")
-    p.add_argument("--dec-column", default="dec")
-    p.add_argument("--id-column", default="id")
+    p.add_argument(
+        "--ra-column",
+        default="ra",
+        help="the input's right ascension column (degrees, or hours as '10:41:17.3'); written "
+        "as 'ra' (default: ra)",
+    )
+    p.add_argument(
+        "--dec-column",
+        default="dec",
+        help="the input's declination column (degrees or '+12:30:00'); written as 'dec' "
+        "(default: dec)",
+    )
+    p.add_argument(
+        "--id-column",
+        default="id",
+        help="the input's unique identifier column, written as 'id'; row numbers when the "
+        "table has none (default: id)",
+    )
     p.add_argument(
         "--partition-rows",
         type=int,

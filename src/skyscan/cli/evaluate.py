@@ -15,7 +15,7 @@ def parser() -> argparse.ArgumentParser:
         prog=PROG,
         description=(
             "Score a dataset's test split with an exported model and write metrics.json "
-            "(AUROC, TPR at 1%% FPR, TPR0, TPR10, completeness in the science case's strata, "
+            "(AUROC, TPR at 1% FPR, TPR0, TPR10, completeness in the science case's strata, "
             "e.g. theta_E x S/N for lenses), scores.parquet, ROC / completeness / "
             "score-histogram plots, galleries of the worst mistakes, and comparison.md "
             "beside the case's published figures."

@@ -18,7 +18,7 @@ def parser() -> argparse.ArgumentParser:
             "Estimate the physical parameters of a dataset's test positives (those the "
             "science case names, e.g. theta_E for lenses) with an exported parameter "
             "network (train.target: parameters) and write param_metrics.json (median "
-            "relative error, bias, fraction off by > 30%%, 68%% coverage per parameter with "
+            "relative error, bias, fraction off by > 30%, 68% coverage per parameter with "
             "Wilson intervals) and a predicted-vs-true plot of the first parameter. With "
             "--vet-dataset, also measure on that classification dataset's test split how "
             "many negatives (and, with --classifier and --scores, the classifier's false "

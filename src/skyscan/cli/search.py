@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from skyscan.core.command import CommandParser, show_progress
 
@@ -38,6 +39,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--parameters", help="a parameter network's card: its estimates beside the candidates"
     )
+    p.add_argument(
+        "--prevalence",
+        type=float,
+        help="override search.prevalence: share of positives among the objects searched, for "
+        "the candidates' probability_at_prevalence",
+    )
     return p
 
 
@@ -65,6 +72,7 @@ def _run(args) -> int:
                 ("workers", args.workers),
                 ("top_n", args.top_n),
                 ("pattern", args.pattern),
+                ("prevalence", args.prevalence),
             )
             if v is not None
         }
@@ -89,13 +97,51 @@ def _run(args) -> int:
         batch_size=sc["batch_size"],
         top_n=sc["top_n"],
         parameters=args.parameters or sc["parameters"],
+        prevalence=sc["prevalence"],
     )
     summary = run_search(plan, sc["workers"], progress=show_progress(args), cluster=sc["cluster"])
     write_gallery(plan, sc["gallery"])
+    # stdout holds the JSON summary alone (`| jq` reads it); what went wrong goes to stderr
     print(json.dumps({k: v for k, v in summary.items() if k != "failures"}, indent=1, default=str))
-    if summary["failures"]:
-        print(f"{len(summary['failures'])} failure(s): see {plan.out_dir / 'failures.json'}")
+    failures = summary["failures"]
+    if failures:
+        print(
+            f"{PROG}: {len(failures)} failure(s): see {plan.out_dir / 'failures.json'}",
+            file=sys.stderr,
+        )
+    if summary["rows"] == 0:
+        print(f"{PROG}: error: {nothing_scored(plan, failures)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def nothing_scored(plan, failures: dict) -> str:
+    """Why a search scored no object: every tile refused or failed, or no object on a tile.
+
+    Parameters
+    ----------
+    plan : skyscan.search.run.SearchPlan
+    failures : dict
+        Tile (or partition) name -> reason, as in ``failures.json``.
+
+    Returns
+    -------
+    str
+        One line naming the first refusal and where the rest are.
+    """
+    where = plan.out_dir / "failures.json"
+    if failures:
+        name, reason = next(iter(sorted(failures.items())))
+        return (
+            f"nothing scored: none of the {len(failures)} tile(s) is usable ({name}: {reason}; "
+            f"all in {where})"
+        )
+    if plan.context.loader == "tiles":
+        return (
+            f"nothing scored: no object of {plan.catalog_dir} lies on a tile of the index "
+            f"{plan.index_dir} (check that the catalogue and the tiles cover the same sky)"
+        )
+    return f"nothing scored: the catalogue {plan.catalog_dir} has no rows to score"
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ def parser() -> argparse.ArgumentParser:
         prog=PROG,
         description=(
             "Write HEALPix maps (NESTED) of the searched footprint, cutouts scored, candidates "
-            "above the evaluation's 1%% FPR threshold and mean score as skymaps.fits with "
+            "above the evaluation's 1% FPR threshold and mean score as skymaps.fits with "
             "Mollweide and zoomed PNGs; with --truth, the completeness of the injected "
             "positives (e.g. lenses) and the false positives per square degree beside the "
             "evaluation's numbers."

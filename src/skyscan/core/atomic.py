@@ -139,7 +139,15 @@ def write_fits_atomic(hdus, path: str | Path) -> Path:
     if not isinstance(hdus, fits.HDUList):
         hdus = fits.HDUList([hdus])
     with atomic_path(path) as tmp:
-        hdus.writeto(tmp, overwrite=True)
+        if str(path).endswith(".gz"):
+            # astropy compresses by the file name, and the temporary name has no ".gz";
+            # no name or time in the gzip header, so the same HDUs give the same bytes
+            import gzip
+
+            with open(tmp, "wb") as raw, gzip.GzipFile("", "wb", fileobj=raw, mtime=0) as gz:
+                hdus.writeto(gz)
+        else:
+            hdus.writeto(tmp, overwrite=True)
     return Path(path)
 
 

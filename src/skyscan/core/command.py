@@ -97,9 +97,24 @@ def run_command(prog: str, parser: Callable[[], argparse.ArgumentParser], run, a
     args = parser().parse_args(argv)
     level = log_level(getattr(args, "verbose", 0), getattr(args, "quiet", 0))
     logging.basicConfig(level=level, format=LOG_FORMAT, force=True)
+    _quiet_dask(level if getattr(args, "verbose", 0) else max(level, logging.WARNING))
     if _inject_failure(prog):
         return 3
     return run_guarded(prog, lambda: run(args), debug=getattr(args, "debug", False))
+
+
+def _quiet_dask(level: int) -> None:
+    """Dask's own loggers at ``level``: its INFO lines (scheduler and worker addresses,
+    "please install jupyter-server-proxy") only with -v.  Dask configures them itself, in
+    this process and, from the environment, in each worker process it starts."""
+    name = logging.getLevelName(level).lower()
+    os.environ["DASK_LOGGING__DISTRIBUTED"] = name
+    for logger in ("distributed", "dask"):
+        logging.getLogger(logger).setLevel(level)
+    if "dask" in sys.modules:  # already configured from the old setting
+        import dask
+
+        dask.config.set({"logging.distributed": name})
 
 
 def _inject_failure(prog: str) -> bool:

@@ -147,6 +147,58 @@ class ModelCard:
         return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64) / t))
 
     @property
+    def training_prevalence(self) -> float | None:
+        """Share of positives in the split the calibration was fitted on (the training mix,
+        e.g. 0.5 for half lenses): ``calibration.positive_fraction``, or for cards written
+        before it was recorded the test split's share (same mix); None if unknown."""
+        if self.calibration and self.calibration.get("positive_fraction") is not None:
+            return float(self.calibration["positive_fraction"])
+        metrics = self.test_metrics or {}
+        if metrics.get("n_test") and metrics.get("n_positive") is not None:
+            return float(metrics["n_positive"]) / float(metrics["n_test"])
+        return None
+
+    def probability_at_prevalence(self, logits, prevalence: float):
+        """Calibrated probability that an object is positive where positives are a share
+        ``prevalence`` of the objects searched, not the training mix's share.
+
+        Bayes' rule on the odds: the calibrated odds are multiplied by the ratio of the
+        prior odds, ``(prevalence / (1 - prevalence)) / (m / (1 - m))`` with ``m`` the
+        training mix (:attr:`training_prevalence`); computed on the logit for precision.
+
+        Parameters
+        ----------
+        logits : array_like
+            The network's logits.
+        prevalence : float
+            Share of positives among the objects searched, in (0, 1).
+
+        Returns
+        -------
+        ndarray of float64
+
+        Raises
+        ------
+        InputFileError
+            The card records no training mix.
+        """
+        import numpy as np
+
+        mix = self.training_prevalence
+        if mix is None or not 0 < mix < 1:
+            raise InputFileError(
+                f"model card {self.name!r}: no share of positives in its calibration split, "
+                "so no probability at another prevalence",
+                path=self.name,
+            )
+        if not 0 < float(prevalence) < 1:
+            raise ValueError(f"prevalence must be in (0, 1), got {prevalence!r}")
+        t = float(self.calibration.get("temperature", 1.0)) if self.calibration else 1.0
+        shift = np.log(prevalence / (1 - prevalence)) - np.log(mix / (1 - mix))
+        z = np.asarray(logits, dtype=np.float64) / t + shift
+        return 1.0 / (1.0 + np.exp(-z))
+
+    @property
     def task(self) -> str:
         """The task head the network was trained with: ``binary``, ``multiclass`` or
         ``regression`` (:mod:`skyscan.train.heads`)."""

@@ -24,7 +24,7 @@ def top_scored(plan: SearchPlan, n: int, extra=None) -> pa.Table:
         *where,
         "logit",
         "score",
-        "flags",
+        "cutout_flags",
     ]
     best = None
     for task in plan.tasks:
@@ -39,8 +39,10 @@ def top_scored(plan: SearchPlan, n: int, extra=None) -> pa.Table:
 
 def write_gallery(plan: SearchPlan, n: int = 24, size: int = 63):
     """Draw the ``n`` highest-scoring objects (a wider ``size`` stamp than the model's) in
-    Lupton colour with a 2" scale bar, each captioned with rank, id, RA/Dec, tile, calibrated
-    score and flags (edge, masked, candidate: at or above the model's threshold).
+    Lupton colour with a 2" scale bar, each beside its residual after the central galaxy's
+    smooth light is subtracted (:func:`skyscan.viz.gallery_figure`), and captioned with rank,
+    id, RA/Dec, tile, calibrated score and any warning (tile edge, masked pixels).  How many
+    are at or above the model's threshold is said once, in the title, not under every stamp.
 
     Returns
     -------
@@ -57,7 +59,7 @@ def write_gallery(plan: SearchPlan, n: int = 24, size: int = 63):
     threshold = plan.card.threshold.get("logit") if plan.card.threshold else None
     rows = top.to_pydict()
     ctx = plan.context
-    stamps, captions, cache = [], [], {}
+    stamps, captions, cache, above = [], [], {}, 0
     for k in range(len(top)):
         name = rows["tile"][k]
         if name not in cache:
@@ -76,10 +78,9 @@ def write_gallery(plan: SearchPlan, n: int = 24, size: int = 63):
         flags = [
             f
             for bit, f in ((FLAG_EDGE, "tile edge"), (FLAG_NAN, "masked pixels"))
-            if rows["flags"][k] & bit
+            if rows["cutout_flags"][k] & bit
         ]
-        if threshold is not None and rows["logit"][k] >= threshold:
-            flags.append("candidate")
+        above += threshold is not None and rows["logit"][k] >= threshold
         stamps.append(stamp[0])
         captions.append(
             f"#{k + 1} id {rows[ctx.id_column][k]}\n"
@@ -99,8 +100,7 @@ def write_gallery(plan: SearchPlan, n: int = 24, size: int = 63):
         captions,
         next(t.pixel_scale for t in cache.values() if t is not None),  # the tiles' own
         out,
-        title=f"the {len(stamps)} highest-scoring objects ('candidate': at or above the "
-        "model's threshold)",
+        title=_title(len(stamps), above if threshold is not None else None),
     )
 
 
@@ -121,10 +121,10 @@ def _catalog_gallery(plan: SearchPlan, n: int):
     rows = top.to_pydict()
     ctx = plan.context
     pictures, captions = [], []
+    above = 0
     for k in range(len(top)):
-        flags = [name for bit, name in CATALOG_FLAGS.items() if rows["flags"][k] & bit]
-        if threshold is not None and rows["logit"][k] >= threshold:
-            flags.append("candidate")
+        flags = [name for bit, name in CATALOG_FLAGS.items() if rows["cutout_flags"][k] & bit]
+        above += threshold is not None and rows["logit"][k] >= threshold
         pictures.append(samples.picture(payload[k], card.preprocessing))
         captions.append(
             f"#{k + 1} id {rows[ctx.id_column][k]}\n"
@@ -141,7 +141,14 @@ def _catalog_gallery(plan: SearchPlan, n: int):
         captions,
         1.0,
         out,
-        title=f"the {len(pictures)} highest-scoring objects ('candidate': at or above the "
-        "model's threshold)",
+        title=_title(len(pictures), above if threshold is not None else None),
         scale_bar_arcsec=0.0,
     )
+
+
+def _title(shown: int, above: int | None) -> str:
+    """The gallery's title: how many objects, and how many of them are candidates."""
+    title = f"the {shown} highest-scoring objects"
+    if above is not None:
+        title += f" ({above} at or above the model's threshold)"
+    return title

@@ -11,7 +11,7 @@ whole; the model card's preprocessing and network score them in batches.
 
 Output ``OUT/scores`` is a HATS catalogue (``lsdb.open_catalog`` reads it): the input's
 columns and ``_healpix_29`` plus ``tile``, ``x``, ``y`` (0-based pixel), ``logit``,
-``score`` (calibrated probability) and ``flags``, in the input's partitions, each sorted by
+``score`` (calibrated probability) and ``cutout_flags``, in the input's partitions, each sorted by
 ``_healpix_29`` then id, so the bytes do not depend on the number of workers.
 ``OUT/candidates.parquet`` holds only the objects at or above the model's operating threshold
 (at most ``top_n`` of them).  Each finished partition leaves a marker in ``OUT/progress``
@@ -28,7 +28,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,7 @@ from skyscan.catalog.hats_catalog import (
 from skyscan.core.atomic import write_json_atomic, write_parquet_atomic
 from skyscan.core.case import CandidateAnnotation, get_case
 from skyscan.core.errors import InputFileError, MismatchError, ResourceError
+from skyscan.core.paths import path_for_record
 from skyscan.data.preprocess import preprocess
 from skyscan.models.card import ModelCard, load_model, read_card
 from skyscan.search.tile_index import TileRecord, read_tile_index
@@ -69,7 +70,7 @@ FLAG_EDGE = 1  # the cutout crosses the tile edge: padded with zeros
 FLAG_NAN = 2  # NaN or blank pixels in the cutout: set to zero
 
 #: Columns the search adds to the input's.
-OUTPUT_COLUMNS = ("tile", "x", "y", "logit", "score", "flags")
+OUTPUT_COLUMNS = ("tile", "x", "y", "logit", "score", "cutout_flags")
 
 #: A tile's pixel scale may differ from the model's by this fraction at most.
 PIXEL_SCALE_TOLERANCE = 0.01
@@ -124,6 +125,8 @@ class SearchPlan:
     tiles_source: dict
     top_n: int | None = None
     parameters: str | None = None
+    #: share of positives among the objects searched (candidates' probability_at_prevalence)
+    prevalence: float | None = None
 
     @property
     def out_dir(self) -> Path:
@@ -156,6 +159,7 @@ def plan_search(
     id_column: str = "id",
     scorer: str = "model",
     parameters=None,
+    prevalence: float | None = None,
 ) -> SearchPlan:
     """Pair each partition of a HATS catalogue with the tiles that touch it.
 
@@ -183,6 +187,9 @@ def plan_search(
     parameters : path, optional
         A parameter network's card (``train.target: parameters``): the candidates get its
         estimates and 68% intervals and the vetting flag.
+    prevalence : float, optional
+        Share of positives among the objects searched: the candidates of a binary classifier
+        get ``probability_at_prevalence`` (:meth:`ModelCard.probability_at_prevalence`).
 
     Returns
     -------
@@ -191,9 +198,10 @@ def plan_search(
     card_path = Path(card_path)
     card = read_card(card_path)
     if index_dir is None:
-        return _plan_catalog_search(
+        plan = _plan_catalog_search(
             card_path, card, catalog_dir, out_dir, batch_size, top_n, id_column, scorer
         )
+        return replace(plan, prevalence=prevalence)
     index = read_tile_index(index_dir)
     missing = [b for b in card.bands if b not in index.bands]
     if missing:
@@ -271,6 +279,7 @@ def plan_search(
         {"tiles": index.tiles_folder, "pattern": index.pattern, "hdu": index.hdu},
         top_n,
         str(parameters) if parameters else None,
+        prevalence,
     )
 
 
@@ -360,7 +369,7 @@ def _plan_catalog_search(
 
 
 #: Output columns of a search over the catalogue's own rows (no tile, no pixel position).
-CATALOG_OUTPUT_COLUMNS = ("logit", "score", "flags")
+CATALOG_OUTPUT_COLUMNS = ("logit", "score", "cutout_flags")
 
 
 def _score_catalog_partition(task: PartitionTask, context: SearchContext, table) -> dict:
@@ -385,7 +394,7 @@ def _score_catalog_partition(task: PartitionTask, context: SearchContext, table)
     )
     out = out.append_column("logit", pa.array(logits[keep]))
     out = out.append_column("score", pa.array(card.probability(logits[keep])))
-    out = out.append_column("flags", pa.array(flags[keep]))
+    out = out.append_column("cutout_flags", pa.array(flags[keep]))
     out = out.sort_by([(HEALPIX_COLUMN, "ascending"), (context.id_column, "ascending")])
     out_dir = Path(context.out_dir)
     path = partition_file(out_dir / "scores", task.order, task.pixel)
@@ -421,7 +430,9 @@ def _refusal(record: TileRecord, card: ModelCard) -> str | None:
             return (
                 f"pixel scale {record.pixel_scale:.4f}\"/pix differs from the model's "
                 f'{float(card.pixel_scale):.4f}"/pix by {100 * abs(ratio - 1):.1f}% '
-                f"(more than {100 * PIXEL_SCALE_TOLERANCE:.0f}%): resample the tile first"
+                f"(more than {100 * PIXEL_SCALE_TOLERANCE:.0f}%): resample it with `skyscan "
+                f"tiles resample FILES --pixel-scale {float(card.pixel_scale):g} --out DIR`, "
+                "or train a model at the survey's pixel scale"
             )
     return None
 
@@ -674,7 +685,7 @@ def score_partition(task: PartitionTask, context: SearchContext) -> dict:
     out = out.append_column("y", pa.array(ys[chosen[keep], keep]))
     out = out.append_column("logit", pa.array(logits[keep]))
     out = out.append_column("score", pa.array(card.probability(logits[keep])))
-    out = out.append_column("flags", pa.array(flags[keep]))
+    out = out.append_column("cutout_flags", pa.array(flags[keep]))
     out = out.sort_by([(HEALPIX_COLUMN, "ascending"), (context.id_column, "ascending")])
     path = partition_file(out_dir / "scores", task.order, task.pixel)
     if len(out):
@@ -746,6 +757,9 @@ class _Lock:
         return self
 
     def __exit__(self, *exc):
+        # Removed while still held, so no other search can hold it between the two steps (a
+        # waiting one fails at once: LOCK_NB); a crash leaves the file, which is harmless.
+        self.path.unlink(missing_ok=True)
         os.close(self.fd)
 
 
@@ -865,6 +879,9 @@ def _finish(plan: SearchPlan, done: dict, errors: dict, skipped: int, tried: int
         creation_date=plan.creation_date,
     )
     candidates, known = _write_candidates(plan, written, schema)
+    source = dict(plan.tiles_source)
+    if source.get("tiles") is not None:
+        source["tiles"] = _recorded(source["tiles"], plan.out_dir)
     summary = {
         "partitions": len(plan.tasks),
         "partitions_without_tiles": plan.partitions_without_tiles,
@@ -877,13 +894,16 @@ def _finish(plan: SearchPlan, done: dict, errors: dict, skipped: int, tried: int
         "candidates": candidates,
         **known,
         "threshold": plan.card.threshold,
+        "prevalence": plan.prevalence,
+        "training_prevalence": plan.card.training_prevalence,
         "failures": len(failures),
         "noise_ratio": _noise_summary(plan),
-        "catalog": str(plan.catalog_dir),
-        "index": str(plan.index_dir) if plan.index_dir is not None else None,
-        **plan.tiles_source,  # where the grading page finds the tiles
-        "card": plan.context.card_path,
-        "scores": str(plan.scores_dir),
+        # paths relative to the search folder, so the record reads from any directory
+        "catalog": _recorded(plan.catalog_dir, plan.out_dir),
+        "index": _recorded(plan.index_dir, plan.out_dir),
+        **source,  # where the grading page finds the tiles
+        "card": _recorded(plan.context.card_path, plan.out_dir),
+        "scores": _recorded(plan.scores_dir, plan.out_dir),
     }
     _write_json(plan.out_dir / "failures.json", failures)
     _write_json(plan.out_dir / "summary.json", summary)
@@ -909,7 +929,7 @@ def _output_schema(plan: SearchPlan, written) -> pa.Schema:
         + [
             pa.field("logit", pa.float64()),
             pa.field("score", pa.float64()),
-            pa.field("flags", pa.int32()),
+            pa.field("cutout_flags", pa.int32()),
         ]
     )
 
@@ -929,6 +949,20 @@ def _write_candidates(plan: SearchPlan, written, schema) -> tuple[int, dict]:
         parts.append(table)
     merged = pa.concat_tables(parts) if parts else schema.empty_table()
     merged = _top(merged, plan.top_n or len(merged), plan.context.id_column)
+    if (
+        plan.prevalence is not None
+        and plan.card.task == "binary"
+        and plan.card.training_prevalence is not None  # a card of an older or untrained model
+    ):
+        merged = merged.append_column(
+            "probability_at_prevalence",
+            pa.array(
+                plan.card.probability_at_prevalence(
+                    merged.column("logit").to_numpy(), plan.prevalence
+                ),
+                type=pa.float64(),
+            ),
+        )
     if plan.parameters:
         merged = _add_parameters(plan, merged)
     case = get_case(plan.card.case)
@@ -1018,6 +1052,10 @@ def _noise_summary(plan: SearchPlan) -> dict:
         "tiles": len(plan.noise),
         "warnings": warnings,
     }
+
+
+def _recorded(path, out_dir: Path) -> str | None:
+    return None if path is None else path_for_record(path, out_dir)
 
 
 def _write_json(path: Path, data) -> None:

@@ -12,6 +12,10 @@ Layout of an index folder::
     tiles.parquet      one row per usable tile: name, band file paths, shape, pixel scale,
                        background noise per band, celestial frame, file sizes
     index.json         order, bands, pattern, hdu, folder, problems {tile: reason}
+
+The tile folder and the band files are recorded relative to the index folder
+(:func:`skyscan.core.paths.path_for_record`; ``"relative_to": "index"`` in ``index.json``), so
+the index reads from any working directory and moves together with its tiles.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +34,7 @@ import pyarrow.parquet as pq
 
 from skyscan.core.atomic import write_json_atomic, write_parquet_atomic
 from skyscan.core.errors import InputFileError
+from skyscan.core.paths import path_for_record, resolve_recorded
 from skyscan.skymap.healpix import coarsen, pixels_in_polygon
 from skyscan.tiles.io import (
     Tile,
@@ -84,15 +91,28 @@ class TileIndex:
     tiles_folder: str
     pattern: str
     hdu: int | None
+    #: True: the recorded paths are relative to the index folder; False: an index written
+    #: before they were, whose relative paths meant the directory ``tiles index`` ran in.
+    index_relative: bool = True
+
+    def resolve(self, recorded: str) -> str:
+        """A path recorded in this index as an absolute path (usable from any directory)."""
+        base = self.folder.resolve()  # the records are relative to the real folder
+        if self.index_relative:
+            path = base / recorded
+        else:  # an older index: beside the index when there, else where it was written
+            path = resolve_recorded(recorded, base)
+        return os.path.normpath(os.path.abspath(path))
 
     def records(self, tile_ids) -> dict:
-        """``{tile id: TileRecord}`` for the ids asked for (one read of their rows)."""
+        """``{tile id: TileRecord}`` for the ids asked for (one read of their rows); their
+        paths are absolute."""
         ids = [int(k) for k in tile_ids]
         rows = self.table.take(pa.array(ids, pa.int64())).to_pylist()
         return {
             k: TileRecord(
                 row["name"],
-                json.loads(row["paths"]),
+                {b: self.resolve(p) for b, p in json.loads(row["paths"]).items()},
                 row["hdu"],
                 (int(row["height"]), int(row["width"])),
                 float(row["pixel_scale"]),
@@ -173,11 +193,17 @@ def build_tile_index(
     hdu: int | None = None,
     order: int | None = None,
     progress: bool = False,
+    pixel_scale: float | None = None,
 ) -> dict:
     """Index the tiles of ``folder``: coverage per HEALPix pixel, noise, pixel scale.
 
     Tiles that cannot be used (a missing band, an unreadable file, no celestial WCS, an
-    all-NaN or constant image) are recorded with the reason in ``index.json`` and left out.
+    all-NaN or constant image, pixels of another size than ``pixel_scale``) are recorded with
+    the reason in ``index.json`` and left out.
+
+    The noise recorded is each band's background sigma per pixel, divided for a resampled
+    band by its ``RSMPCORR`` keyword (:mod:`skyscan.tiles.resample`), so that it is the noise
+    of the tile's depth and compares with the training images' uncorrelated noise.
 
     Parameters
     ----------
@@ -193,6 +219,10 @@ def build_tile_index(
         HEALPix order of the coverage; default: about 4 x 4 pixels per tile side.
     progress : bool
         Show a progress bar.
+    pixel_scale : float, optional
+        The model's pixel scale (arcsec; the card's ``pixel_scale``): tiles whose pixels
+        differ from it on either axis by more than the search's tolerance
+        (``skyscan.search.run.PIXEL_SCALE_TOLERANCE``) are left out.  None: any scale.
 
     Returns
     -------
@@ -201,6 +231,7 @@ def build_tile_index(
     """
     from tqdm import tqdm
 
+    out_dir = Path(out_dir)
     bands = list(bands)
     found, problems = find_tiles(folder, bands, pattern, hdu)
     usable: list[Tile] = []
@@ -208,7 +239,19 @@ def build_tile_index(
     for tile in tqdm(found, desc="tile index", unit="tile", disable=not progress):
         try:
             read_tile_wcs(tile)
-            noise[tile.name] = [float(s) for s in tile_background_noise(tile)]
+            reason = _pixel_scale_refusal(tile, pixel_scale) if pixel_scale else None
+            if reason:  # before the noise: no pixel of a refused tile is read
+                problems[tile.name] = reason
+                continue
+            # Resampling correlates the noise: the per-pixel sigma drops while the noise per
+            # unit area (what detection depends on) does not.  Dividing by the factor the
+            # resampling measured gives the sigma of uncorrelated noise of the same depth,
+            # which is what the search compares with the training images' (run.py
+            # `_noise_ratios`).
+            noise[tile.name] = [
+                float(s) / tile.noise_correlation.get(b, 1.0)
+                for b, s in zip(tile.paths, tile_background_noise(tile), strict=True)
+            ]
         except TileError as exc:
             problems[tile.name] = str(exc)
             continue
@@ -239,7 +282,10 @@ def build_tile_index(
     tiles = pa.table(
         {
             "name": [t.name for t in usable],
-            "paths": [json.dumps({b: str(p) for b, p in t.paths.items()}) for t in usable],
+            "paths": [
+                json.dumps({b: _recorded_file(p, out_dir) for b, p in t.paths.items()})
+                for t in usable
+            ],
             "hdu": pa.array([t.hdu for t in usable], pa.int64()),
             "height": [int(t.shape[0]) for t in usable],
             "width": [int(t.shape[1]) for t in usable],
@@ -249,7 +295,6 @@ def build_tile_index(
             "bytes": [sum(Path(p).stat().st_size for p in t.paths.values()) for t in usable],
         }
     )
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(coverage, out_dir / "coverage.parquet")
     write_parquet_atomic(tiles, out_dir / "tiles.parquet")
@@ -258,7 +303,9 @@ def build_tile_index(
         "bands": bands,
         "pattern": pattern,
         "hdu": hdu,
-        "folder": str(Path(folder)),
+        # relative to the index folder, so the index reads from any working directory
+        "folder": path_for_record(folder, out_dir),
+        "relative_to": "index",
         "tiles": len(usable),
         "pairs": len(coverage),
         "problems": dict(sorted(problems.items())),
@@ -280,6 +327,39 @@ def build_tile_index(
     return {k: meta[k] for k in ("tiles", "pairs", "order", "problems")}
 
 
+def _recorded_file(path, out_dir: Path) -> str:
+    """A band file as the index records it: its folder relative to the index folder (the
+    file name kept as found, even when it is a link the folder's resolution would follow)."""
+    path = Path(path)
+    return (Path(path_for_record(path.parent, out_dir)) / path.name).as_posix()
+
+
+def _pixel_scale_refusal(tile: Tile, expected: float) -> str | None:
+    """Why the search would refuse this tile's pixels for a model at ``expected`` arcsec,
+    or None (both axes checked, at the search's tolerance)."""
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    # run.py imports this module: import its tolerance here, when first needed.
+    from skyscan.search.run import PIXEL_SCALE_TOLERANCE
+
+    expected = float(expected)
+    scales = proj_plane_pixel_scales(tile.wcs) * 3600.0
+    worst = float(np.max(np.abs(scales / expected - 1)))
+    if worst <= PIXEL_SCALE_TOLERANCE:
+        return None
+    if abs(scales[0] / scales[1] - 1) < 1e-3:
+        theirs = f'{scales.mean():.4g}"/pixel'
+    else:
+        theirs = f'{scales[0]:.4g}" x {scales[1]:.4g}"/pixel'
+    files = " ".join(shlex.quote(str(p)) for p in tile.paths.values())
+    return (
+        f"pixel scale {theirs} differs from the model's {expected:.4g}\"/pixel by {worst:.1%} "
+        f"(more than {PIXEL_SCALE_TOLERANCE:.0%}): resample it with `skyscan tiles resample "
+        f"{files} --pixel-scale {expected:g} --out DIR`, or train a model at the survey's "
+        "pixel scale"
+    )
+
+
 def _frame_name(tile: Tile) -> str:
     frame = getattr(tile, "frame", None)
     if frame is None:
@@ -291,6 +371,14 @@ def _frame_name(tile: Tile) -> str:
 
 def read_tile_index(folder) -> TileIndex:
     """Load an index written by :func:`build_tile_index`.
+
+    The tile folder and the records' band files come back as absolute paths, resolved
+    against the index folder (an index written before paths were recorded relative to it:
+    beside it when they exist there, else as written).
+
+    Returns
+    -------
+    TileIndex
 
     Raises
     ------
@@ -314,7 +402,7 @@ def read_tile_index(folder) -> TileIndex:
         raise InputFileError(
             f"{folder}: unreadable tile index ({type(exc).__name__}: {exc})", path=folder
         ) from None
-    return TileIndex(
+    index = TileIndex(
         folder,
         int(meta["order"]),
         list(meta["bands"]),
@@ -326,4 +414,7 @@ def read_tile_index(folder) -> TileIndex:
         meta["folder"],
         meta["pattern"],
         meta["hdu"],
+        meta.get("relative_to") == "index",
     )
+    index.tiles_folder = index.resolve(meta["folder"])
+    return index

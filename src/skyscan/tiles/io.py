@@ -44,6 +44,7 @@ __all__ = [
     "load_tile",
     "pixel_to_sky",
     "read_band_unscaled",
+    "read_image_headers",
     "read_tile_section",
     "read_tile_wcs",
     "sky_to_pixel",
@@ -62,6 +63,11 @@ WHOLE_ROW_BYTES = 64 * 1024
 #: Background noise: side of the sample windows and their number per axis.
 NOISE_WINDOW = 256
 NOISE_WINDOWS_PER_AXIS = 3
+#: Header keyword ``skyscan tiles resample`` writes (:mod:`skyscan.tiles.resample`): the
+#: per-pixel background sigma of the resampled image over that of uncorrelated noise of the
+#: same depth on its pixels (below 1: regridding correlates the noise and lowers the
+#: per-pixel sigma without lowering the noise per unit area).
+NOISE_CORRELATION_KEY = "RSMPCORR"
 #: Fewer finite pixels than this in the sample windows: look at the whole band instead.
 NOISE_MIN_SAMPLE = 1000
 #: The whole-band fallback keeps at most about this many pixels (a strided subsample).
@@ -96,6 +102,10 @@ class Tile:
         Arcsec per pixel, the mean of the two axes at the reference pixel.
     band_hdus : dict
         ``{band: HDU index}`` of the image in each file.
+    noise_correlation : dict
+        ``{band: factor}``: the header's ``RSMPCORR`` (1.0 without it), by which the
+        per-pixel sigma of a resampled band understates its noise (see
+        ``NOISE_CORRELATION_KEY``).
     """
 
     name: str
@@ -107,6 +117,7 @@ class Tile:
     frame: object = field(default=None, repr=False)
     pixel_scale: float | None = None
     band_hdus: dict[str, int] = field(default_factory=dict, repr=False)
+    noise_correlation: dict[str, float] = field(default_factory=dict, repr=False)
 
     def corners(self) -> np.ndarray:
         """ICRS RA/Dec (deg) of the four outer pixel corners, counter-clockwise."""
@@ -371,23 +382,25 @@ def read_tile_wcs(tile: Tile) -> Tile:
     Returns
     -------
     Tile
-        The same object, with ``wcs``, ``shape``, ``frame``, ``pixel_scale`` and
-        ``band_hdus`` filled.
+        The same object, with ``wcs``, ``shape``, ``frame``, ``pixel_scale``,
+        ``band_hdus`` and ``noise_correlation`` filled.
 
     Raises
     ------
     TileError
         Naming the file: unreadable or truncated, no celestial WCS, a frame astropy cannot
         identify (the message quotes RADESYS/EQUINOX or CTYPE), a band of another shape or
-        WCS.
+        WCS, an ``RSMPCORR`` that is not a positive number.
     """
     first = None
     band_hdus = {}
+    correlation = {}
     for band, path in tile.paths.items():
         with _open_fits(path) as hdul:
             k, h, wcs = _image_hdu(hdul, tile.hdu, path)
             _check_complete(h, path)
             shape = (int(h.header["NAXIS2"]), int(h.header["NAXIS1"]))
+            correlation[band] = _noise_correlation(h.header, path)
         frame = _celestial_frame(wcs, path)
         band_hdus[band] = k
         if first is None:
@@ -411,7 +424,23 @@ def read_tile_wcs(tile: Tile) -> Tile:
     _, tile.wcs, tile.shape, tile.frame = first
     tile.pixel_scale = float(_pixel_scales(tile.wcs).mean())
     tile.band_hdus = band_hdus
+    tile.noise_correlation = correlation
     return tile
+
+
+def _noise_correlation(header, path: Path) -> float:
+    value = header.get(NOISE_CORRELATION_KEY, 1.0)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise TileError(
+            f"{path}: {NOISE_CORRELATION_KEY} = {header.get(NOISE_CORRELATION_KEY)!r} is not a "
+            "positive number",
+            path=path,
+        )
+    return value
 
 
 def sky_to_pixel(tile: Tile, ra, dec) -> tuple[np.ndarray, np.ndarray]:
@@ -524,7 +553,8 @@ def check_pixel_scale(tile: Tile, expected_arcsec: float, tolerance: float = 0.0
         raise TileError(
             f'{path}: pixel scale {scales[0]:.4g}" x {scales[1]:.4g}" differs from the '
             f"model's {expected_arcsec:.4g}\" by {worst:.1%} (more than {tolerance:.1%}); "
-            "resample the tile to the model's pixel scale",
+            f"resample it with `skyscan tiles resample FILES --pixel-scale {expected_arcsec:g} "
+            "--out DIR`, or train a model at the survey's pixel scale",
             path=path,
         )
     return tile.pixel_scale
@@ -710,6 +740,36 @@ def tile_background_noise(tile: Tile) -> list[float]:
             )
         sigmas.append(sigma)
     return sigmas
+
+
+def read_image_headers(path: str | Path, hdu: int | None = None):
+    """The header of a file's tile image, and the primary header when the image is in an
+    extension (where multi-extension products keep keywords such as ``FILTER``).
+
+    Parameters
+    ----------
+    path : str or Path
+    hdu : int, optional
+        The image HDU; default the first 2-D image with a celestial WCS.
+
+    Returns
+    -------
+    header : astropy.io.fits.Header
+        A copy of the image HDU's header (a tile-compressed image's own header).
+    primary : astropy.io.fits.Header or None
+        A copy of the primary header, or None when the image is the primary HDU.
+
+    Raises
+    ------
+    TileError
+        Naming the file, as :func:`read_tile_wcs`.
+    """
+    path = Path(path)
+    with _open_fits(path) as hdul:
+        k, h, _ = _image_hdu(hdul, hdu, path)
+        header = h.header.copy()
+        primary = hdul[0].header.copy() if k else None
+    return header, primary
 
 
 def read_band_unscaled(path: str | Path, hdu: int | None = None):

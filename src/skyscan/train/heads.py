@@ -229,6 +229,8 @@ class BinaryHead(TaskHead):
             "method": "temperature",
             "temperature": temperature,
             "fitted_on": "val",
+            # the mix the calibrated probability assumes (Bayes' rule moves it to another)
+            "positive_fraction": float(np.mean(val_labels)),
             "ece_val_before": expected_calibration_error(val_labels, card.probability(val_logits)),
             "ece_val_after": expected_calibration_error(
                 val_labels,

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from skyscan.core.atomic import atomic_path
 from skyscan.core.errors import InputFileError, MismatchError, UsageError
+from skyscan.core.paths import resolve_recorded
 from skyscan.models.card import ModelCard, load_model, read_card
 from skyscan.search.run import FLAG_EDGE, FLAG_NAN, cutouts
 from skyscan.tiles.io import Tile, find_tiles, load_tile, read_tile_wcs
@@ -40,7 +41,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-REQUIRED_COLUMNS = ("id", "ra", "dec", "tile", "x", "y", "logit", "score", "flags")
+REQUIRED_COLUMNS = ("id", "ra", "dec", "tile", "x", "y", "logit", "score", "cutout_flags")
 
 
 @dataclass
@@ -54,14 +55,6 @@ class GradeSources:
     tiles: Path
     pattern: str
     hdu: int | None
-
-
-def _locate(value, results: Path) -> Path:
-    """A path from summary.json: as written, else relative to the results folder."""
-    path = Path(value)
-    if path.exists() or path.is_absolute():
-        return path
-    return results / path if (results / path).exists() else path
 
 
 def resolve_sources(results, tiles=None, pattern=None, model=None) -> GradeSources:
@@ -80,6 +73,10 @@ def resolve_sources(results, tiles=None, pattern=None, model=None) -> GradeSourc
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as exc:
         raise InputFileError(f"{path}: cannot read ({exc})", path=path) from None
+    if "cutout_flags" not in table.column_names and "flags" in table.column_names:
+        # searches before the column was renamed (a "flags" column shadows DataFrame.flags)
+        names = table.column_names
+        table = table.rename_columns(["cutout_flags" if n == "flags" else n for n in names])
     missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
     if missing:
         raise InputFileError(f"{path}: lacks column(s) {', '.join(missing)}", path=path)
@@ -96,10 +93,17 @@ def resolve_sources(results, tiles=None, pattern=None, model=None) -> GradeSourc
             raise InputFileError(
                 f"{summary_path}: has no {key!r} key; give {option}", path=summary_path, key=key
             )
-    card_path = Path(model) if model is not None else _locate(summary["card"], results)
-    tile_dir = Path(tiles) if tiles is not None else _locate(summary["tiles"], results)
+    # summary.json's paths are relative to the search folder (older ones: to where the
+    # search ran): resolve_recorded reads both
+    card_path = Path(model) if model is not None else resolve_recorded(summary["card"], results)
+    tile_dir = Path(tiles) if tiles is not None else resolve_recorded(summary["tiles"], results)
     if not tile_dir.is_dir():
-        raise InputFileError(f"tile folder {tile_dir} does not exist", path=tile_dir)
+        where = (
+            "given by --tiles"
+            if tiles is not None
+            else f"from {summary_path}'s 'tiles' ({summary['tiles']!r}); --tiles replaces it"
+        )
+        raise InputFileError(f"tile folder {tile_dir} does not exist ({where})", path=tile_dir)
     return GradeSources(
         results=results,
         candidates=table,
@@ -316,7 +320,10 @@ class GradingSession:
 
     def _real_items(self) -> list[Item]:
         t = self.sources.candidates
-        cols = {n: t.column(n).to_pylist() for n in ("id", "ra", "dec", "tile", "x", "y", "flags")}
+        cols = {
+            n: t.column(n).to_pylist()
+            for n in ("id", "ra", "dec", "tile", "x", "y", "cutout_flags")
+        }
         score = t.column("score").to_numpy(zero_copy_only=False).astype(np.float64)
         items = []
         for k in range(len(t)):
@@ -331,7 +338,7 @@ class GradingSession:
                     x=float(cols["x"][k]),
                     y=float(cols["y"][k]),
                     score=float(score[k]) if np.isfinite(score[k]) else -1.0,
-                    flags=int(cols["flags"][k] or 0),
+                    flags=int(cols["cutout_flags"][k] or 0),
                     theta_e=_value(t, "theta_e", k),
                     theta_e_lo=_value(t, "theta_e_lo", k),
                     theta_e_hi=_value(t, "theta_e_hi", k),

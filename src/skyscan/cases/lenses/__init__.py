@@ -211,6 +211,18 @@ class LensCase(Case, DetectabilitySelection, ParameterEstimation, CandidateAnnot
             raise ConfigError(
                 f"config key 'lenses.bands' repeats a band: {bands}", key="lenses.bands"
             )
+        if given_("survey") or given_("bands") or given_("surveys"):
+            # A survey or band the simulator does not know must fail at load (and so in
+            # `snakemake -n`), not later in rule simulate with the reason only in its log.
+            from skyscan.cases.lenses.sim.survey import get_survey
+
+            try:
+                survey = get_survey(s["survey"], s.get("surveys"))
+                for name in bands:
+                    survey.band(name)
+            except ConfigError as exc:
+                key = "lenses.survey" if "unknown survey" in str(exc) else "lenses.bands"
+                raise ConfigError(f"config key {key!r}: {exc}", key=key) from None
         band = s["snr_band"]
         if given_("snr_band", "bands") and band not in bands:
             raise ConfigError(

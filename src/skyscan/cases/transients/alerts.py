@@ -9,7 +9,7 @@ Every reader yields *detections*, :class:`Detection` ``(candid, stamps, extra)``
     fitted to ``shape`` (63 x 63 by default, ZTF's cutout size) with :func:`fit_stamp`.
 ``extra`` : dict
     ``objectId``, ``ra``, ``dec``, ``magpsf``, ``jd``, ``rb`` and ``drb`` (ZTF's own real/bogus
-    scores), each None when the alert lacks it; ``source`` (the file); ``flags`` (bits
+    scores), each None when the alert lacks it; ``source`` (the file); ``cutout_flags`` (bits
     :data:`FLAG_EDGE`, :data:`FLAG_NAN`, :data:`FLAG_CROPPED`), ``edge`` (bool), ``nan_pixels``
     (how many non-finite pixels were set to 0, over the three cutouts) and ``diff_sigma`` (the
     robust noise, 1.4826 x MAD, of the difference cutout's own pixels, before any padding).
@@ -224,7 +224,9 @@ def _detection(
         flags |= f
     extra = {"source": str(source), "objectId": None, **{f: None for f in CANDIDATE_FIELDS}}
     extra.update({k: v for k, v in meta.items() if k in extra})
-    extra.update(flags=flags, edge=bool(flags & FLAG_EDGE), nan_pixels=nan_pixels, diff_sigma=sigma)
+    extra.update(
+        cutout_flags=flags, edge=bool(flags & FLAG_EDGE), nan_pixels=nan_pixels, diff_sigma=sigma
+    )
     return Detection(int(candid), stamps, extra)
 
 

@@ -40,9 +40,10 @@ OUTPUT_COLUMNS = (
     "jd",
     "logit",
     "score",
+    "above_threshold",
     "rb",
     "drb",
-    "flags",
+    "cutout_flags",
     "edge",
     "nan_pixels",
     "source",
@@ -190,7 +191,7 @@ def score_alerts(
             columns["candid"].append(det.candid)
             columns["logit"].append(float(logit))
             for key in OUTPUT_COLUMNS:
-                if key not in ("candid", "logit", "score"):
+                if key not in ("candid", "logit", "score", "above_threshold"):
                     columns[key].append(det.extra[key])
         bar.update(len(pending))
         pending.clear()
@@ -226,14 +227,20 @@ def score_alerts(
         "jd": pa.float64(),
         "logit": pa.float64(),
         "score": pa.float64(),
+        "above_threshold": pa.bool_(),
         "rb": pa.float32(),
         "drb": pa.float32(),
-        "flags": pa.int32(),
+        "cutout_flags": pa.int32(),
         "edge": pa.bool_(),
         "nan_pixels": pa.int32(),
         "source": pa.string(),
     }
     columns["score"] = card.probability(logits)
+    # the card's operating threshold (chosen on validation): what a user keeps as real
+    threshold = (card.threshold or {}).get("logit")
+    columns["above_threshold"] = (
+        [None] * len(logits) if threshold is None else list(logits >= float(threshold))
+    )
     columns["objectId"] = [None if v is None else str(v) for v in columns["objectId"]]
     table = pa.table({k: pa.array(columns[k], types[k]) for k in OUTPUT_COLUMNS})
     table = table.replace_schema_metadata(
@@ -246,6 +253,7 @@ def score_alerts(
                 if card.calibration
                 else "sigmoid(logit), not calibrated"
             ),
+            "skyscan.threshold_logit": str((card.threshold or {}).get("logit")),
         }
     )
     write_parquet_atomic(table, out)

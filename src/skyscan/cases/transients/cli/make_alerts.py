@@ -47,7 +47,8 @@ def _run(args) -> int:
     if config["case"] != CASE.name:
         raise ConfigError(
             f"config key 'case': make-alerts is a verb of the {CASE.name} case, "
-            f"got case {config['case']!r}",
+            f"got case {config['case']!r} (give a transients config, e.g. "
+            "--config config/transients-ztf.yaml)",
             key="case",
         )
     if not str(args.out).endswith((".avro", ".parquet")):
