@@ -42,7 +42,14 @@ def newest_finished_log(folder: Path) -> Path | None:
 
 
 def interval(values) -> str:
-    return f"[{values[0]:.3f}, {values[1]:.3f}]"
+    return f"[{values[0]:.3f}, {values[1]:.3f}]" if values else "[no interval]"
+
+
+def value(x, ci=None, why: str | None = None) -> str:
+    """A figure with its interval, or why there is none (too few test examples)."""
+    if x is None:
+        return f"not measured ({why})" if why else "not measured"
+    return f"{x:.3f} {interval(ci)}" if ci is not None else f"{x:.3f}"
 
 
 def figures(results: Path, log: Path | None) -> list[tuple[str, str, str]]:
@@ -70,10 +77,14 @@ def figures(results: Path, log: Path | None) -> list[tuple[str, str, str]]:
             ("AUROC", f"{m['auroc']:.3f} {interval(m['auroc_ci95'])}", str(path)),
             (
                 "TPR at 1% FPR (test ROC)",
-                f"{m['tpr_at_fpr_1pct']:.3f} {interval(m['tpr_at_fpr_1pct_ci95'])}",
+                value(
+                    m.get("tpr_at_fpr_1pct"),
+                    m.get("tpr_at_fpr_1pct_ci95"),
+                    (m.get("tpr_at_fpr_reason") or {}).get("0.01"),
+                ),
                 str(path),
             ),
-            ("TPR0 / TPR10", f"{m['tpr0']:.3f} / {m['tpr10']:.3f}", str(path)),
+            ("TPR0 / TPR10", f"{value(m.get('tpr0'))} / {value(m.get('tpr10'))}", str(path)),
             (
                 f"purity at prevalence {m['purity']['prevalence']:g}",
                 f"{m['purity']['purity']:.3f} {interval(m['purity']['purity_ci95'])}",

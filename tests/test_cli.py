@@ -291,3 +291,16 @@ def test_no_help_text_shows_a_doubled_percent():
                 except TypeError:  # a helper that needs arguments, not a verb's parser
                     continue
                 assert "%%" not in text, f"{verb}: {name}() help shows '%%'"
+
+
+def test_position_options_have_help_and_make_alerts_names_the_config(tmp_path, capsys):
+    """`catalog import --help` says what --ra/--dec/--id-column do; make-alerts on a lens
+    config names the config to give."""
+    with pytest.raises(SystemExit):
+        main(["catalog", "import", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for option, written in (("--ra-column", "'ra'"), ("--dec-column", "'dec'"), ("--id", "'id'")):
+        assert re.search(rf"{option}\S* \S+ .*written as {written}", text), option
+    out, truth = str(tmp_path / "a.parquet"), str(tmp_path / "t.parquet")
+    assert main(["make-alerts", "--out", out, "--truth", truth]) != 0
+    assert "--config config/transients-ztf.yaml" in capsys.readouterr().err

@@ -7,6 +7,7 @@ from the file that records them), with the exit codes and streams a script relie
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -170,3 +171,52 @@ def test_catalog_import_names_the_column_options(tmp_path):
     done = skyscan("catalog", "import", both, "--ra-column", "RA", "--dec-column", "DEC",
                    "--out", tmp_path / "both", cwd=tmp_path)  # fmt: skip
     assert done.returncode != 0 and "--ra-column RA" in done.stderr and "'ra'" in done.stderr
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_rule_targets_run_in_the_order_shown(tmp_path):
+    """The README's targets (`snakemake TARGET --cores 2 --configfile my.yaml`) dry-run on a
+    copied config.yaml whose results folder was changed, as the README tells users."""
+    import re
+    import shutil
+
+    text = (ROOT / "README.md").read_text()
+    targets = re.findall(r"^\.venv/bin/snakemake (\w+) --cores 2 --configfile my\.yaml", text, re.M)
+    assert {"build_dataset", "train", "evaluate", "search"} <= set(targets), targets
+    config = (ROOT / "config.yaml").read_text()
+    assert "\nresults: results\n" in config  # what the README warns a copy keeps
+    (tmp_path / "my.yaml").write_text(config.replace("\nresults: results\n", "\nresults: mine\n"))
+    snakemake = shutil.which("snakemake", path=str(Path(sys.executable).parent))
+    for target in targets:
+        done = subprocess.run(
+            [snakemake, target, "--cores", "2", "--configfile", "my.yaml", "-n",
+             "-s", str(ROOT / "Snakefile")],
+            cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, (target, done.stderr[-2000:])
+        assert "mine/" in done.stdout and "results/" not in done.stdout.replace("mine/", "")
+
+
+def test_readme_figures_script_reads_a_runs_outputs(trained, tmp_path):
+    """scripts/readme_figures.py prints the evaluation's figures as metrics.json holds them,
+    with the file each came from."""
+    import shutil
+
+    results = tmp_path / "results"
+    shutil.copytree(trained.evaluation, results / "evaluation")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "readme_figures.py"), "--results", str(results)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((results / "evaluation" / "metrics.json").read_text())
+    auroc = f"| AUROC | {metrics['auroc']:.3f} [{metrics['auroc_ci95'][0]:.3f}, "
+    assert auroc in done.stdout and "evaluation/metrics.json" in done.stdout
+    assert f"({metrics['headline']['n_lenses']:,} lenses)" in done.stdout
+    empty = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "readme_figures.py"), "--results", "nothing"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert empty.returncode == 1 and "make run" in empty.stdout

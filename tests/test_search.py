@@ -469,3 +469,56 @@ def test_catalog_import_date_follows_source_date_epoch(tmp_path, monkeypatch):
     assert len(files) > 3
     for f in files:
         assert f.read_bytes() == (second / f.relative_to(first)).read_bytes(), f
+
+
+def test_noise_warning_below_half_and_above_twice_the_training_noise():
+    """A tile's background noise against the training images': a warning below 0.5x (e.g. a
+    tile resampled by hand, whose per-pixel noise the regridding lowered) and above 2x;
+    0.73x passes."""
+    from types import SimpleNamespace
+
+    from skyscan.search.run import _noise_summary
+
+    plan = SimpleNamespace(
+        card=SimpleNamespace(bands=["g", "r"]),
+        context=SimpleNamespace(loader="tiles"),
+        noise={"low": {"g": 0.45, "r": 1.0}, "fine": {"g": 0.73, "r": 1.2}, "high": {"r": 2.3}},
+    )
+    warnings = _noise_summary(plan)["warnings"]
+    assert warnings == [
+        "tile high: background noise r 2.30x the training images'",
+        "tile low: background noise g 0.45x the training images'",
+    ]
+
+
+def test_probability_at_prevalence_is_bayes_rule_on_the_odds():
+    """The calibrated probability at the training mix moved to another prevalence: posterior
+    odds = calibrated odds x (prior odds searched / prior odds of the training mix)."""
+    card = ModelCard(
+        name="t",
+        model="fast",
+        case="lenses",
+        bands=["g"],
+        input_shape=[1, 33, 33],
+        pixel_scale=0.2,
+        preprocessing={},
+        calibration={"temperature": 2.0, "positive_fraction": 0.5},
+    )
+    logits = np.array([-4.0, 0.0, 3.0, 12.0])
+    p = card.probability(logits)  # at the training mix (half positives)
+    prevalence = 0.001
+    odds = p / (1 - p) * (prevalence / (1 - prevalence)) / (0.5 / 0.5)
+    np.testing.assert_allclose(
+        card.probability_at_prevalence(logits, prevalence), odds / (1 + odds), rtol=1e-12
+    )
+    # at the training mix itself it is the calibrated score
+    np.testing.assert_allclose(card.probability_at_prevalence(logits, 0.5), p, rtol=1e-12)
+    # a card from before the mix was recorded: its test split's share stands in
+    old = card.replace(
+        calibration={"temperature": 2.0}, test_metrics={"n_test": 400, "n_positive": 100}
+    )
+    assert old.training_prevalence == 0.25
+    from skyscan.core.errors import InputFileError
+
+    with pytest.raises(InputFileError, match="no share of positives"):
+        card.replace(calibration={}, test_metrics={}).probability_at_prevalence(logits, 0.01)
