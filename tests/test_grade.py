@@ -181,6 +181,9 @@ def test_page_lists_candidates_by_score_with_their_facts(results):
     table = pq.read_table(results / "candidates.parquet").to_pydict()
     top = int(np.argmax(table["score"]))
     assert f"{table['ra'][top]:.6f}" in first and f"{table['score'][top]:.4f}" in first
+    # the logit beside the score: candidates whose scores all read 1.0000 are told apart
+    assert f"<dt>logit</dt><dd>{table['logit'][top]:.2f}</dd>" in first
+    assert (first + second + last).count("<dt>logit</dt>") == N_CAND
     html = first + second + last
     assert "known lens: SL2S J1000-3000" in html and "[1.01, 1.52]" in html
     assert html.count("tile edge") == sum(bool(f & FLAG_EDGE) for f in table["cutout_flags"]) >= 2

@@ -26,6 +26,7 @@ def small_config(tmp_path):
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["results"] = str(tmp_path / "results")
     config["simulate"].update(n=300, shard_size=150)
+    with_fraction_splits(config)
     config["train"].update(epochs=1, batch_size=64)
     config["lenses"]["tiles"].update(grid=[2, 1], size=256)
     config["search"].update(partition_rows=20, workers=1)
@@ -128,7 +129,21 @@ def shrink(config: dict, results) -> dict:
         return out
 
     case = config.get("case", "lenses")
-    return merge(config, {**SHRINK, case: SHRINK_CASE[case]}) | {"results": str(results)}
+    out = merge(config, {**SHRINK, case: SHRINK_CASE[case]}) | {"results": str(results)}
+    return with_fraction_splits(out)
+
+
+def with_fraction_splits(config: dict) -> dict:
+    """The same shares of a smaller simulate.n: dataset.splits given as counts (which must
+    sum to simulate.n) become fractions."""
+    splits = (config.get("dataset") or {}).get("splits")
+    if splits:
+        total = sum(splits.values())
+        config["dataset"] = {
+            **config["dataset"],
+            "splits": {k: v / total for k, v in splits.items()},
+        }
+    return config
 
 
 @pytest.mark.slow

@@ -113,6 +113,12 @@ def slurm_options(cluster: Mapping, log_directory: str | Path) -> dict:
     merged["scheduler_options"] = {"dashboard": False, **(options.get("scheduler_options") or {})}
     merged.setdefault("log_directory", str(log_directory))
     merged.setdefault("python", sys.executable)  # the jobs run this very environment
+    # `-q` quiets Dask's INFO lines through the environment, which SLURM jobs inherit; their
+    # log files are not the console, and "Start worker at" is what one looks for there
+    merged["job_script_prologue"] = [
+        *(options.get("job_script_prologue") or []),
+        "export DASK_LOGGING__DISTRIBUTED=info",
+    ]
     Path(merged["log_directory"]).mkdir(parents=True, exist_ok=True)
     return merged
 

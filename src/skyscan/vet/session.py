@@ -130,6 +130,8 @@ class Item:
     y: float
     score: float
     flags: int
+    #: the network's output: tells apart candidates whose calibrated scores all read 1.0000
+    logit: float | None = None
     theta_e: float | None = None
     theta_e_lo: float | None = None
     theta_e_hi: float | None = None
@@ -325,6 +327,7 @@ class GradingSession:
             for n in ("id", "ra", "dec", "tile", "x", "y", "cutout_flags")
         }
         score = t.column("score").to_numpy(zero_copy_only=False).astype(np.float64)
+        logit = t.column("logit").to_numpy(zero_copy_only=False).astype(np.float64)
         items = []
         for k in range(len(t)):
             items.append(
@@ -339,6 +342,7 @@ class GradingSession:
                     y=float(cols["y"][k]),
                     score=float(score[k]) if np.isfinite(score[k]) else -1.0,
                     flags=int(cols["cutout_flags"][k] or 0),
+                    logit=float(logit[k]) if np.isfinite(logit[k]) else None,
                     theta_e=_value(t, "theta_e", k),
                     theta_e_lo=_value(t, "theta_e_lo", k),
                     theta_e_hi=_value(t, "theta_e_hi", k),
@@ -393,6 +397,7 @@ class GradingSession:
                     y=y,
                     score=float(scores[k]),
                     flags=0,
+                    logit=float(np.ravel(logits[k])[0]),
                     label=int(self.sims.labels[row]),
                 )
             )
