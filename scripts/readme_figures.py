@@ -36,9 +36,14 @@ def run_time(log: Path) -> str | None:
 
 
 def newest_finished_log(folder: Path) -> Path | None:
-    """The newest Snakemake log of a run that finished every step."""
+    """The newest Snakemake log of a whole run: every step finished, the simulation among
+    them (a re-run of some rules, e.g. `--forcerun search`, is not the run's time)."""
     logs = sorted(folder.glob("*.snakemake.log"), reverse=True)
-    return next((p for p in logs if "steps (100%) done" in p.read_text()), None)
+    for path in logs:
+        text = path.read_text()
+        if "steps (100%) done" in text and re.search(r"^(local)?rule simulate:", text, re.M):
+            return path
+    return None
 
 
 def interval(values) -> str:
@@ -52,6 +57,16 @@ def value(x, ci=None, why: str | None = None) -> str:
     return f"{x:.3f} {interval(ci)}" if ci is not None else f"{x:.3f}"
 
 
+def headline_row(name: str, headline: dict, path: Path) -> tuple[str, str, str]:
+    """The completeness in the case's headline selection, with its interval and n."""
+    return (
+        f"{name}, {headline['selection']}",
+        f"{headline['completeness']:.3f} {interval(headline['completeness_ci95'])} "
+        f"({headline['n_lenses']:,} lenses)",
+        str(path),
+    )
+
+
 def figures(results: Path, log: Path | None) -> list[tuple[str, str, str]]:
     """(figure, value, source) rows of the default run's figures."""
     rows = []
@@ -60,14 +75,9 @@ def figures(results: Path, log: Path | None) -> list[tuple[str, str, str]]:
     path = results / "evaluation" / "metrics.json"
     if path.is_file():
         m = json.loads(path.read_text())
-        h, op = m["headline"], m["operating_point"]
+        op = m["operating_point"]
         rows += [
-            (
-                f"completeness, {h['selection']}",
-                f"{h['completeness']:.3f} {interval(h['completeness_ci95'])} "
-                f"({h['n_lenses']:,} lenses)",
-                str(path),
-            ),
+            headline_row("completeness", m["headline"], path),
             (
                 "FPR on test at the validation threshold",
                 f"{100 * op['fpr']:.2f}% [{100 * op['fpr_ci95'][0]:.2f}, "
@@ -109,14 +119,9 @@ def figures(results: Path, log: Path | None) -> list[tuple[str, str, str]]:
     path = results / "skymaps" / "injection_recovery.json"
     if path.is_file():
         inj = json.loads(path.read_text())
-        h, fp = inj["headline"], inj["false_positive_rate"]
+        fp = inj["false_positive_rate"]
         rows += [
-            (
-                f"injection-recovery completeness, {h['selection']}",
-                f"{h['completeness']:.3f} {interval(h['completeness_ci95'])} "
-                f"({h['n_lenses']:,} lenses)",
-                str(path),
-            ),
+            headline_row("injection-recovery completeness", inj["headline"], path),
             (
                 "tiles' false-positive rate",
                 f"{100 * fp['tiles']['rate']:.2f}% ({fp['tiles']['k']} of {fp['tiles']['n']:,})",

@@ -59,7 +59,6 @@ temporary file beside it, renamed), gzipped when its name ends in ``.gz``.
 
 from __future__ import annotations
 
-import gzip
 import logging
 import math
 import re
@@ -159,7 +158,7 @@ def resample_tile(
     """
     from astropy.io import fits
 
-    from skyscan.core.atomic import atomic_path
+    from skyscan.core.atomic import write_fits_atomic
 
     start = time.perf_counter()
     in_path, out_path = Path(in_path), Path(out_path)
@@ -225,13 +224,7 @@ def resample_tile(
         f"per pixel ({method}, reproject), {tile.shape[1]}x{tile.shape[0]} -> "
         f"{shape_out[1]}x{shape_out[0]}"
     )
-    hdul = fits.HDUList([fits.PrimaryHDU(values, header=out_header)])
-    with atomic_path(out_path) as tmp:
-        if out_path.name.endswith(".gz"):  # astropy picks gzip by the (temporary) name
-            with gzip.open(tmp, "wb") as f:
-                hdul.writeto(f)
-        else:
-            hdul.writeto(tmp, overwrite=True)
+    write_fits_atomic(fits.PrimaryHDU(values, header=out_header), out_path)  # .gz: gzipped
     return {
         "input": str(in_path),
         "output": str(out_path),
