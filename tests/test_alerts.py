@@ -447,3 +447,22 @@ def test_real_ztf_alerts_are_scored_and_compared_with_drb(card, tmp_path):
     assert figures["n"] == 414 and figures["real"]["n"] == 378
     assert len(figures["real"]["ci95"]) == 2 and len(figures["spearman"]["ci95"]) == 2
     assert "| drb > 0.9 passing" in check.table(figures)
+
+
+def test_check_real_alerts_writes_its_figures_and_names_a_missing_file(card, tmp_path):
+    """``skyscan check-real-alerts`` (the workflow's rule check_real_alerts): the figures as
+    JSON and Markdown, every alert's scores and the logit-against-drb plot; a missing alerts
+    file is named with how to fetch it, and nothing is written."""
+    from skyscan.cases.transients.cli import check_real_alerts as verb
+
+    alerts = ROOT / "data" / "real" / "ztf" / "CTAO_blazar_datatest_v20-12-24.parquet"
+    assert verb.main(["--model", str(card), "--alerts", str(alerts), "--out", str(tmp_path)]) == 0
+    figures = json.loads((tmp_path / "real_alerts.json").read_text())
+    assert figures["n"] == 414 and figures["model"] == str(card)
+    assert "| drb > 0.9 passing" in (tmp_path / "real_alerts.md").read_text()
+    assert pq.read_table(tmp_path / "real_alerts.parquet").num_rows == 414
+    assert (tmp_path / "real_alerts.png").stat().st_size > 5000
+    empty = tmp_path / "none"
+    missing = tmp_path / "no_alerts.parquet"
+    code = verb.main(["--model", str(card), "--alerts", str(missing), "--out", str(empty)])
+    assert code == 1 and not empty.exists()

@@ -29,6 +29,7 @@ EXPECTED_VERBS = {
     # the transient case's
     "make-alerts",
     "score-alerts",
+    "check-real-alerts",
 }
 
 
@@ -80,7 +81,7 @@ EXPECTED_SECTIONS = [
         ],
     ),
     ("lenses", ["make-tiles", "inject"]),
-    ("transients", ["make-alerts", "score-alerts"]),
+    ("transients", ["make-alerts", "score-alerts", "check-real-alerts"]),
 ]
 
 

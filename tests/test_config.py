@@ -183,6 +183,12 @@ def test_another_cases_section_is_refused_naming_it():
         ),
         ({"case": "transients", "transients": {"mag_bins": [18, 17]}}, "transients.mag_bins"),
         ({"case": "transients", "transients": {"snr_bins": [0, 5, 5]}}, "transients.snr_bins"),
+        ({"case": "transients", "transients": {"mag_mode": 21.5}}, "transients.mag_mode"),
+        (
+            {"case": "transients", "transients": {"mag_min": 14, "mag_mode": 13.9}},
+            "transients.mag_mode",
+        ),
+        ({"case": "transients", "transients": {"field_stars": -1}}, "transients.field_stars"),
         ({"case": "transients", "dataset": {"detectable": {}}}, "dataset.detectable"),
     ],
 )

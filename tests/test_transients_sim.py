@@ -141,17 +141,27 @@ def test_hostless_difference_holds_the_injected_flux():
             assert measured == pytest.approx(setup.flux(cols["mag"][i]), rel=rel), i
 
 
-def test_variable_star_difference_follows_delta_mag():
-    images, cols = simulate_block("ztf", {"kinds": {"variable_star": 1}}, 6, 0, 0, 250)
-    radius = _radius("ztf")
+@pytest.mark.parametrize("setup", ["ztf", "hits"])
+def test_variable_star_difference_follows_delta_mag(setup):
+    """A star fainter in the science (delta_mag > 0) leaves a negative difference; ZTF's
+    pipeline negates such detections (isdiffpos 'f'), so its cutouts are all positive and say
+    so in ``difference_negated``; HiTS keeps the sign."""
+    images, cols = simulate_block(setup, {"kinds": {"variable_star": 1}}, 6, 0, 0, 250)
+    radius = _radius(setup)
     rows = np.flatnonzero(cols["snr"] > 10)
     assert len(rows) >= 30
     signs = []
     for i in rows:
-        inside = radius < _aperture_radius(cols, i, "ztf")
+        inside = radius < _aperture_radius(cols, i, setup)
         signs.append(np.sign(images[i, 2][inside].sum()))
-    np.testing.assert_array_equal(signs, -np.sign(cols["delta_mag"][rows]))
-    assert {-1.0, 1.0} <= set(signs)
+    fading = cols["delta_mag"] > 0
+    assert {False, True} <= set(fading[rows])
+    if setup == "ztf":
+        np.testing.assert_array_equal(signs, 1.0)
+        np.testing.assert_array_equal(cols["difference_negated"], fading.astype(float))
+    else:
+        np.testing.assert_array_equal(signs, -np.sign(cols["delta_mag"][rows]))
+        assert not cols["difference_negated"].any()
 
 
 def test_dipole_has_two_lobes_of_similar_flux():
@@ -263,14 +273,22 @@ def test_nuclear_transients_sit_on_brighter_compact_host_cores():
     assert abs(nuclear.mean() - 0.5) < 0.1
     assert np.all(cols["host_mag"][nuclear] <= cols["mag"][nuclear] + 1e-9)
     assert np.all(cols["host_R_sersic"][nuclear] <= 1.2 + 1e-9)
-    # the difference peaks at the centre, a part of the science image's peak there
+    # Half of them fade: the point source in the reference only, the difference negated.
+    fading = cols["difference_negated"] == 1
+    assert not fading[~nuclear].any()
+    assert abs(fading[nuclear].mean() - 0.5) < 0.15
+    # The (negated) difference peaks at the centre, a part of the peak there of the image that
+    # holds the point source: the science, or for a fading nucleus the reference.
     c = SETUPS["ztf"].stamp_size // 2
-    for i in np.flatnonzero(nuclear)[:10]:
-        sci, diff = images[i, 0], images[i, 2]
+    for i in np.flatnonzero(nuclear)[:20]:
+        sci, ref, diff = images[i]
         assert np.unravel_index(np.argmax(diff), diff.shape) in {
             (c + dy, c + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
         }
-        assert diff[c, c] < sci[c, c]
+        brighter, fainter = (ref, sci) if fading[i] else (sci, ref)
+        assert diff[c, c] < brighter[c, c]
+        inside = _radius("ztf") < _aperture_radius(cols, i, "ztf")
+        assert brighter[inside].sum() > fainter[inside].sum()
 
 
 def test_stamp_properties_are_unit_free_and_measure_the_psf():
@@ -297,3 +315,61 @@ def test_stamp_properties_are_unit_free_and_measure_the_psf():
     other = module.properties(np.stack([sci * 3 + 7, ref * 0.2 - 50, diff * 3 + 0.5]))
     for name in ("fwhm_px", "diff_snr", "diff_over_sci_peak"):
         assert other[name] == pytest.approx(first[name], rel=1e-6), name
+
+
+def test_field_stars_add_misregistered_neighbours_and_change_nothing_else():
+    """transients.field_stars: stars around every detection, in both images at the same flux,
+    the science's shifted by field_shift (0.02-0.3 px); 0 (the default) gives the same bytes
+    as before, and the rows' own parameters do not depend on it."""
+    section = {"nuclear_fraction": 0.5}
+    plain_images, plain = simulate_block("ztf", section, 8, 0, 0, 250, noise=False)
+    zero_images, _ = simulate_block("ztf", {**section, "field_stars": 0}, 8, 0, 0, 250, noise=False)
+    np.testing.assert_array_equal(plain_images, zero_images)
+    assert not plain["field_stars"].any()
+
+    mean = 6.0
+    images, cols = simulate_block(
+        "ztf", {**section, "field_stars": mean}, 8, 0, 0, 250, noise=False
+    )
+    for name in ("kind", "mag", "host_mag", "offset", "misalignment", "snr", "fwhm_science"):
+        np.testing.assert_array_equal(cols[name], plain[name])
+    counts = cols["field_stars"]
+    # the count is Poisson on a mean log-uniform from mean/3 to 3 mean: E = mean * (8/3) / ln 9
+    expected = mean * (3 - 1 / 3) / np.log(9)
+    assert abs(counts.mean() - expected) < 4 * np.sqrt(2 * expected / len(counts))
+    shifts = cols["field_shift"][counts > 0]
+    assert np.all((shifts >= 0.02) & (shifts <= 0.3))
+    assert np.isnan(cols["field_shift"][counts == 0]).all()
+    # The stars' light, the same in both images (the shift moves it, it does not change it),
+    # up to what the two PSFs spill across the stamp's border and clip at saturation: the
+    # median ratio within 1%, 80% of rows within 5%.  None at the detection itself.
+    added_sci = (images[:, 0] - plain_images[:, 0]).sum(axis=(1, 2))
+    added_ref = (images[:, 1] - plain_images[:, 1]).sum(axis=(1, 2))
+    with_stars = counts > 0
+    assert np.all(added_ref[with_stars] > 0)
+    ratio = added_sci[with_stars] / added_ref[with_stars]
+    assert abs(np.median(ratio) - 1) < 0.01
+    assert np.mean(np.abs(ratio - 1) < 0.05) > 0.8
+    c = SETUPS["ztf"].stamp_size // 2
+    centre = images[:, 1, c, c] - plain_images[:, 1, c, c]
+    assert np.all(centre <= 0.01 * (images[:, 1] - plain_images[:, 1]).max(axis=(1, 2)) + 1e-6)
+
+
+def test_mag_mode_draws_real_magnitudes_triangular():
+    """transients.mag_mode: the real kinds' magnitudes triangular from mag_min through the mode
+    to the limit + 0.5 (ZTF's development set of real alerts: median 18.1); None: uniform."""
+    section = {"kinds": {**ONLY, "hostless": 1}, "mag_min": 13.5}
+    mags = np.concatenate(
+        [
+            simulate_block("ztf", {**section, "mag_mode": 19.5}, 9, b, 250 * b, 250 * b + 250)[1][
+                "mag"
+            ]
+            for b in range(4)
+        ]
+    )
+    top = SETUPS["ztf"].limiting_mag + 0.5
+    assert mags.min() >= 13.5 and mags.max() <= top
+    # triangular (13.5, 19.5, 21.0): median 13.5 + sqrt(0.5 * 7.5 * 6) = 18.24
+    assert abs(np.median(mags) - 18.24) < 0.25
+    uniform = simulate_block("ztf", section, 9, 0, 0, 250)[1]["mag"]
+    assert abs(np.median(uniform) - (13.5 + top) / 2) < 0.6

@@ -130,6 +130,9 @@ def shrink(config: dict, results) -> dict:
 
     case = config.get("case", "lenses")
     out = merge(config, {**SHRINK, case: SHRINK_CASE[case]}) | {"results": str(results)}
+    real = (out.get("transients") or {}).get("real_alerts")
+    if real:  # relative to the repository, where the shipped configs run
+        out["transients"]["real_alerts"] = str(ROOT / real)
     return with_fraction_splits(out)
 
 
@@ -190,7 +193,7 @@ def _check_transients_ztf(results):
 
     metrics = json.loads((results / "evaluation" / "metrics.json").read_text())
     assert metrics["case"] == "transients" and metrics["model"] == "skyscan-vgg6"
-    assert metrics["completeness_grid"]["mag_bins"] == [15, 17, 18, 19, 20, 21]
+    assert metrics["completeness_grid"]["mag_bins"] == [13.5, 15, 17, 18, 19, 20, 21]
     assert metrics["completeness_grid"]["snr_bins"] == [0, 5, 10, 20, 1000000]
     for block in ("score_0.5", "validation"):
         rates = metrics["at_thresholds"][block]
@@ -207,6 +210,12 @@ def _check_transients_ztf(results):
     assert sorted(scores["candid"]) == sorted(truth["candid"]) and len(truth["candid"]) == 24
     assert all(0 <= s <= 1 for s in scores["score"])
     assert json.loads((results / "alerts" / "scores_failures.json").read_text())["n_failed"] == 0
+    # the real-alert check (transients.real_alerts: the development set of `make setup`)
+    real = json.loads((results / "evaluation" / "real_alerts.json").read_text())
+    assert real["n"] == 414 and real["real"]["n"] == 378
+    assert "| drb > 0.9 passing" in (results / "evaluation" / "real_alerts.md").read_text()
+    assert (results / "evaluation" / "real_alerts.png").stat().st_size > 5000
+    assert "real_alerts.png" in (results / "index.html").read_text()
 
 
 CONFIG_CHECKS = {

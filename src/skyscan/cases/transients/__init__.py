@@ -81,7 +81,15 @@ DEFAULT_KIND_FRACTIONS = {
 
 #: The keys of the ``transients`` section the simulator reads (all that a triplet's bytes
 #: depend on), and those of the completeness strata.
-SIMULATION_KEYS = ("setup", "kinds", "mag_min", "nuclear_fraction")
+SIMULATION_KEYS = (
+    "setup",
+    "kinds",
+    "mag_min",
+    "nuclear_fraction",
+    "variable_delta_max",
+    "field_stars",
+    "mag_mode",
+)
 STRATA_KEYS = ("mag_bins", "snr_bins")
 #: The keys each workflow stage reads (the others read none): only edits to them rerun it.
 STAGE_SETTINGS = {
@@ -118,15 +126,54 @@ CONFIG_SCHEMA = {
             "type": "number",
             "default": 15.0,
         },
+        "real_alerts": {
+            "description": "Real ZTF alerts carrying ZTF's drb (Avro or broker Parquet), "
+            "scored by the rule check_real_alerts after training to show how the model "
+            "carries to real data (evaluation/real_alerts.md, .png). null (the default) "
+            "skips the check. The public development set is fetched by make setup.",
+            "type": ["string", "null"],
+            "default": None,
+        },
+        "mag_mode": {
+            "description": "Most common magnitude of the real kinds: null (the default) draws "
+            "them uniform from mag_min to the limit + 0.5; a number draws them triangular "
+            "with this mode, as alert counts rise towards the limit and fall where detection "
+            "fails (ZTF's development set of real alerts: median 18.1, 16-84% 16.3-19.2; the "
+            "mode 19.5 gives 18.2 and 16.2-19.7).",
+            "type": ["number", "null"],
+            "default": None,
+        },
         "nuclear_fraction": {
             "description": "Fraction of the host_sn kind that is nuclear (an AGN or blazar "
             "flare, a tidal disruption): at the centre of a compact host brighter than the "
             "change by 0-2.5 mag, so that the difference is a small part of the science "
             "image's peak, as in real ZTF alerts of galaxy cores "
-            "(scripts/real_vs_sim_stamps.py). 0 keeps every one offset within its host.",
+            "(scripts/real_vs_sim_stamps.py). 0 keeps every one offset within its host. Half "
+            "of them fade (the point source in the reference only).",
             "type": "number",
             "minimum": 0,
             "maximum": 1,
+            "default": 0.0,
+        },
+        "variable_delta_max": {
+            "description": "Largest change (mag) of a variable star between reference and "
+            "science; the change is uniform from 0.1 to this, brighter or fainter with equal "
+            "odds. Blazars and Miras in real ZTF alerts change by more than 2 mag.",
+            "type": "number",
+            "exclusiveMinimum": 0.1,
+            "maximum": 5,
+            "default": 1.5,
+        },
+        "field_stars": {
+            "description": "Mean number of field stars around each detection, of every kind "
+            "(brighter than the limit + 1 mag; counts rising 0.3 dex per mag; none within "
+            "2 FWHM of the detection), in both images, the science's misregistered by "
+            "0.02-0.3 px so that bright ones leave dipoles beside the detection, as in real "
+            "alerts. Each detection's own mean is log-uniform from a third to three times "
+            "this (high latitudes to crowded fields). 0 gives none.",
+            "type": "number",
+            "minimum": 0,
+            "maximum": 40,
             "default": 0.0,
         },
         "mag_bins": {
@@ -189,6 +236,10 @@ class TransientCase(Case):
             "skyscan.cases.transients.cli.score_alerts",
             "score ZTF alerts (Avro, Parquet, FITS triplets) with a real/bogus model",
         ),
+        "check-real-alerts": (
+            "skyscan.cases.transients.cli.check_real_alerts",
+            "compare a real/bogus model's scores with ZTF's drb on real alerts",
+        ),
     }
     models = ("vgg6", "deephits")
     config_schema = CONFIG_SCHEMA
@@ -224,6 +275,21 @@ class TransientCase(Case):
                     f"config key 'transients.mag_min': {mag_min} must be at least 2 mag "
                     f"brighter than the {setup.name} limit {setup.limiting_mag}",
                     key="transients.mag_min",
+                )
+        if given is None or given & {
+            "transients.mag_mode",
+            "transients.mag_min",
+            "transients.setup",
+        }:
+            from skyscan.cases.transients.simulate import SETUPS
+
+            top = SETUPS[s["setup"]].limiting_mag + 0.5
+            mode = s["mag_mode"]
+            if mode is not None and not s["mag_min"] <= mode <= top:
+                raise ConfigError(
+                    f"config key 'transients.mag_mode': {mode} must lie between mag_min "
+                    f"{s['mag_min']} and the faintest simulated magnitude {top}",
+                    key="transients.mag_mode",
                 )
         for key in STRATA_KEYS:
             edges = list(s[key])

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["agreement_with_drb", "REAL_DRB", "BOGUS_DRB"]
+__all__ = ["agreement_with_drb", "agreement_table", "check_real_alerts", "REAL_DRB", "BOGUS_DRB"]
 
 #: drb above which ZTF calls an alert surely real, and below which surely bogus
 REAL_DRB, BOGUS_DRB = 0.9, 0.1
@@ -45,8 +45,8 @@ def agreement_with_drb(
         (drb > 0.5 as the label; None when one class is empty).
     """
     from scipy.stats import spearmanr
-    from sklearn.metrics import roc_auc_score
 
+    from skyscan.evaluate.metrics import auroc as roc_auc_score
     from skyscan.evaluate.metrics import wilson_interval
 
     logits, scores, drb = (np.asarray(a, dtype=float) for a in (logits, scores, drb))
@@ -90,3 +90,143 @@ def agreement_with_drb(
         "median_score_real": float(np.median(scores[real])) if real.any() else None,
         "auroc_drb_0.5": auroc,
     }
+
+
+def agreement_table(figures: Mapping, name: str) -> str:
+    """The figures of :func:`agreement_with_drb` as a Markdown table (value, 95% interval, n)."""
+
+    def pct(r):
+        lo, hi = r["ci95"] or (float("nan"), float("nan"))
+        value = float("nan") if r["fraction"] is None else r["fraction"]
+        return f"{100 * value:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+    rho = figures["spearman"]
+    rho_ci = rho["ci95"] or (float("nan"), float("nan"))
+    auroc = figures["auroc_drb_0.5"]
+    median = figures["median_score_real"]
+    return "\n".join(
+        [
+            f"| real ZTF alerts ({name}) | value | n |",
+            "|---|---|---|",
+            f"| drb > {REAL_DRB} passing the card's threshold | {pct(figures['real'])} "
+            f"| {figures['real']['n']} |",
+            f"| drb < {BOGUS_DRB} failing it | {pct(figures['bogus'])} | {figures['bogus']['n']} |",
+            f"| Spearman with drb (bootstrap 95%) | {rho['rho']:.3f} "
+            f"[{rho_ci[0]:.3f}, {rho_ci[1]:.3f}] | {figures['n']} |",
+            f"| AUROC against drb > 0.5 | {'-' if auroc is None else f'{auroc:.3f}'} "
+            f"| {figures['n']} |",
+            f"| median score, drb > {REAL_DRB} | {'-' if median is None else f'{median:.3f}'} "
+            f"| {figures['real']['n']} |",
+        ]
+    )
+
+
+def check_real_alerts(card_path, alerts, out_dir=None, progress: bool = False) -> dict:
+    """Score real alerts carrying ZTF's ``drb`` with a model card and compare the two.
+
+    Parameters
+    ----------
+    card_path : path
+        The transient model card.
+    alerts : path
+        Alerts in any form :func:`~skyscan.cases.transients.scoring.score_alerts` reads, with
+        ``drb`` in their candidate records (public ZTF alerts).
+    out_dir : path, optional
+        Where to write ``real_alerts.json`` (the figures), ``real_alerts.md`` (their table and
+        what they mean), ``real_alerts.parquet`` (every alert's scores) and
+        ``real_alerts.png`` (the model's logit against drb).  Nothing is written without it.
+    progress : bool
+        Show a progress bar while scoring.
+
+    Returns
+    -------
+    dict
+        ``alerts``, ``model`` and the figures of :func:`agreement_with_drb`.
+
+    Raises
+    ------
+    skyscan.core.errors.InputFileError
+        When ``alerts`` does not exist (it is fetched by ``make setup``).
+    """
+    import tempfile
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    from skyscan.cases.transients.scoring import score_alerts
+    from skyscan.core.errors import InputFileError
+    from skyscan.models.card import read_card
+
+    alerts = Path(alerts)
+    if not alerts.exists():
+        raise InputFileError(
+            f"{alerts}: no such file (the real alerts are fetched at set-up: make setup, "
+            "or scripts/fetch_real_alerts.py)",
+            path=str(alerts),
+        )
+    card = read_card(card_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        scores_path = Path(tmp) / "scores.parquet"
+        score_alerts(card_path, [alerts], scores_path, progress=progress)
+        scores = pq.read_table(scores_path)
+    table = scores.to_pydict()
+    drb = np.array([np.nan if v is None else v for v in table["drb"]], dtype=float)
+    # the card's operating threshold (chosen on validation); logit 0 when it has none
+    threshold = (card.threshold or {}).get("logit", 0.0)
+    figures = agreement_with_drb(table["logit"], table["score"], drb, threshold)
+    result = {"alerts": str(alerts), "model": str(card_path), **figures}
+    if out_dir is not None:
+        _write_check(Path(out_dir), result, scores, drb, np.asarray(table["logit"], float))
+    return result
+
+
+def _write_check(out, result: Mapping, scores, drb, logits) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from skyscan.core.atomic import (
+        save_figure_atomic,
+        write_json_atomic,
+        write_parquet_atomic,
+        write_text_atomic,
+    )
+
+    out.mkdir(parents=True, exist_ok=True)
+    name = result["alerts"].rsplit("/", 1)[-1]
+    write_json_atomic(out / "real_alerts.json", result)
+    text = [
+        f"# The model on real ZTF alerts: {name}",
+        "",
+        agreement_table(result, name),
+        "",
+        "ZTF's deep real/bogus score (drb, Duev et al. 2019) is the survey's own classifier, "
+        "not ground truth. Rates are Wilson 95% intervals; an alert passes when its logit is "
+        f"at or above the card's threshold ({result['threshold_logit']:.3f}, chosen on the "
+        "simulated validation split). These alerts are never trained on; where the "
+        "simulator was calibrated by measuring them, they are development figures, not an "
+        "independent test.",
+        "",
+    ]
+    write_text_atomic(out / "real_alerts.md", "\n".join(text))
+    write_parquet_atomic(scores, out / "real_alerts.parquet")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    keep = np.isfinite(drb)
+    ax.scatter(np.clip(1 - drb[keep], 1e-6, 1), logits[keep], s=6, alpha=0.6)
+    ax.axhline(result["threshold_logit"], color="C3", lw=1, label="card's threshold")
+    ax.axvline(1 - REAL_DRB, color="0.5", ls=":", lw=1, label=f"drb = {REAL_DRB}")
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("1 - drb (ZTF's deep real/bogus; right: surely real)")
+    ax.set_ylabel("model logit")
+    real = result["real"]
+    ax.set_title(
+        f"{name}\n{real['passed']} of {real['n']} with drb > {REAL_DRB} pass; "
+        f"Spearman {result['spearman']['rho']:.2f}",
+        fontsize=9,
+    )
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    save_figure_atomic(fig, out / "real_alerts.png", dpi=100)
+    plt.close(fig)

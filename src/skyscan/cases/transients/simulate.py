@@ -38,8 +38,13 @@ background-only value.
 Kinds
 -----
 Real (``label`` 1): ``host_sn`` (point source on a Sersic host, offset within it; host in both
-images, transient in the science only), ``hostless`` (point source alone), ``variable_star``
-(a star in both, brighter or fainter in the science by ``delta_mag``).
+images, transient in the science only; with ``nuclear_fraction``, that share sits at the core
+of a compact host brighter than the change, and half of those fade: the point source is in the
+reference only), ``hostless`` (point source alone), ``variable_star`` (a star in both,
+brighter or fainter in the science by ``delta_mag``, 0.1 to ``variable_delta_max``).  Where
+the set-up's pipeline negates negative detections (ZTF), the difference of a fading source is
+reference minus science, as in ZTF's alerts with ``isdiffpos = 'f'`` (``difference_negated``
+1).  With ``field_stars``, stars surround the detection of every kind.
 
 Bogus (``label`` 0): ``dipole`` (a static star, or a compact galaxy, misregistered by
 ``misalignment`` pixels in the science), ``cosmic_ray`` (a sharp track of 0-6 px in the science,
@@ -71,7 +76,8 @@ channels, as NaN pixels are once :mod:`~skyscan.cases.transients.alerts` reads t
 
 Columns: ``index``, ``kind``, ``label`` and float64 parameters (NaN where a kind lacks one):
 ``mag`` (the point source: transient, variable star in the science, dipole/edge/bright star;
-uniform between ``mag_min`` and the limit + 0.5 for the real kinds), ``delta_mag`` (variable
+uniform between ``mag_min`` and the limit + 0.5 for the real kinds, or triangular with the
+mode ``mag_mode``), ``delta_mag`` (variable
 star, science minus reference), ``host_mag``, ``host_R_sersic`` (arcsec), ``offset`` (arcsec:
 host centre to transient; star to stamp centre for ``bright_star`` and ``edge``; detection to
 ghost centre, or to the spike's star), ``offset_angle`` (degrees, its direction),
@@ -80,7 +86,10 @@ ghost centre, or to the spike's star), ``offset_angle`` (degrees, its direction)
 ``ghost_surface_brightness`` (counts per pixel), ``spike_amplitude`` (counts per pixel of
 length), ``spike_ratio``, ``edge_side`` (0: low x, 1: low y, 2: high x, 3: high y),
 ``edge_width`` (pixels), ``masked_pixels``, ``fwhm_science``, ``fwhm_reference`` (arcsec),
-``sigma_difference`` (background noise sigma of a difference pixel) and ``snr``: the optimal
+``sigma_difference`` (background noise sigma of a difference pixel), ``difference_negated``
+(1 where the difference is reference minus science), ``field_stars`` (how many field stars
+were placed around the detection, with ``transients.field_stars``), ``field_shift`` (pixels,
+their misregistration in the science) and ``snr``: the optimal
 (PSF-weighted) S/N of the transient's flux change in the difference image,
 ``|dF| / (sigma_difference sqrt(NEA))`` with ``NEA = 1 / sum(PSF^2)`` of the difference's PSF
 (the broader of the two; ``4 pi sigma^2`` for a well-sampled Gaussian), background-limited and
@@ -155,7 +164,9 @@ class TransientSetup:
     point-source limit of one science image at the modal seeing (see
     :meth:`point_source_limit`, which the numbers reproduce to 0.01 mag); ``masked_fraction``
     the share of detections, of every kind, whose cutouts hold a masked (NaN, read as 0)
-    patch at a border.
+    patch at a border; ``negates_negative_detections`` whether the survey's pipeline turns
+    the difference of a detection of fading flux (ZTF's ``isdiffpos = 'f'``) into
+    reference minus science, so that every difference cutout shows a positive source.
     """
 
     name: str
@@ -174,6 +185,7 @@ class TransientSetup:
     saturation: float
     limiting_mag: float
     masked_fraction: float = 0.0
+    negates_negative_detections: bool = False
 
     @property
     def sky_counts(self) -> float:
@@ -269,6 +281,10 @@ SETUPS: dict[str, TransientSetup] = {
         # (12.8%) hold NaN pixels, the same in all three cutouts, and 44 of those 53 have
         # drb > 0.9: a masked patch is no sign of a bogus detection.
         masked_fraction=0.128,
+        # ZTF detects on both the difference and its negative, and a negative detection's
+        # alert carries the negated difference (isdiffpos 'f'): in the development set all
+        # 196 such alerts with drb > 0.9 have a positive centre in cutoutDifference.
+        negates_negative_detections=True,
     ),
     "hits": TransientSetup(
         name="hits",
@@ -320,7 +336,8 @@ def simulation_settings(section: Mapping | None) -> dict:
     Returns
     -------
     dict
-        ``setup`` (a name of :data:`SETUPS`), ``kinds``, ``mag_min``, ``nuclear_fraction``.
+        ``setup`` (a name of :data:`SETUPS`), ``kinds``, ``mag_min``, ``nuclear_fraction``,
+        ``variable_delta_max``, ``field_stars``, ``mag_mode``.
     """
     section = dict(section or {})
     schema = CONFIG_SCHEMA["properties"]
@@ -328,6 +345,9 @@ def simulation_settings(section: Mapping | None) -> dict:
     out["kinds"] = {k: float(out["kinds"].get(k, 0.0)) for k in KINDS}
     out["mag_min"] = float(out["mag_min"])
     out["nuclear_fraction"] = float(out["nuclear_fraction"])
+    out["variable_delta_max"] = float(out["variable_delta_max"])
+    out["field_stars"] = float(out["field_stars"])
+    out["mag_mode"] = None if out["mag_mode"] is None else float(out["mag_mode"])
     return out
 
 
@@ -398,6 +418,8 @@ _UNIFORMS_MORE = (
     "mask_start",
 )
 _HOT_PIXELS = 4  # most hot pixels of a bad_pixel row
+_FIELD_STARS_MAX = 40  # most field stars of a row
+_FIELD_SLOPE = 0.3  # field star counts: dex per magnitude
 _MASK_DEPTH = (1, 19)  # masked patch: pixels in from the border (ends >= 12 px from the centre)
 
 
@@ -423,6 +445,12 @@ def _draw(setup: TransientSetup, section: Mapping, rng: np.random.Generator, n: 
     hot = rng.random((n, _HOT_PIXELS, 3))
     u.update(zip(_UNIFORMS_MORE, rng.random((len(_UNIFORMS_MORE), n)), strict=True))
 
+    # Field stars, drawn after everything above so that the rows keep their parameters:
+    # per row its mean (log-uniform, a third to 3x field_stars), count (Poisson), the
+    # science's misregistration and its direction; per star radius, angle and magnitude.
+    u_field = rng.random((4, n))
+    u_star = rng.random((n, _FIELD_STARS_MAX, 3))
+
     fractions = np.array([section["kinds"][k] for k in KINDS])
     cdf = np.cumsum(fractions / fractions.sum())
     kind_index = np.minimum(np.searchsorted(cdf, u["kind"], side="right"), len(KINDS) - 1)
@@ -441,7 +469,11 @@ def _draw(setup: TransientSetup, section: Mapping, rng: np.random.Generator, n: 
     x0 = centre + u["jitter_x"] - 0.5
     y0 = centre + u["jitter_y"] - 0.5
 
-    real_mag = _uniform(u["mag"], mag_min, limit + 0.5)
+    mode = section.get("mag_mode")
+    if mode is None:
+        real_mag = _uniform(u["mag"], mag_min, limit + 0.5)
+    else:
+        real_mag = _triangular(u["mag"], mag_min, mode, limit + 0.5)
     static_mag = _uniform(u["mag"], mag_min, limit - 1.0)
     sat_mag = setup.saturation_mag
     bright_mag = _uniform(u["mag"], sat_mag - 2.5, sat_mag - 0.2)
@@ -460,7 +492,8 @@ def _draw(setup: TransientSetup, section: Mapping, rng: np.random.Generator, n: 
     has_mag |= star_dipole | edge_star | core
     mag = np.where(has_mag, mag, nan)
 
-    delta = _uniform(u["delta_mag"], 0.1, 1.5) * np.where(u["sign"] < 0.5, -1.0, 1.0)
+    delta_max = section.get("variable_delta_max", 1.5)
+    delta = _uniform(u["delta_mag"], 0.1, delta_max) * np.where(u["sign"] < 0.5, -1.0, 1.0)
     delta_mag = np.where(is_["variable_star"], delta, nan)
 
     # Galaxies: SN hosts, or compact galaxies (dipole galaxies, psf_mismatch).
@@ -482,6 +515,10 @@ def _draw(setup: TransientSetup, section: Mapping, rng: np.random.Generator, n: 
         brighter = np.maximum(mag - _uniform(u["host_mag"], 0.0, 2.5), mag_min)
         host_mag = np.where(nuclear, brighter, host_mag)
         host_R = np.where(nuclear, _loguniform(u["host_R"], 0.3, 1.2), host_R)
+    # Half the nuclear changes are fadings (a blazar or AGN fainter than in the reference,
+    # as 215 of the development set's 414 alerts are): the point source is then in the
+    # reference only.  u["sign"] is otherwise unused by host_sn rows.
+    fading_nucleus = nuclear & (u["sign"] < 0.5)
     host_mag = np.where(core, core_mag, host_mag)
     host_R = np.where(core, _loguniform(u["host_R"], 0.5, 2.0), host_R)
     host_mag = np.where(has_host, host_mag, nan)
@@ -554,6 +591,24 @@ def _draw(setup: TransientSetup, section: Mapping, rng: np.random.Generator, n: 
         u["sign"] < 0.5, _uniform(u["mismatch"], 0.75, 0.87), _uniform(u["mismatch"], 1.15, 1.4)
     )
 
+    # Field stars around the detection (every kind), none within 2 modal FWHM of it.
+    mean_stars = section.get("field_stars", 0.0)
+    if mean_stars > 0:
+        from scipy.stats import poisson
+
+        lam = mean_stars * np.exp(np.log(3.0) * (2 * u_field[0] - 1))
+        n_field = np.minimum(poisson.ppf(u_field[1], lam), _FIELD_STARS_MAX).astype(np.int64)
+    else:
+        n_field = np.zeros(n, dtype=np.int64)
+    field_shift = np.where(n_field > 0, _loguniform(u_field[2], 0.02, 0.3), nan)
+    field_angle = 2 * np.pi * u_field[3]
+    r_in = 2 * setup.seeing_science[1] / setup.pixel_scale
+    r_out = H / np.sqrt(2) + 3.0
+    star_r = np.sqrt(r_in**2 + u_star[..., 0] * (r_out**2 - r_in**2))
+    star_a = 2 * np.pi * u_star[..., 1]
+    faint = setup.limiting_mag + 1.0
+    star_mag = np.maximum(faint + np.log10(u_star[..., 2]) / _FIELD_SLOPE, setup.saturation_mag - 1)
+
     t_s = setup.psf_variance(fwhm_s)
     t_r = setup.psf_variance(fwhm_r)
     sigma_diff = setup.difference_sigma(fwhm_s, fwhm_r)
@@ -565,6 +620,9 @@ def _draw(setup: TransientSetup, section: Mapping, rng: np.random.Generator, n: 
     )
     nea = 1.0 / _kernel_power(np.maximum(t_s, t_r))
     snr = np.abs(dflux) / (sigma_diff * np.sqrt(nea))
+    # Detections of fading flux: a variable star fainter in the science, a fading nucleus.
+    fading = (is_["variable_star"] & (delta_mag > 0)) | fading_nucleus
+    negated = fading & setup.negates_negative_detections
 
     return {
         "kind": kind,
@@ -589,6 +647,9 @@ def _draw(setup: TransientSetup, section: Mapping, rng: np.random.Generator, n: 
         "fwhm_reference": fwhm_r,
         "sigma_difference": sigma_diff,
         "snr": snr,
+        "difference_negated": negated.astype(np.float64),
+        "field_stars": n_field.astype(np.float64),
+        "field_shift": field_shift,
         # Renderer's extras (not written).
         "_u": u,
         "_hot": hot,
@@ -610,6 +671,14 @@ def _draw(setup: TransientSetup, section: Mapping, rng: np.random.Generator, n: 
         "_spike_distance": spike_distance,
         "_ghost_angle": 2 * np.pi * u["offset_angle"],
         "_mask": (masked, mask_side, mask_depth, mask_length, mask_start),
+        "_fading_nucleus": fading_nucleus,
+        "_field": (
+            x0[:, None] + star_r * np.cos(star_a),
+            y0[:, None] + star_r * np.sin(star_a),
+            star_mag,
+            np.where(n_field > 0, field_shift * np.cos(field_angle), 0.0),
+            np.where(n_field > 0, field_shift * np.sin(field_angle), 0.0),
+        ),
         # core_dipole bulges are concentrated (n 2-4)
         "_host_n": np.where(core, _uniform(u["host_n"], 2.0, 4.0), _uniform(u["host_n"], 0.5, 4.0)),
         "_host_q": _uniform(u["host_q"], 0.4, 1.0),
@@ -708,9 +777,12 @@ def _render(setup: TransientSetup, d: dict, noise_seed: int | None) -> np.ndarra
     scene_s = np.zeros((n, p, p))
     scene_r = np.zeros((n, p, p))
 
-    # Transients: science only.
-    sel = rows[is_["host_sn"] | is_["hostless"]]
+    # Transients: science only; a fading nucleus: reference only.
+    fading = d["_fading_nucleus"]
+    sel = rows[(is_["host_sn"] | is_["hostless"]) & ~fading]
     _deposit(scene_s, sel, d["_x0"][sel], d["_y0"][sel], setup.flux(d["mag"][sel]))
+    sel = rows[fading]
+    _deposit(scene_r, sel, d["_x0"][sel], d["_y0"][sel], setup.flux(d["mag"][sel]))
     # Variable stars: the reference flux in both, the change in the science.
     sel = rows[is_["variable_star"]]
     f_sci = setup.flux(d["mag"][sel])
@@ -733,6 +805,13 @@ def _render(setup: TransientSetup, d: dict, noise_seed: int | None) -> np.ndarra
     moved_here = is_["dipole"][sel]
     _deposit(scene_r, sel, cx, cy, flux)
     _deposit(scene_s, sel, cx + sx[sel] * moved_here, cy + sy[sel] * moved_here, flux)
+    # Field stars (both images; the science's misregistered by field_shift).
+    fx, fy, fmag, fsx, fsy = d["_field"]
+    for k in range(int(d["field_stars"].max(initial=0))):
+        sel = rows[d["field_stars"] > k]
+        flux = setup.flux(fmag[sel, k])
+        _deposit(scene_r, sel, fx[sel, k], fy[sel, k], flux)
+        _deposit(scene_s, sel, fx[sel, k] + fsx[sel], fy[sel, k] + fsy[sel], flux)
     # Diffraction spikes of bright stars (both images): along the star's row and column.
     sel = rows[is_["bright_star"]]
     if len(sel):
@@ -919,6 +998,8 @@ def _render(setup: TransientSetup, d: dict, noise_seed: int | None) -> np.ndarra
     diff = fourier.irfft(
         fourier.rfft(sci) * fourier.gauss(t_a) - fourier.rfft(ref) * fourier.gauss(t_b)
     )
+    # A negative detection's difference, negated as the survey's pipeline does (its S/N too).
+    diff[d["difference_negated"] > 0] *= -1.0
     crop = (slice(None), slice(pad, pad + H), slice(pad, pad + H))
     planes = {"science": sci[crop], "reference": ref[crop], "difference": diff[crop]}
     if "snr" in setup.channels:
@@ -972,6 +1053,9 @@ _PUBLIC_COLUMNS = (
     "fwhm_reference",
     "sigma_difference",
     "snr",
+    "difference_negated",
+    "field_stars",
+    "field_shift",
 )
 
 
@@ -1085,6 +1169,10 @@ def _plan(config: Mapping) -> _Plan:
         "setup": dataclasses.asdict(setup),
         "kinds": section["kinds"],
         "mag_min": section["mag_min"],
+        "nuclear_fraction": section["nuclear_fraction"],
+        "variable_delta_max": section["variable_delta_max"],
+        "field_stars": section["field_stars"],
+        "mag_mode": section["mag_mode"],
         "noise": sim["noise"],
         "shard_size": sim["shard_size"],
         "skyscan_version": skyscan.__version__,

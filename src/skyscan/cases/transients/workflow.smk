@@ -52,3 +52,44 @@ rule score_alerts:
     shell:
         "{params.skyscan} score-alerts --model {input.card} {input.alerts}"
         " --out {output.scores} --failures {output.failures} > {log} 2>&1"
+
+
+# How the model carries to real data: ZTF alerts that carry ZTF's drb (transients.real_alerts;
+# the public development set is fetched by `make setup`, never at run time).
+REAL_ALERTS = config.get(CASE.name, {}).get("real_alerts")
+if REAL_ALERTS:
+    REAL_CHECK_DIR = f"{RESULTS}/evaluation"
+    CASE_TARGETS += [f"{REAL_CHECK_DIR}/real_alerts.md"]
+    CASE_INDEX_SECTIONS = [
+        ("Real ZTF alerts (the model's logit against ZTF's drb)",
+         [f"{REAL_CHECK_DIR}/real_alerts.png"]),
+    ]
+    CASE_PLOT_CAPTIONS = {
+        "real_alerts": "real ZTF alerts: the model's logit against ZTF's own deep real/bogus "
+        "score, the card's threshold marked (figures with intervals in real_alerts.md)",
+    }
+
+    rule check_real_alerts:
+        """Score real alerts with the exported model and compare with ZTF's drb."""
+        input:
+            alerts=REAL_ALERTS,
+            card=MODEL_CARD,
+        output:
+            md=f"{REAL_CHECK_DIR}/real_alerts.md",
+            figures=f"{REAL_CHECK_DIR}/real_alerts.json",
+            scores=f"{REAL_CHECK_DIR}/real_alerts.parquet",
+            plot=report(f"{REAL_CHECK_DIR}/real_alerts.png", category="Evaluation"),
+        log:
+            f"{LOGS}/check_real_alerts.log",
+        params:
+            skyscan=SKYSCAN,
+            out=REAL_CHECK_DIR,
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=30,
+        conda:
+            CONDA_ENV
+        shell:
+            "{params.skyscan} check-real-alerts --model {input.card} --alerts {input.alerts}"
+            " --out {params.out} > {log} 2>&1"
