@@ -384,6 +384,12 @@ class TransientCase(Case):
             "papers' ZTF or HiTS data: compare trends, not decimals. The 95% intervals are "
             "Wilson intervals; the validation threshold is the card's "
             f"({(val or {}).get('target_fpr', 'n/a')} FPR on the validation split).",
+            "",
+            "How the model carries to real ZTF alerts (its scores beside ZTF's own drb, with "
+            "intervals) is in `real_alerts.md` beside this file, written by the rule "
+            "check_real_alerts when the config's `transients.real_alerts` names a set of "
+            "alerts (`config/transients-ztf.yaml`: the public development set that "
+            "`make setup` fetches).",
         ]
         return "\n".join(lines) + "\n"
 
