@@ -18,8 +18,9 @@ from skyscan.search.run import FLAG_EDGE  # noqa: E402
 
 
 def _plan(tmp_path, threshold=0.0):
+    # no model behind this plan: the pixel-mean scorer, which has no saliency
     context = SimpleNamespace(
-        loader="tiles", id_column="object_id", ra_column="ra", dec_column="dec"
+        loader="tiles", id_column="object_id", ra_column="ra", dec_column="dec", scorer="mean-pixel"
     )
     record = SimpleNamespace(name="tile-00-01", paths={b: f"{b}.fits" for b in "gri"}, hdu=0)
     card = SimpleNamespace(

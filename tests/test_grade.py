@@ -189,15 +189,19 @@ def test_page_lists_candidates_by_score_with_their_facts(results):
     assert html.count("tile edge") == sum(bool(f & FLAG_EDGE) for f in table["cutout_flags"]) >= 2
     assert '<script src="/static/htmx.min.js">' in first
     assert client.get("/static/htmx.min.js").status_code == 200
-    # the stamp strip: colour + 3 asinh + 3 zscale panels of 45 px at 3x, cached on disk
+    # the stamp strip: colour + 3 asinh + 3 zscale panels of 45 px at 3x and the model's
+    # saliency, cached on disk
     from PIL import Image
 
     r = client.get(f"/stamp/{keys[0]}.png")
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     image = Image.open(__import__("io").BytesIO(r.content))
-    assert image.size == (7 * 135 + 6 * 4, 135)
+    assert image.size == (8 * 135 + 7 * 4, 135)
     assert np.asarray(image).std() > 10  # not blank
-    assert (results / "grade_cache" / f"{keys[0]}.png").read_bytes() == r.content
+    saliency = np.asarray(image.convert("RGB"), dtype=int)[:, 7 * (135 + 4) :]
+    assert (np.abs(saliency[..., 0] - saliency[..., 2]) > 40).mean() > 0.01  # red or blue
+    assert "saliency (integrated gradients" in first
+    assert (results / "grade_cache" / f"{keys[0]}.v2.png").read_bytes() == r.content
     assert client.get("/stamp/0123456789abcdef.png").status_code == 404
 
 
@@ -556,6 +560,12 @@ def test_grading_in_a_real_browser(results, built):
                 "return Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"
             )
         )
+        # each strip ends with the model's saliency panel, named in the page's panel list
+        widths = driver.execute_script(
+            "return Array.from(document.images).map(i => i.naturalWidth)"
+        )
+        assert widths and set(widths) == {8 * 135 + 7 * 4}
+        assert "saliency (integrated gradients" in driver.find_element(By.CLASS_NAME, "panels").text
         SCREENSHOT.parent.mkdir(exist_ok=True)
         assert driver.save_screenshot(str(SCREENSHOT))
     finally:

@@ -726,6 +726,42 @@ class GalleryCell:
     box: Any
 
 
+def saliency_picture(saliency: np.ndarray, percentile: float = 99.5) -> np.ndarray:
+    """An RGB picture (uint8, in the map's own row order) of a signed saliency map: white
+    where nothing moves the score, red where light raises it, blue where it lowers it,
+    symmetric limits at ``percentile`` of ``|map|``.
+
+    Parameters
+    ----------
+    saliency : ndarray, shape (H, W)
+    percentile : float
+
+    Returns
+    -------
+    ndarray, shape (H, W, 3), uint8
+    """
+    from matplotlib import colormaps
+
+    m = np.nan_to_num(np.asarray(saliency, dtype=np.float64))
+    top = np.percentile(np.abs(m), percentile)
+    scaled = np.clip(m / top, -1, 1) if top > 0 else np.zeros_like(m)
+    rgb = colormaps["RdBu_r"]((scaled + 1) / 2)[..., :3]
+    return (rgb * 255).round().astype(np.uint8)
+
+
+def _centred_on(picture: np.ndarray, shape) -> np.ndarray:
+    """``picture`` (h, w, 3) centred on a white canvas of ``shape`` (cropped if larger)."""
+    h, w = picture.shape[:2]
+    H, W = (int(v) for v in shape)
+    if (h, w) == (H, W):
+        return picture
+    canvas = np.full((max(H, h), max(W, w), 3), 255, dtype=np.uint8)
+    y0, x0 = (canvas.shape[0] - h) // 2, (canvas.shape[1] - w) // 2
+    canvas[y0 : y0 + h, x0 : x0 + w] = picture
+    y1, x1 = (canvas.shape[0] - H) // 2, (canvas.shape[1] - W) // 2
+    return canvas[y1 : y1 + H, x1 : x1 + W]
+
+
 def gallery_figure(
     stamps: Sequence[np.ndarray],
     bands: Sequence[str],
@@ -737,6 +773,7 @@ def gallery_figure(
     cell_inches: float = 1.9,
     residual: bool = True,
     dpi: float = 110,
+    saliency: Sequence[np.ndarray | None] | None = None,
 ):
     """A grid of stamps, each in colour with its residual beside it and its caption under.
 
@@ -754,6 +791,10 @@ def gallery_figure(
         Draw the residual panels (stamps given as data only).
     dpi : float
         Of the figure (and so of the caption fitting).
+    saliency : sequence of ndarray or None, optional
+        One signed ``(h, w)`` map per stamp (:func:`skyscan.models.saliency.saliency_maps`
+        over the model's input, which may be smaller than the stamp), drawn as a last panel
+        by :func:`saliency_picture`; None for a stamp leaves its panel empty.
 
     Returns
     -------
@@ -772,10 +813,14 @@ def gallery_figure(
         raise ValueError("no stamps to draw")
     stamps = [np.asarray(stamp) for stamp in stamps]
     residual = residual and not all(_is_picture(stamp) for stamp in stamps)
-    ncols = ncols or min(4 if residual else 6, len(stamps))
+    if saliency is not None and len(saliency) != len(stamps):
+        raise ValueError(f"{len(stamps)} stamps but {len(saliency)} saliency maps")
+    with_saliency = saliency is not None and any(m is not None for m in saliency)
+    ncols = ncols or min((4 if residual else 6) - (2 if with_saliency else 0), len(stamps))
     nrows = int(np.ceil(len(stamps) / ncols))
     side = cell_inches
-    cell_w = 2 * side + _PANEL_GAP if residual else side
+    stamp_w = 2 * side + _PANEL_GAP if residual else side
+    cell_w = stamp_w + (side + _PANEL_GAP if with_saliency else 0.0)
     chars = _chars_across(cell_w - 0.04, CAPTION_POINTS)
     wrapped = [_wrap(caption, chars) for caption in captions]
     lines = max(text.count("\n") + 1 for text in wrapped)
@@ -785,6 +830,12 @@ def gallery_figure(
         note = (
             "each stamp: colour (asinh, softened at 2 sigma of its sky noise) | residual: its "
             "central galaxy's smooth light subtracted (grey: 0, white: excess)"
+        )
+        title = f"{title}\n{note}" if title else note
+    if with_saliency:
+        note = (
+            "saliency: integrated gradients of the model's logit over its input, centred at "
+            "the stamp's scale (red: light that raises the score, blue: lowers it)"
         )
         title = f"{title}\n{note}" if title else note
     width = ncols * cell_w + (ncols + 1) * _CELL_PAD
@@ -816,12 +867,20 @@ def gallery_figure(
         top = height - title_h - _CELL_PAD - row * row_h
         y_panel = top - side
         if _is_picture(stamp) or not residual:
-            colour = fig.add_axes(frac(x, y_panel, cell_w, side))
+            colour = fig.add_axes(frac(x, y_panel, stamp_w, side))
             other = None
         else:
             colour = fig.add_axes(frac(x, y_panel, side, side))
             other = fig.add_axes(frac(x + side + _PANEL_GAP, y_panel, side, side))
         draw_stamp(colour, stamp, bands, "", pixel_scale, scale_bar_arcsec, residual_ax=other)
+        if with_saliency:
+            ax = fig.add_axes(frac(x + stamp_w + _PANEL_GAP, y_panel, side, side))
+            _bare(ax)
+            if saliency[k] is not None:
+                picture = saliency_picture(saliency[k])
+                if not _is_picture(stamp):  # the model's input, centred at the stamp's scale
+                    picture = _centred_on(picture, stamp.shape[-2:])
+                ax.imshow(picture, origin="lower", interpolation="nearest")
         box = Bbox.from_bounds(*frac(x, y_panel - caption_h, cell_w, caption_h))
         caption = fig.text(
             (x + 0.02) / width,
@@ -850,6 +909,7 @@ def stamp_gallery(
     q: float = 8.0,
     cell_inches: float = 1.9,
     residual: bool = True,
+    saliency: Sequence[np.ndarray | None] | None = None,
 ) -> Path:
     """Save a grid of stamps in colour, each with its residual, scale bar and caption.
 
@@ -880,6 +940,8 @@ def stamp_gallery(
         Side of one panel.
     residual : bool
         Draw a residual panel beside each stamp given as data.
+    saliency : sequence of ndarray or None, optional
+        A saliency map per stamp, drawn as a last panel (see :func:`gallery_figure`).
 
     Returns
     -------
@@ -899,6 +961,7 @@ def stamp_gallery(
         scale_bar_arcsec=scale_bar_arcsec,
         cell_inches=cell_inches,
         residual=residual,
+        saliency=saliency,
     )
     return save_figure_atomic(fig, Path(path), dpi=fig.dpi)
 

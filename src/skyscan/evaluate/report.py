@@ -246,7 +246,17 @@ def evaluate(card_path, dataset_dir, out_dir, config: dict) -> dict:
     )
     images, _, spec = load_split(dataset_dir, "test")
     _galleries(
-        case, images, spec, columns, logits, probability, positive, ec["gallery"], out_dir, manifest
+        case,
+        images,
+        spec,
+        columns,
+        logits,
+        probability,
+        positive,
+        ec["gallery"],
+        out_dir,
+        manifest,
+        model=model,
     )
 
     write_text_atomic(out_dir / "comparison.md", case.comparison_table(metrics))
@@ -255,11 +265,12 @@ def evaluate(card_path, dataset_dir, out_dir, config: dict) -> dict:
 
 
 def _galleries(
-    case, images, spec, columns, logits, prob, positive, n, out_dir: Path, manifest
+    case, images, spec, columns, logits, prob, positive, n, out_dir: Path, manifest, model=None
 ) -> None:
     """The case's galleries, each sample drawn as its sample description says (stamps: Lupton
     colour with a 2" scale bar when the dataset records its pixel scale), captioned by the
-    case (kind, calibrated probability, simulated truth)."""
+    case (kind, calibrated probability, simulated truth); image samples with ``model`` get
+    its integrated-gradient saliency panel (:mod:`skyscan.models.saliency`)."""
     from skyscan.data.samples import describe
     from skyscan.viz import stamp_gallery
 
@@ -287,13 +298,19 @@ def _galleries(
                 picture = samples.picture(stamp, spec)
             stamps.append(stamp if picture is None else picture)
         if stamps:
+            saliency = None
+            if model is not None and samples.kind == "stamps":
+                from skyscan.models.saliency import saliency_maps
+
+                saliency = list(saliency_maps(model, np.asarray(images[rows])))
             stamp_gallery(
                 stamps,
                 bands,
                 [caption(r) for r in rows],
                 pixel_scale,
                 out_dir / f"{stem}.png",
-                ncols=min(8, len(stamps)),
+                ncols=min(6 if saliency else 8, len(stamps)),
                 title=title,
                 scale_bar_arcsec=scale_bar,
+                saliency=saliency,
             )

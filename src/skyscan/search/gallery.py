@@ -59,7 +59,7 @@ def write_gallery(plan: SearchPlan, n: int = 24, size: int = 63):
     threshold = plan.card.threshold.get("logit") if plan.card.threshold else None
     rows = top.to_pydict()
     ctx = plan.context
-    stamps, captions, cache, above = [], [], {}, 0
+    stamps, captions, cache, above, drawn = [], [], {}, 0, []
     for k in range(len(top)):
         name = rows["tile"][k]
         if name not in cache:
@@ -81,6 +81,7 @@ def write_gallery(plan: SearchPlan, n: int = 24, size: int = 63):
             if rows["cutout_flags"][k] & bit
         ]
         above += threshold is not None and rows["logit"][k] >= threshold
+        drawn.append((name, rows["x"][k], rows["y"][k]))
         stamps.append(stamp[0])
         captions.append(
             f"#{k + 1} id {rows[ctx.id_column][k]}\n"
@@ -101,7 +102,23 @@ def write_gallery(plan: SearchPlan, n: int = 24, size: int = 63):
         next(t.pixel_scale for t in cache.values() if t is not None),  # the tiles' own
         out,
         title=_title(len(stamps), above if threshold is not None else None),
+        saliency=_saliency(plan, cache, drawn),
     )
+
+
+def _saliency(plan: SearchPlan, tiles: dict, drawn: list) -> list | None:
+    """Integrated-gradient maps of the model over its own input (the card's stamp size, the
+    search's preprocessing) at each drawn object; None for the pixel-mean benchmark scorer."""
+    if plan.context.scorer != "model" or not drawn:
+        return None
+    from skyscan.data.preprocess import preprocess
+    from skyscan.models.card import load_model
+    from skyscan.models.saliency import saliency_maps
+
+    model, card = load_model(plan.context.card_path)
+    size = int(card.input_shape[-1])
+    stamps = np.concatenate([tile_cutouts(tiles[name], [x], [y], size)[0] for name, x, y in drawn])
+    return list(saliency_maps(model, preprocess(stamps, card.preprocessing)))
 
 
 def _catalog_gallery(plan: SearchPlan, n: int):

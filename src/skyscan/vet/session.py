@@ -27,7 +27,7 @@ from skyscan.core.paths import resolve_recorded
 from skyscan.models.card import ModelCard, load_model, read_card
 from skyscan.search.run import FLAG_EDGE, FLAG_NAN, cutouts
 from skyscan.tiles.io import Tile, find_tiles, load_tile, read_tile_wcs
-from skyscan.vet.stamps import background_sigma, panel_names, render_strip
+from skyscan.vet.stamps import STRIP_VERSION, background_sigma, panel_names, render_strip
 from skyscan.vet.store import GradeStore
 
 __all__ = [
@@ -410,14 +410,35 @@ class GradingSession:
         stamps, _, sigma = self.tiles.raw(item.tile, item.x, item.y)
         return stamps[0] / sigma[:, None, None].astype(np.float32)
 
+    def saliency(self, item: Item) -> np.ndarray | None:
+        """The model's integrated-gradient saliency map of an item's stamp (its own
+        preprocessing of the same pixels it scored); None when the card's TorchScript model
+        cannot be loaded."""
+        from skyscan.data.preprocess import preprocess
+        from skyscan.models.saliency import saliency_maps
+
+        if not hasattr(self, "_model"):
+            try:
+                self._model = load_model(self.sources.card_path)[0]
+            except InputFileError:
+                self._model = None
+        if self._model is None:
+            return None
+        if item.simulated:
+            x = np.asarray(self.sims.images[item.row : item.row + 1])
+        else:
+            raw, _, _ = self.tiles.raw(item.tile, item.x, item.y)
+            x = preprocess(raw, self.sources.card.preprocessing)
+        return saliency_maps(self._model, x)[0]
+
     def png(self, key: str) -> Path:
         """The PNG strip of an item, rendered on first request and cached on disk."""
         item = self.by_key.get(key)
         if item is None:
             raise UsageError(f"unknown item {key!r}", key="item")
-        path = self.cache / f"{key}.png"
+        path = self.cache / f"{key}.v{STRIP_VERSION}.png"
         if not path.is_file():
-            data = render_strip(self.stamp(item), self.bands)
+            data = render_strip(self.stamp(item), self.bands, self.saliency(item))
             with atomic_path(path, fsync=False) as tmp:
                 tmp.write_bytes(data)
         return path

@@ -64,10 +64,18 @@ def colour_bands(bands: Sequence[str]) -> list[int] | None:
     return None
 
 
+#: The last panel of every strip: what the model looks at.
+SALIENCY_PANEL = "saliency (integrated gradients: red raises the score, blue lowers it)"
+#: Bumped when the strip's panels change, so that cached PNGs are drawn again.
+STRIP_VERSION = 2
+
+
 def panel_names(bands: Sequence[str]) -> list[str]:
     """Captions of the panels of :func:`render_strip`, in order."""
     first = "colour (Lupton)" if colour_bands(bands) else "grey (asinh)"
-    return [first] + [f"{b} asinh" for b in bands] + [f"{b} zscale" for b in bands]
+    return (
+        [first] + [f"{b} asinh" for b in bands] + [f"{b} zscale" for b in bands] + [SALIENCY_PANEL]
+    )
 
 
 def _asinh(image: np.ndarray) -> np.ndarray:
@@ -96,7 +104,7 @@ def _colour(stamp: np.ndarray, bands: Sequence[str]) -> np.ndarray:
     return make_lupton_rgb(red, green, blue, minimum=-1.0, stretch=15.0, Q=8.0)
 
 
-def render_strip(stamp: np.ndarray, bands: Sequence[str]) -> bytes:
+def render_strip(stamp: np.ndarray, bands: Sequence[str], saliency=None) -> bytes:
     """The PNG strip of one stamp.
 
     Parameters
@@ -104,6 +112,10 @@ def render_strip(stamp: np.ndarray, bands: Sequence[str]) -> bytes:
     stamp : ndarray, shape (bands, H, W)
         In units of the background sigma of each band; NaN pixels are drawn as 0.
     bands : sequence of str
+    saliency : ndarray, shape (H, W), optional
+        The model's signed saliency map of the stamp
+        (:func:`skyscan.models.saliency.saliency_maps`), drawn by
+        :func:`skyscan.viz.saliency_picture` as the last panel; None leaves it blank.
 
     Returns
     -------
@@ -112,6 +124,8 @@ def render_strip(stamp: np.ndarray, bands: Sequence[str]) -> bytes:
     """
     from PIL import Image
 
+    from skyscan.viz import saliency_picture
+
     stamp = np.nan_to_num(np.asarray(stamp, dtype=np.float32))
     nb, h, w = stamp.shape
     panels = [_colour(stamp, bands)]
@@ -119,6 +133,12 @@ def render_strip(stamp: np.ndarray, bands: Sequence[str]) -> bytes:
         for b in range(nb):
             grey = (stretch(stamp[b]) * 255).astype(np.uint8)
             panels.append(np.repeat(grey[..., None], 3, axis=-1))
+    if saliency is None:
+        panels.append(np.full((h, w, 3), 255, dtype=np.uint8))
+    else:
+        if np.shape(saliency) != (h, w):
+            raise ValueError(f"saliency map of shape {np.shape(saliency)} for a {h}x{w} stamp")
+        panels.append(saliency_picture(saliency))
     width = len(panels) * w * ZOOM + (len(panels) - 1) * GAP
     strip = np.full((h * ZOOM, width, 3), 255, dtype=np.uint8)
     for k, panel in enumerate(panels):
