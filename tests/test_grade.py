@@ -578,3 +578,62 @@ def test_grading_in_a_real_browser(results, built):
     shot = np.asarray(Image.open(SCREENSHOT).convert("L"), dtype=float)
     assert shot.shape[0] > 500 and shot.shape[1] > 800
     assert shot.std() > 20  # not a blank page
+
+
+def _with_parameters(results, tmp_path, record: bool):
+    """Every candidate with theta_E, as a search with a parameter network writes them; the
+    network recorded in summary.json (``record``) or not."""
+    from skyscan.models.card import read_card
+
+    table = pq.read_table(results / "candidates.parquet")
+    n = table.num_rows
+    for name, value in (("theta_e", 1.3), ("theta_e_lo", 1.1), ("theta_e_hi", 1.6)):
+        table = table.set_column(table.column_names.index(name), name, pa.array([value] * n))
+    pq.write_table(table, results / "candidates.parquet")
+    summary = json.loads((results / "summary.json").read_text())
+    summary.pop("parameters", None)
+    if record:
+        torch.manual_seed(3)
+        base = read_card(summary["card"])
+        pcard = base.replace(
+            name="params",
+            model="lensparams",
+            targets={
+                "names": ["theta_E"],
+                "units": ["arcsec"],
+                "transforms": ["log"],
+                "mean": [float(np.log(1.5))],
+                "std": [0.5],
+            },
+        )
+        export_model(
+            get_model("lensparams", in_channels=3, n_parameters=1).eval(),
+            torch.randn(4, 3, SIZE, SIZE),
+            tmp_path / "params",
+            pcard,
+            output_name="params",
+            output="means then log-variances",
+        )
+        summary["parameters"] = str(tmp_path / "params" / "model_card.json")
+    (results / "summary.json").write_text(json.dumps(summary))
+
+
+def test_hidden_simulations_carry_theta_e_when_candidates_do(results, built, tmp_path):
+    """Issue 24: a search with a parameter network gives every candidate theta_E; the hidden
+    simulations get theirs from the same network (recorded in summary.json), so the facts
+    shown do not give them away.  Without the network recorded, nobody's theta_E is shown."""
+    _with_parameters(results, tmp_path, record=True)
+    session = _session(results, sims=built[1], mix=0.1, seed=4)
+    sims = [it for it in session.items if it.simulated]
+    assert sims and all(it.theta_e is not None for it in session.items)
+    for it in sims:
+        assert 0 < it.theta_e_lo < it.theta_e < it.theta_e_hi
+    html = _login(_client(session, per_page=100), "ada").get("/").text
+    assert html.count("&theta;<sub>E</sub>") == len(session.items)
+
+    _with_parameters(results, tmp_path, record=False)
+    hidden = _session(results, sims=built[1], mix=0.1, seed=4)
+    assert all(it.theta_e is None for it in hidden.items)
+    assert "&theta;<sub>E</sub>" not in _login(_client(hidden, per_page=100), "ada").get("/").text
+    # without simulations mixed in, the candidates' own estimates are shown
+    assert all(it.theta_e == 1.3 for it in _session(results).items)

@@ -454,6 +454,11 @@ def test_candidates_carry_lens_parameters(setup, tmp_path):
     assert {"e1", "e1_lo", "e1_hi", "params_implausible"} <= set(cand)
     flagged = np.array(cand["params_implausible"], dtype=bool)
     assert flagged[(theta < 0.5) | (theta > 3.0)].all()  # outside the vetting range
+    # recorded for the grading page (its hidden simulations get estimates from it too)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (tmp_path / "out" / summary["parameters"]).resolve() == (
+        tmp_path / "params" / "model_card.json"
+    ).resolve()
 
 
 def test_catalog_import_date_follows_source_date_epoch(tmp_path, monkeypatch):

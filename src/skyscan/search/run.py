@@ -903,6 +903,8 @@ def _finish(plan: SearchPlan, done: dict, errors: dict, skipped: int, tried: int
         "index": _recorded(plan.index_dir, plan.out_dir),
         **source,  # where the grading page finds the tiles
         "card": _recorded(plan.context.card_path, plan.out_dir),
+        # the parameter network (the grading page gives hidden simulations its estimates too)
+        **({"parameters": _recorded(plan.parameters, plan.out_dir)} if plan.parameters else {}),
         "scores": _recorded(plan.scores_dir, plan.out_dir),
     }
     _write_json(plan.out_dir / "failures.json", failures)

@@ -55,6 +55,8 @@ class GradeSources:
     tiles: Path
     pattern: str
     hdu: int | None
+    #: the search's parameter network (summary.json's ``parameters``), if it had one
+    parameters_path: Path | None = None
 
 
 def resolve_sources(results, tiles=None, pattern=None, model=None) -> GradeSources:
@@ -104,6 +106,7 @@ def resolve_sources(results, tiles=None, pattern=None, model=None) -> GradeSourc
             else f"from {summary_path}'s 'tiles' ({summary['tiles']!r}); --tiles replaces it"
         )
         raise InputFileError(f"tile folder {tile_dir} does not exist ({where})", path=tile_dir)
+    parameters = summary.get("parameters")
     return GradeSources(
         results=results,
         candidates=table,
@@ -112,6 +115,7 @@ def resolve_sources(results, tiles=None, pattern=None, model=None) -> GradeSourc
         tiles=tile_dir,
         pattern=pattern or summary.get("pattern", "{tile}_{band}.fits"),
         hdu=summary.get("hdu"),
+        parameters_path=None if parameters is None else resolve_recorded(parameters, results),
     )
 
 
@@ -254,6 +258,32 @@ class SimulatedStamps:
         return invert(np.asarray(self.images[row]), self.spec) / scale
 
 
+def _parameter_estimates(card_path, sims: SimulatedStamps, rows) -> tuple | None:
+    """theta_E (value, low, high) of simulated stamps from a parameter network, read as the
+    search reads tiles: the raw pixels (the dataset's preprocessing undone) in the network's
+    bands, centre-cropped to its stamp, through its own preprocessing.  None when its bands
+    or stamp are not in the simulated stamps, or it estimates no theta_E."""
+    import torch
+
+    from skyscan.data.preprocess import invert, preprocess
+
+    model, card = load_model(card_path)
+    names = [n for n in (card.targets or {}).get("names", []) if n.lower() == "theta_e"]
+    bands = list(sims.spec.get("bands") or [])
+    size = int(card.input_shape[-1])
+    have = np.asarray(sims.images[rows[:1]]).shape[-1] if len(rows) else 0
+    if not names or any(b not in bands for b in card.bands) or size > have:
+        return None
+    raw = invert(np.asarray(sims.images[rows]), sims.spec)
+    raw = raw[:, [bands.index(b) for b in card.bands]]
+    cut = (have - size) // 2
+    raw = np.ascontiguousarray(raw[..., cut : cut + size, cut : cut + size])
+    with torch.inference_mode():
+        out = model(torch.from_numpy(preprocess(raw, card.preprocessing))).double().numpy()
+    est = card.parameter_estimates(out)[names[0]]
+    return est["value"], est["low"], est["high"]
+
+
 def _draw_sims(sims: SimulatedStamps, n_real: int, mix: float, seed: int) -> np.ndarray:
     """Rows of the test split to mix in: ``mix`` of everything shown, half lenses and half
     non-lenses where the split has enough of each, drawn without replacement."""
@@ -303,12 +333,16 @@ class GradingSession:
         self.cache = Path(cache) if cache is not None else sources.results / "grade_cache"
         self.tiles = TileStamps(sources)
         self.sims = None
+        self.hide_theta_e = False
         items = self._real_items()
         if sims is not None:
             if not 0 < mix < 0.5:
                 raise UsageError(f"--mix {mix} must lie between 0 and 0.5", key="mix")
             self.sims = SimulatedStamps(sims, sources.card)
             items += self._sim_items(len(items), mix, seed)
+        if self.hide_theta_e:  # hidden simulations could not have it: nobody shows it
+            for it in items:
+                it.theta_e = it.theta_e_lo = it.theta_e_hi = None
         # Score order; ties by the opaque key, so simulated stamps do not cluster.
         items.sort(key=lambda it: (-it.score, it.key))
         self.items = items
@@ -374,6 +408,7 @@ class GradingSession:
                 [model(batch[s : s + 256]).double().numpy() for s in range(0, len(batch), 256)]
             )
         scores = card.probability(logits)
+        theta = self._sim_theta_e(rows)
         tile_names = self.sources.candidates.column("tile").to_pylist()
         usable = [n for n in tile_names if n in self.tiles.tiles]
         if not usable:
@@ -399,9 +434,43 @@ class GradingSession:
                     flags=0,
                     logit=float(np.ravel(logits[k])[0]),
                     label=int(self.sims.labels[row]),
+                    **({} if theta is None else {f: theta[f][k] for f in theta}),
                 )
             )
         return items
+
+    def _sim_theta_e(self, rows) -> dict | None:
+        """theta_E and its 68% interval for simulated stamps, from the search's own parameter
+        network, so hidden simulations carry what real candidates carry; None when the
+        candidates have none.  When they have them but this cannot be done (no network
+        recorded, bands or stamp size it cannot read), the real candidates' are hidden too."""
+        names = self.sources.candidates.column_names
+        if "theta_e" not in names or not any(
+            v is not None for v in self.sources.candidates.column("theta_e").to_pylist()
+        ):
+            return None
+        path = self.sources.parameters_path
+        estimates = None
+        if path is not None and Path(path).is_file():
+            estimates = _parameter_estimates(path, self.sims, rows)
+        if estimates is None:
+            log.warning(
+                "the candidates carry theta_E but the hidden simulations cannot (%s): theta_E "
+                "is not shown",
+                "no parameter network in summary.json" if path is None else path,
+            )
+            self.hide_theta_e = True
+            return None
+        value, low, high = estimates
+
+        def fin(v):
+            return float(v) if np.isfinite(v) else None
+
+        return {
+            "theta_e": [fin(v) for v in value],
+            "theta_e_lo": [fin(v) for v in low],
+            "theta_e_hi": [fin(v) for v in high],
+        }
 
     def stamp(self, item: Item) -> np.ndarray:
         """The stamp of an item in units of its background sigma per band."""
