@@ -260,6 +260,9 @@ def test_stage_parts_hold_the_case_part_they_read():
         "kinds",
         "mag_min",
         "nuclear_fraction",
+        "variable_delta_max",
+        "field_stars",
+        "mag_mode",
     }
     assert "transients" not in stage_config(transient, "dataset")
 

@@ -96,3 +96,12 @@ def test_a_smaller_saliency_map_is_drawn_centred_at_the_stamps_scale():
     assert canvas.shape == (7, 7, 3)
     assert (canvas[2:5, 2:5] == 0).all() and (canvas[:2] == 255).all() and (canvas[5:] == 255).all()
     assert _centred_on(picture, (3, 3)) is picture
+    # an even map (44 px) in an odd stamp (63 px): centre pixels 21 and 31 coincide, as the
+    # cutouts of both sizes put the object there
+    even = np.full((44, 44, 3), 255, dtype=np.uint8)
+    even[21, 21] = 0
+    assert tuple(np.argwhere(_centred_on(even, (63, 63))[..., 0] == 0)[0]) == (31, 31)
+    # a larger map is cropped about the same centre
+    big = np.full((9, 9, 3), 255, dtype=np.uint8)
+    big[4, 4] = 0
+    assert tuple(np.argwhere(_centred_on(big, (5, 5))[..., 0] == 0)[0]) == (2, 2)

@@ -184,6 +184,26 @@ def test_changed_training_does_not_resume_old_checkpoints(trained, tmp_path):
     assert epochs == {0}  # trained afresh for its one epoch, not resumed at epoch 6
 
 
+def test_changed_pixels_under_the_same_config_do_not_resume(trained, tmp_path):
+    """The same config over other pixels (a simulator whose code changed) is another
+    training: the identity fingerprints the dataset's files, not only its config hashes."""
+    import numpy as np
+
+    from skyscan.train.run import _training_identity
+
+    dataset = tmp_path / "dataset"
+    shutil.copytree(trained.dataset, dataset)
+    before = _training_identity(trained.config, dataset)
+    assert before == _training_identity(trained.config, dataset)  # same files, same identity
+    images = dataset / "train" / "images.npy"
+    array = np.load(images)
+    array[0, 0, 0, 0] += 1.0  # one pixel, the same size and manifest
+    np.save(images, array)
+    after = _training_identity(trained.config, dataset)
+    assert after["train"] == before["train"] and after["dataset"] == before["dataset"]
+    assert after["content"] != before["content"]
+
+
 def test_model_that_does_not_match_the_data(trained, tmp_path):
     from skyscan.evaluate.report import evaluate
     from skyscan.evaluate.scoring import score_split

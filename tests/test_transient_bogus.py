@@ -66,7 +66,8 @@ def test_core_dipole_has_opposite_lobes_of_equal_flux_along_the_shift():
     near = np.hypot(XX - C, YY - C) < 8
     checked = 0
     for i in range(250):
-        d = images[i, 2] * near
+        # science minus reference (ZTF's alerts negate a negative detection; undo it)
+        d = images[i, 2] * near * (-1.0 if cols["difference_negated"][i] else 1.0)
         pos, neg = d[d > 0].sum(), -d[d < 0].sum()
         assert pos == pytest.approx(neg, rel=0.1), i
         # lobes' centroids: positive minus negative points along the misalignment angle
@@ -123,7 +124,9 @@ def test_spike_is_a_line_through_the_detection_whose_residual_follows_its_ratio(
         ang = np.radians(cols["offset_angle"][i])  # toward the star: along the spike
         horizontal = abs(np.cos(ang)) > 0.5
         # each image turned so that the spike runs along axis 1 (x)
-        sci, ref, diff = (im if horizontal else im.T for im in images[i])
+        sign = -1.0 if cols["difference_negated"][i] else 1.0  # science minus reference
+        stamp = images[i] * np.array([1.0, 1.0, sign], dtype=np.float32)[:, None, None]
+        sci, ref, diff = (im if horizontal else im.T for im in stamp)
         c = int(round(C))
         density = {k: im[:, c].sum() for k, im in (("sci", sci), ("ref", ref), ("diff", diff))}
         amp, ratio = cols["spike_amplitude"][i], cols["spike_ratio"][i]

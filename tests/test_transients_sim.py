@@ -19,6 +19,7 @@ from skyscan.core.errors import ConfigError
 from skyscan.data.shards import read_images
 
 ONLY = {k: 0 for k in KINDS}
+YY, XX = np.mgrid[: SETUPS["ztf"].stamp_size, : SETUPS["ztf"].stamp_size]
 
 
 def _config(n, shard_size, setup="ztf", noise=True, **section):
@@ -144,8 +145,8 @@ def test_hostless_difference_holds_the_injected_flux():
 @pytest.mark.parametrize("setup", ["ztf", "hits"])
 def test_variable_star_difference_follows_delta_mag(setup):
     """A star fainter in the science (delta_mag > 0) leaves a negative difference; ZTF's
-    pipeline negates such detections (isdiffpos 'f'), so its cutouts are all positive and say
-    so in ``difference_negated``; HiTS keeps the sign."""
+    pipeline negates negative detections (isdiffpos 'f'), so its cutouts are positive and say
+    so in ``difference_negated`` (exactly the fading ones at S/N > 10); HiTS keeps the sign."""
     images, cols = simulate_block(setup, {"kinds": {"variable_star": 1}}, 6, 0, 0, 250)
     radius = _radius(setup)
     rows = np.flatnonzero(cols["snr"] > 10)
@@ -158,7 +159,7 @@ def test_variable_star_difference_follows_delta_mag(setup):
     assert {False, True} <= set(fading[rows])
     if setup == "ztf":
         np.testing.assert_array_equal(signs, 1.0)
-        np.testing.assert_array_equal(cols["difference_negated"], fading.astype(float))
+        np.testing.assert_array_equal(cols["difference_negated"][rows], fading[rows])
     else:
         np.testing.assert_array_equal(signs, -np.sign(cols["delta_mag"][rows]))
         assert not cols["difference_negated"].any()
@@ -373,3 +374,22 @@ def test_mag_mode_draws_real_magnitudes_triangular():
     assert abs(np.median(mags) - 18.24) < 0.25
     uniform = simulate_block("ztf", section, 9, 0, 0, 250)[1]["mag"]
     assert abs(np.median(uniform) - (13.5 + top) / 2) < 0.6
+
+
+def test_ztf_negates_every_negative_detection_whatever_its_kind():
+    """ZTF's alerts are positive at the detection (isdiffpos 'f' carries the negated
+    difference): bogus dipoles, core dipoles and cold columns too, not only fading sources."""
+    kinds = {**ONLY, "dipole": 1, "core_dipole": 1, "bad_pixel": 1}
+    images, cols = simulate_block("ztf", {"kinds": kinds}, 12, 0, 0, 250, noise=False)
+    negated = cols["difference_negated"] == 1
+    assert 0.1 < negated.mean() < 0.9  # both signs occur among the bogus
+    # the PSF-matched filter at the detection's pixel (the difference's PSF: the broader)
+    c = SETUPS["ztf"].stamp_size // 2
+    r2 = (XX - c) ** 2 + (YY - c) ** 2
+    sigma = np.maximum(cols["fwhm_science"], cols["fwhm_reference"]) / 2.3548
+    weights = np.exp(-r2[None] / (2 * sigma[:, None, None] ** 2))
+    filtered = (images[:, 2] * weights).sum(axis=(1, 2))
+    clear = np.abs(filtered) > 0.02 * np.abs(filtered).max()
+    assert clear.sum() > 100 and np.all(filtered[clear] > 0)
+    hits, hcols = simulate_block("hits", {"kinds": kinds}, 12, 0, 0, 250, noise=False)
+    assert not hcols["difference_negated"].any()

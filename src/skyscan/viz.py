@@ -750,16 +750,18 @@ def saliency_picture(saliency: np.ndarray, percentile: float = 99.5) -> np.ndarr
 
 
 def _centred_on(picture: np.ndarray, shape) -> np.ndarray:
-    """``picture`` (h, w, 3) centred on a white canvas of ``shape`` (cropped if larger)."""
+    """``picture`` (h, w, 3) on a white canvas of ``shape``, their centre pixels (index
+    ``(n - 1) // 2``, as cutouts are centred) on top of each other; cropped where larger."""
     h, w = picture.shape[:2]
     H, W = (int(v) for v in shape)
     if (h, w) == (H, W):
         return picture
-    canvas = np.full((max(H, h), max(W, w), 3), 255, dtype=np.uint8)
-    y0, x0 = (canvas.shape[0] - h) // 2, (canvas.shape[1] - w) // 2
-    canvas[y0 : y0 + h, x0 : x0 + w] = picture
-    y1, x1 = (canvas.shape[0] - H) // 2, (canvas.shape[1] - W) // 2
-    return canvas[y1 : y1 + H, x1 : x1 + W]
+    canvas = np.full((H, W, 3), 255, dtype=np.uint8)
+    # offset of the picture's first row/column on the canvas (negative: cropped)
+    dy, dx = (H - 1) // 2 - (h - 1) // 2, (W - 1) // 2 - (w - 1) // 2
+    ys, xs = slice(max(dy, 0), min(dy + h, H)), slice(max(dx, 0), min(dx + w, W))
+    canvas[ys, xs] = picture[ys.start - dy : ys.stop - dy, xs.start - dx : xs.stop - dx]
+    return canvas
 
 
 def gallery_figure(
@@ -816,7 +818,7 @@ def gallery_figure(
     if saliency is not None and len(saliency) != len(stamps):
         raise ValueError(f"{len(stamps)} stamps but {len(saliency)} saliency maps")
     with_saliency = saliency is not None and any(m is not None for m in saliency)
-    ncols = ncols or min((4 if residual else 6) - (2 if with_saliency else 0), len(stamps))
+    ncols = ncols or min((4 if residual else 6) - (1 if with_saliency else 0), len(stamps))
     nrows = int(np.ceil(len(stamps) / ncols))
     side = cell_inches
     stamp_w = 2 * side + _PANEL_GAP if residual else side
@@ -834,8 +836,9 @@ def gallery_figure(
         title = f"{title}\n{note}" if title else note
     if with_saliency:
         note = (
-            "saliency: integrated gradients of the model's logit over its input, centred at "
-            "the stamp's scale (red: light that raises the score, blue: lowers it)"
+            "saliency: integrated gradients of the model's logit over its input, summed over "
+            "its channels (red: light that raises the score, blue: lowers it); beside a "
+            "stamp drawn as data, centred at the stamp's scale"
         )
         title = f"{title}\n{note}" if title else note
     width = ncols * cell_w + (ncols + 1) * _CELL_PAD

@@ -44,6 +44,11 @@ class SkyscanModule(L.LightningModule):
     model_kwargs : dict, optional
         What sizes the network to the samples and the task (default
         ``{"in_channels": in_channels}``).
+    head : dict, optional
+        The task head (:func:`skyscan.train.heads.head_from_dict`).
+    input_views : list of str, optional
+        Views the network computes from its input (:mod:`skyscan.models.views`,
+        ``train.input_views``), built into the exported model.
     """
 
     def __init__(
@@ -60,12 +65,27 @@ class SkyscanModule(L.LightningModule):
         spec: dict | None = None,
         model_kwargs: dict | None = None,
         head: dict | None = None,
+        input_views: list | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.head = head_from_dict(head)
         self.samples = describe(get_case(case) if case else None)
-        self.net = get_model(model, **(model_kwargs or {"in_channels": in_channels}))
+        kwargs = dict(model_kwargs or {"in_channels": in_channels})
+        if input_views:
+            from skyscan.data.preprocess import METHODS
+            from skyscan.models.views import with_views
+
+            stretch = {v: k for k, v in METHODS.items()}.get((spec or {}).get("method"))
+            self.net = with_views(
+                lambda channels: get_model(model, **{**kwargs, "in_channels": channels}),
+                list(input_views),
+                int(kwargs["in_channels"]),
+                tuple((spec or {})["shape"][-2:]),
+                stretch,
+            )
+        else:
+            self.net = get_model(model, **kwargs)
         for name, value in self.head.buffers().items():
             self.register_buffer(name, torch.tensor(value, dtype=torch.float32))
         self._val_outputs: list[torch.Tensor] = []

@@ -119,7 +119,29 @@ def _training_identity(config: dict, dataset_dir) -> dict:
                 "splits": manifest.get("splits"),
             }
         ),
+        # the arrays themselves: a simulator whose code changed under the same config makes
+        # other pixels with the same hashes above, and must not resume the old training
+        "content": _content_fingerprint(dataset_dir),
     }
+
+
+def _content_fingerprint(dataset_dir, chunk: int = 1 << 20) -> str:
+    """A cheap fingerprint of a dataset's files: each file's size and a hash of its first,
+    middle and last ``chunk`` bytes (whole files below 3 chunks)."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=8)
+    for path in sorted(p for p in Path(dataset_dir).rglob("*") if p.is_file()):
+        size = path.stat().st_size
+        digest.update(f"{path.relative_to(dataset_dir)}:{size}".encode())
+        with path.open("rb") as f:
+            if size <= 3 * chunk:
+                digest.update(f.read())
+                continue
+            for offset in (0, size // 2, size - chunk):
+                f.seek(offset)
+                digest.update(f.read(chunk))
+    return digest.hexdigest()
 
 
 def _resumable(ckpt_dir: Path, identity: dict) -> bool:
@@ -290,6 +312,7 @@ def _module(tc: dict, task, case, spec: dict, model_kwargs: dict):
             spec=spec,
             model_kwargs=model_kwargs,
             head=task.to_dict(),
+            input_views=list(tc.get("input_views") or []),
         )
     except TypeError as exc:  # the architecture does not take what the head sizes it with
         raise ConfigError(
@@ -346,6 +369,7 @@ def model_card(config, dataset_dir, manifest, spec, net, task, train_set, run) -
             "dataset": str(dataset_dir),
             "simulation": manifest.get("simulation"),
             **task.training_fields,
+            "input_views": list(tc.get("input_views") or []),
             "epochs": tc["epochs"],
             "epochs_run": run["epochs_run"],
             "stopped_early": bool(run["epochs_run"] < tc["epochs"]),

@@ -334,6 +334,7 @@ class GradingSession:
         self.tiles = TileStamps(sources)
         self.sims = None
         self.hide_theta_e = False
+        self._model_lock = threading.Lock()
         items = self._real_items()
         if sims is not None:
             if not 0 < mix < 0.5:
@@ -486,11 +487,17 @@ class GradingSession:
         from skyscan.data.preprocess import preprocess
         from skyscan.models.saliency import saliency_maps
 
-        if not hasattr(self, "_model"):
-            try:
-                self._model = load_model(self.sources.card_path)[0]
-            except InputFileError:
-                self._model = None
+        with self._model_lock:  # strips are drawn in a thread pool: load the model once
+            if not hasattr(self, "_model"):
+                try:
+                    self._model = load_model(self.sources.card_path)[0]
+                except Exception as exc:  # noqa: BLE001 - the strip is drawn without it
+                    log.warning(
+                        "%s: no saliency panel, the model cannot be loaded (%s)",
+                        self.sources.card_path,
+                        exc,
+                    )
+                    self._model = None
         if self._model is None:
             return None
         if item.simulated:

@@ -395,6 +395,20 @@ class LensCase(Case, DetectabilitySelection, ParameterEstimation, CandidateAnnot
                         f"[{c['ci95'][0]:.3f}, {c['ci95'][1]:.3f}]"
                     )
             lines.append("")
+        by_mag = metrics.get("completeness_by_deflector_mag")
+        if by_mag and by_mag.get("bins"):
+            lines.append(
+                f"Completeness of all test lenses by the deflector's {by_mag['band']} magnitude, "
+                f"at the operating threshold ({100 * (1 - target):g}% rejection; Wilson 95%):"
+            )
+            for b in by_mag["bins"]:
+                snr = "" if b["median_snr"] is None else f", median S/N {b['median_snr']:.0f}"
+                lines.append(
+                    f"- {b['label']}: {fmt(b['completeness'], b['ci95'])} ({b['n']} lenses{snr})"
+                    if b["n"]
+                    else f"- {b['label']}: no lenses"
+                )
+            lines.append("")
         lines.append(
             "The Lens Finding Challenge figures come from other simulations (100,000 "
             "ground-based cutouts): compare trends, not third decimals. TPR0 and TPR10 depend "
@@ -413,6 +427,9 @@ class LensCase(Case, DetectabilitySelection, ParameterEstimation, CandidateAnnot
         return {
             "population_checks": population_checks(columns),
             "cell_by_configuration": cell_by_configuration(columns, logits, wanted),
+            "completeness_by_deflector_mag": completeness_by_deflector_mag(
+                columns, labels, logits, thresholds.get("operating")
+            ),
         }
 
     @staticmethod
@@ -570,3 +587,60 @@ class LensCase(Case, DetectabilitySelection, ParameterEstimation, CandidateAnnot
 
 
 CASE = LensCase()
+
+
+#: Deflector magnitude bin edges of :func:`completeness_by_deflector_mag` (bright deflectors
+#: hide faint arcs: the contrast the default run's bright-deflector completeness suffers from).
+DEFLECTOR_MAG_EDGES = (18.0, 19.0, 20.0, 21.0)
+
+
+def completeness_by_deflector_mag(columns, labels, logits, threshold) -> dict | None:
+    """Completeness of the test lenses by their deflector's magnitude at one threshold.
+
+    Parameters
+    ----------
+    columns : mapping
+        The test split's metadata: ``lens_mag_<band>`` (the reddest of i, r, g present) and
+        ``snr_<band>`` per row.
+    labels, logits : ndarray
+    threshold : float or None
+        The logit threshold (the evaluation's operating one, chosen on validation).
+
+    Returns
+    -------
+    dict or None
+        ``band``, ``threshold`` and ``bins`` (``label``, ``n``, ``found``, ``completeness``,
+        ``ci95`` (Wilson), ``median_snr`` of the lenses in the bin); None without a
+        threshold or deflector magnitudes.
+    """
+    from skyscan.evaluate.metrics import wilson_interval
+
+    band = next((b for b in "irg" if f"lens_mag_{b}" in columns), None)
+    if threshold is None or band is None:
+        return None
+    lens = np.asarray(labels) == 1
+    mag = np.asarray(columns[f"lens_mag_{band}"], dtype=float)[lens]
+    snr_column = columns.get(f"snr_{band}")
+    snr = np.asarray(snr_column, dtype=float)[lens] if snr_column is not None else None
+    found = np.asarray(logits, dtype=float).reshape(len(labels), -1)[:, 0][lens] >= threshold
+    edges = [-np.inf, *DEFLECTOR_MAG_EDGES, np.inf]
+    bins = []
+    for lo, hi in zip(edges, edges[1:], strict=False):
+        inside = (mag >= lo) & (mag < hi)
+        n, k = int(inside.sum()), int(found[inside].sum())
+        label = (
+            f"{band} < {hi:g}" if lo == -np.inf
+            else f"{band} >= {lo:g}" if hi == np.inf
+            else f"{lo:g} <= {band} < {hi:g}"
+        )  # fmt: skip
+        bins.append(
+            {
+                "label": label,
+                "n": n,
+                "found": k,
+                "completeness": k / n if n else None,
+                "ci95": wilson_interval(k, n),
+                "median_snr": float(np.median(snr[inside])) if n and snr is not None else None,
+            }
+        )
+    return {"band": band, "threshold": float(threshold), "bins": bins}

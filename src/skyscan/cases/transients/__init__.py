@@ -169,8 +169,9 @@ CONFIG_SCHEMA = {
             "(brighter than the limit + 1 mag; counts rising 0.3 dex per mag; none within "
             "2 FWHM of the detection), in both images, the science's misregistered by "
             "0.02-0.3 px so that bright ones leave dipoles beside the detection, as in real "
-            "alerts. Each detection's own mean is log-uniform from a third to three times "
-            "this (high latitudes to crowded fields). 0 gives none.",
+            "alerts. Each "
+            "detection's own mean is log-uniform from a third to three times this (high "
+            "latitudes to crowded fields). 0 gives none.",
             "type": "number",
             "minimum": 0,
             "maximum": 40,

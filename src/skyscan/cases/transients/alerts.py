@@ -540,6 +540,7 @@ ALERT_SCHEMA = {
                     {"name": "magpsf", "type": "float"},
                     {"name": "rb", "type": ["null", "float"], "default": None},
                     {"name": "drb", "type": ["null", "float"], "default": None},
+                    {"name": "isdiffpos", "type": ["null", "string"], "default": None},
                 ],
             },
         },
@@ -596,6 +597,8 @@ def _record(alert: Mapping) -> dict:
     candidate["magpsf"] = float(alert["magpsf"])
     for key in ("rb", "drb"):
         candidate[key] = None if alert.get(key) is None else float(alert[key])
+    # 't': the difference is science minus reference; 'f': negated (a negative detection)
+    candidate["isdiffpos"] = alert.get("isdiffpos")
     record = {
         "schemavsn": "3.3",
         "publisher": "skyscan",
@@ -614,10 +617,10 @@ def write_avro_alerts(path: str | Path, alerts: Sequence[Mapping]) -> Path:
     ----------
     path : str or Path
     alerts : sequence of dict
-        ``candid``, ``objectId``, ``ra``, ``dec``, ``magpsf``, ``jd``, optional ``rb`` and
-        ``drb`` (None: null), and ``science``, ``reference``, ``difference``: 2-D arrays (written
-        as gzipped float32 FITS), bytes (written as ``stampData`` verbatim, e.g. to test corrupt
-        data) or None (no cutout).
+        ``candid``, ``objectId``, ``ra``, ``dec``, ``magpsf``, ``jd``, optional ``rb``,
+        ``drb`` and ``isdiffpos`` (``'t'``/``'f'``; None: null), and ``science``,
+        ``reference``, ``difference``: 2-D arrays (written as gzipped float32 FITS), bytes
+        (written as ``stampData`` verbatim, e.g. to test corrupt data) or None (no cutout).
     """
     import fastavro
 
@@ -658,6 +661,7 @@ def write_parquet_alerts(
             ("magpsf", pa.float32()),
             ("rb", pa.float32()),
             ("drb", pa.float32()),
+            ("isdiffpos", pa.string()),
         ]
     )
     cutout_type = pa.struct([("fileName", pa.string()), ("stampData", pa.binary())])

@@ -78,6 +78,8 @@ def make_demo_alerts(
                 "jd": 2461000.5 + i / 1440.0,
                 "rb": None,
                 "drb": None,
+                # ZTF's sign convention: 'f' where the difference was negated
+                "isdiffpos": "f" if cols["difference_negated"][i] else "t",
                 "science": images[i, 0],
                 "reference": images[i, 1],
                 "difference": images[i, 2],

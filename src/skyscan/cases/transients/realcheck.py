@@ -59,6 +59,8 @@ def agreement_with_drb(
         return {"fraction": k / n if n else None, "ci95": wilson_interval(k, n)}
 
     rho = float(spearmanr(scores, drb).statistic) if len(drb) > 2 else None
+    if rho is not None and not np.isfinite(rho):  # constant scores or drb
+        rho = None
     ci = None
     if rho is not None:
         rng = np.random.default_rng(seed)
@@ -68,7 +70,8 @@ def agreement_with_drb(
             value = spearmanr(scores[i], drb[i]).statistic
             if np.isfinite(value):
                 boots.append(value)
-        ci = [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]
+        if boots:
+            ci = [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]
     label = drb > 0.5
     auroc = float(roc_auc_score(label, scores)) if 0 < label.sum() < len(label) else None
     return {
@@ -102,6 +105,7 @@ def agreement_table(figures: Mapping, name: str) -> str:
 
     rho = figures["spearman"]
     rho_ci = rho["ci95"] or (float("nan"), float("nan"))
+    rho_text = "-" if rho["rho"] is None else f"{rho['rho']:.3f} [{rho_ci[0]:.3f}, {rho_ci[1]:.3f}]"
     auroc = figures["auroc_drb_0.5"]
     median = figures["median_score_real"]
     return "\n".join(
@@ -111,8 +115,7 @@ def agreement_table(figures: Mapping, name: str) -> str:
             f"| drb > {REAL_DRB} passing the card's threshold | {pct(figures['real'])} "
             f"| {figures['real']['n']} |",
             f"| drb < {BOGUS_DRB} failing it | {pct(figures['bogus'])} | {figures['bogus']['n']} |",
-            f"| Spearman with drb (bootstrap 95%) | {rho['rho']:.3f} "
-            f"[{rho_ci[0]:.3f}, {rho_ci[1]:.3f}] | {figures['n']} |",
+            f"| Spearman with drb (bootstrap 95%) | {rho_text} | {figures['n']} |",
             f"| AUROC against drb > 0.5 | {'-' if auroc is None else f'{auroc:.3f}'} "
             f"| {figures['n']} |",
             f"| median score, drb > {REAL_DRB} | {'-' if median is None else f'{median:.3f}'} "
@@ -148,12 +151,14 @@ def check_real_alerts(card_path, alerts, out_dir=None, progress: bool = False) -
     skyscan.core.errors.InputFileError
         When ``alerts`` does not exist (it is fetched by ``make setup``).
     """
+    import json
     import tempfile
     from pathlib import Path
 
     import pyarrow.parquet as pq
 
     from skyscan.cases.transients.scoring import score_alerts
+    from skyscan.core.atomic import write_json_atomic
     from skyscan.core.errors import InputFileError
     from skyscan.models.card import read_card
 
@@ -167,16 +172,37 @@ def check_real_alerts(card_path, alerts, out_dir=None, progress: bool = False) -
     card = read_card(card_path)
     with tempfile.TemporaryDirectory() as tmp:
         scores_path = Path(tmp) / "scores.parquet"
-        score_alerts(card_path, [alerts], scores_path, progress=progress)
+        failures_path = Path(tmp) / "failures.json"
+        summary = score_alerts(
+            card_path, [alerts], scores_path, progress=progress, failures_out=failures_path
+        )
         scores = pq.read_table(scores_path)
+        failures = json.loads(failures_path.read_text())
     table = scores.to_pydict()
     drb = np.array([np.nan if v is None else v for v in table["drb"]], dtype=float)
+    if not np.isfinite(drb).any():
+        raise InputFileError(
+            f"{alerts}: none of its {len(drb)} scored alert(s) carries ZTF's drb, so there is "
+            "nothing to compare with (public ZTF alert packets carry it; FITS triplets and "
+            "skyscan's demonstration alerts do not)",
+            path=str(alerts),
+        )
     # the card's operating threshold (chosen on validation); logit 0 when it has none
+    threshold_source = "card" if (card.threshold or {}).get("logit") is not None else "logit 0"
     threshold = (card.threshold or {}).get("logit", 0.0)
     figures = agreement_with_drb(table["logit"], table["score"], drb, threshold)
-    result = {"alerts": str(alerts), "model": str(card_path), **figures}
+    result = {
+        "alerts": str(alerts),
+        "model": str(card_path),
+        "n_scored": summary["n_scored"],
+        "n_failed": summary["n_failed"],
+        "threshold_source": threshold_source,
+        **figures,
+    }
     if out_dir is not None:
-        _write_check(Path(out_dir), result, scores, drb, np.asarray(table["logit"], float))
+        out_dir = Path(out_dir)
+        _write_check(out_dir, result, scores, drb, np.asarray(table["logit"], float))
+        write_json_atomic(out_dir / "real_alerts_failures.json", failures)
     return result
 
 
@@ -196,6 +222,12 @@ def _write_check(out, result: Mapping, scores, drb, logits) -> None:
     out.mkdir(parents=True, exist_ok=True)
     name = result["alerts"].rsplit("/", 1)[-1]
     write_json_atomic(out / "real_alerts.json", result)
+    threshold = (
+        f"the card's threshold ({result['threshold_logit']:.3f}, chosen on its validation split)"
+        if result.get("threshold_source", "card") == "card"
+        else "logit 0 (score 0.5: the card records no threshold)"
+    )
+    failed = result.get("n_failed") or 0
     text = [
         f"# The model on real ZTF alerts: {name}",
         "",
@@ -203,10 +235,14 @@ def _write_check(out, result: Mapping, scores, drb, logits) -> None:
         "",
         "ZTF's deep real/bogus score (drb, Duev et al. 2019) is the survey's own classifier, "
         "not ground truth. Rates are Wilson 95% intervals; an alert passes when its logit is "
-        f"at or above the card's threshold ({result['threshold_logit']:.3f}, chosen on the "
-        "simulated validation split). These alerts are never trained on; where the "
-        "simulator was calibrated by measuring them, they are development figures, not an "
-        "independent test.",
+        f"at or above {threshold}. "
+        + (
+            f"{failed} alert(s) could not be decoded (real_alerts_failures.json). "
+            if failed
+            else ""
+        )
+        + "Alerts the simulator was calibrated on (the public development set of "
+        "config/transients-ztf.yaml) give development figures, not an independent test.",
         "",
     ]
     write_text_atomic(out / "real_alerts.md", "\n".join(text))
@@ -222,8 +258,8 @@ def _write_check(out, result: Mapping, scores, drb, logits) -> None:
     ax.set_ylabel("model logit")
     real = result["real"]
     ax.set_title(
-        f"{name}\n{real['passed']} of {real['n']} with drb > {REAL_DRB} pass; "
-        f"Spearman {result['spearman']['rho']:.2f}",
+        f"{name}\n{real['passed']} of {real['n']} with drb > {REAL_DRB} pass; Spearman "
+        + ("-" if result["spearman"]["rho"] is None else f"{result['spearman']['rho']:.2f}"),
         fontsize=9,
     )
     ax.legend(fontsize=8, loc="lower left")

@@ -42,9 +42,11 @@ images, transient in the science only; with ``nuclear_fraction``, that share sit
 of a compact host brighter than the change, and half of those fade: the point source is in the
 reference only), ``hostless`` (point source alone), ``variable_star`` (a star in both,
 brighter or fainter in the science by ``delta_mag``, 0.1 to ``variable_delta_max``).  Where
-the set-up's pipeline negates negative detections (ZTF), the difference of a fading source is
-reference minus science, as in ZTF's alerts with ``isdiffpos = 'f'`` (``difference_negated``
-1).  With ``field_stars``, stars surround the detection of every kind.
+the set-up's pipeline negates negative detections (ZTF), a detection of any kind whose
+difference is negative at the detection (the PSF-matched filter's flux there: a fading source,
+the negative lobe of a dipole, a cold column) gets reference minus science, as ZTF's alerts
+with ``isdiffpos = 'f'`` do (``difference_negated`` 1).  With ``field_stars``, stars surround
+the detection of every kind.
 
 Bogus (``label`` 0): ``dipole`` (a static star, or a compact galaxy, misregistered by
 ``misalignment`` pixels in the science), ``cosmic_ray`` (a sharp track of 0-6 px in the science,
@@ -87,9 +89,10 @@ ghost centre, or to the spike's star), ``offset_angle`` (degrees, its direction)
 length), ``spike_ratio``, ``edge_side`` (0: low x, 1: low y, 2: high x, 3: high y),
 ``edge_width`` (pixels), ``masked_pixels``, ``fwhm_science``, ``fwhm_reference`` (arcsec),
 ``sigma_difference`` (background noise sigma of a difference pixel), ``difference_negated``
-(1 where the difference is reference minus science), ``field_stars`` (how many field stars
-were placed around the detection, with ``transients.field_stars``), ``field_shift`` (pixels,
-their misregistration in the science) and ``snr``: the optimal
+(1 where the difference is reference minus science: the detection was negative),
+``field_stars`` (how many field stars were placed around the detection, with
+``transients.field_stars``), ``field_shift`` (pixels, the field stars' misregistration in the
+science) and ``snr``: the optimal
 (PSF-weighted) S/N of the transient's flux change in the difference image,
 ``|dF| / (sigma_difference sqrt(NEA))`` with ``NEA = 1 / sum(PSF^2)`` of the difference's PSF
 (the broader of the two; ``4 pi sigma^2`` for a well-sampled Gaussian), background-limited and
@@ -165,8 +168,8 @@ class TransientSetup:
     :meth:`point_source_limit`, which the numbers reproduce to 0.01 mag); ``masked_fraction``
     the share of detections, of every kind, whose cutouts hold a masked (NaN, read as 0)
     patch at a border; ``negates_negative_detections`` whether the survey's pipeline turns
-    the difference of a detection of fading flux (ZTF's ``isdiffpos = 'f'``) into
-    reference minus science, so that every difference cutout shows a positive source.
+    the difference of a negative detection (ZTF's ``isdiffpos = 'f'``) into reference minus
+    science, so that every difference cutout is positive at the detection.
     """
 
     name: str
@@ -620,9 +623,6 @@ def _draw(setup: TransientSetup, section: Mapping, rng: np.random.Generator, n: 
     )
     nea = 1.0 / _kernel_power(np.maximum(t_s, t_r))
     snr = np.abs(dflux) / (sigma_diff * np.sqrt(nea))
-    # Detections of fading flux: a variable star fainter in the science, a fading nucleus.
-    fading = (is_["variable_star"] & (delta_mag > 0)) | fading_nucleus
-    negated = fading & setup.negates_negative_detections
 
     return {
         "kind": kind,
@@ -647,7 +647,9 @@ def _draw(setup: TransientSetup, section: Mapping, rng: np.random.Generator, n: 
         "fwhm_reference": fwhm_r,
         "sigma_difference": sigma_diff,
         "snr": snr,
-        "difference_negated": negated.astype(np.float64),
+        # set by the renderer where the set-up negates negative detections (from the sign of
+        # the rendered difference at the detection)
+        "difference_negated": np.zeros(n),
         "field_stars": n_field.astype(np.float64),
         "field_shift": field_shift,
         # Renderer's extras (not written).
@@ -805,7 +807,9 @@ def _render(setup: TransientSetup, d: dict, noise_seed: int | None) -> np.ndarra
     moved_here = is_["dipole"][sel]
     _deposit(scene_r, sel, cx, cy, flux)
     _deposit(scene_s, sel, cx + sx[sel] * moved_here, cy + sy[sel] * moved_here, flux)
-    # Field stars (both images; the science's misregistered by field_shift).
+    # Field stars (both images; in the science misregistered by field_shift).  Only the
+    # stars move: moving the whole science scene (a real transient's host core too) was
+    # tried and made the simulated task harder without bringing real alerts closer.
     fx, fy, fmag, fsx, fsy = d["_field"]
     for k in range(int(d["field_stars"].max(initial=0))):
         sel = rows[d["field_stars"] > k]
@@ -998,8 +1002,17 @@ def _render(setup: TransientSetup, d: dict, noise_seed: int | None) -> np.ndarra
     diff = fourier.irfft(
         fourier.rfft(sci) * fourier.gauss(t_a) - fourier.rfft(ref) * fourier.gauss(t_b)
     )
-    # A negative detection's difference, negated as the survey's pipeline does (its S/N too).
-    diff[d["difference_negated"] > 0] *= -1.0
+    # A negative detection's difference, negated as the survey's pipeline does (its S/N too):
+    # the sign of the PSF-matched-filter flux at the detection, whatever the kind (ZTF detects
+    # on the difference and on its negative, and an alert of the latter carries it negated).
+    if setup.negates_negative_detections:
+        matched = fourier.irfft(fourier.rfft(diff) * fourier.gauss(np.maximum(t_s, t_r)))
+        iy = np.clip(np.rint(d["_y0"]).astype(np.int64), 0, p - 1)
+        ix = np.clip(np.rint(d["_x0"]).astype(np.int64), 0, p - 1)
+        negative = matched[rows, iy, ix] < 0
+        del matched
+        diff[negative] *= -1.0
+        d["difference_negated"] = negative.astype(np.float64)
     crop = (slice(None), slice(pad, pad + H), slice(pad, pad + H))
     planes = {"science": sci[crop], "reference": ref[crop], "difference": diff[crop]}
     if "snr" in setup.channels:

@@ -57,6 +57,14 @@ rule score_alerts:
 # How the model carries to real data: ZTF alerts that carry ZTF's drb (transients.real_alerts;
 # the public development set is fetched by `make setup`, never at run time).
 REAL_ALERTS = config.get(CASE.name, {}).get("real_alerts")
+if REAL_ALERTS and not os.path.isfile(REAL_ALERTS):
+    # external data, not an output of this run: say so and run the rest
+    print(
+        f"warning: transients.real_alerts {REAL_ALERTS} does not exist (make setup fetches "
+        "the public development set): the real-alert check is skipped",
+        file=sys.stderr,
+    )
+    REAL_ALERTS = None
 if REAL_ALERTS:
     REAL_CHECK_DIR = f"{RESULTS}/evaluation"
     CASE_TARGETS += [f"{REAL_CHECK_DIR}/real_alerts.md"]
@@ -78,6 +86,7 @@ if REAL_ALERTS:
             md=f"{REAL_CHECK_DIR}/real_alerts.md",
             figures=f"{REAL_CHECK_DIR}/real_alerts.json",
             scores=f"{REAL_CHECK_DIR}/real_alerts.parquet",
+            failures=f"{REAL_CHECK_DIR}/real_alerts_failures.json",
             plot=report(f"{REAL_CHECK_DIR}/real_alerts.png", category="Evaluation"),
         log:
             f"{LOGS}/check_real_alerts.log",
